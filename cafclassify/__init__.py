@@ -1,0 +1,59 @@
+"""cafclassify: find cancer-associated fibroblasts in scRNA-seq data and classify their subtypes.
+
+The public API is imported lazily so that ``import cafclassify`` stays fast and the
+command line starts quickly; every name in ``__all__`` is available as an attribute.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("cafclassify")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0+unknown"
+
+_API = {
+    # reading and QC
+    "read": "cafclassify.io",
+    "fetch": "cafclassify.io",
+    "detect_value_type": "cafclassify.io",
+    "qc": "cafclassify.pp",
+    "filter_cells": "cafclassify.pp",
+    # signatures and genes
+    "load_signatures": "cafclassify.genesets",
+    "list_signatures": "cafclassify.genesets",
+    "match_signatures": "cafclassify.genesets",
+    "coverage_table": "cafclassify.genesets",
+    "SignatureLibrary": "cafclassify.genesets",
+    "GeneSet": "cafclassify.genesets",
+    "resolve_gene_identity": "cafclassify.genes",
+    "detect_species": "cafclassify.genes",
+    # scoring
+    "score": "cafclassify.scoring",
+    "list_methods": "cafclassify.scoring",
+    # gate and classifier
+    "gate": "cafclassify.tl",
+    "train": "cafclassify.tl",
+    "classify": "cafclassify.tl",
+    "CafModel": "cafclassify.model",
+    # synthetic data and reports
+    "simulate": "cafclassify.datasets",
+    "report": "cafclassify.report",
+}
+
+__all__ = ["__version__", *sorted(_API)]
+
+
+def __getattr__(name: str):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cafclassify' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

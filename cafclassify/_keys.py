@@ -1,0 +1,58 @@
+"""One registry of every AnnData key cafclassify writes.
+
+Labels live in ``obs`` as categoricals, per-cell x feature matrices in ``obsm``
+as named DataFrames, parameters and provenance under ``uns["cafclassify"]``.
+Every writer imports its key from here, so the README, the report and the tests
+share one source of truth.
+"""
+
+from __future__ import annotations
+
+UNS = "cafclassify"  # uns[UNS][<step>] = {"params": ..., ...}
+
+# --- reading / value type -------------------------------------------------
+LAYER_COUNTS = "counts"  # raw counts kept here when the input had counts
+UNS_READ = "read"  # uns[UNS]["read"]: file, sha256, format, species, id type, value type
+VAR_SYMBOL = "cafclassify_symbol"  # var column: resolved (current HGNC/MGI) symbol per gene
+
+# --- QC -----------------------------------------------------------------
+OBS_QC_PASS = "qc_pass"  # bool
+OBS_QC_REASON = "qc_reason"  # categorical: "pass" or the first failing reason
+OBS_DOUBLET_SCORE = "doublet_score"
+UNS_QC = "qc"
+
+# --- gate ---------------------------------------------------------------
+OBS_LINEAGE = "caf_lineage"  # categorical in LINEAGES
+OBS_LINEAGE_CONF = "caf_lineage_confidence"  # float in [0, 1]
+OBS_LINEAGE_CLUSTER = "caf_gate_cluster"  # cluster id used for the cluster-level decision
+OBS_FIBRO_STATE = "caf_fibroblast_state"  # categorical: CAF / normal-like / unknown (within fibroblasts)
+OBSM_LINEAGE_SCORES = "caf_lineage_scores"  # DataFrame cells x lineage sets
+UNS_GATE = "gate"
+LINEAGES = ("fibroblast", "mural", "epithelial", "immune", "endothelial", "other")
+
+# --- scoring ------------------------------------------------------------
+OBSM_SCORES = "caf_scores"  # default key_added of score()
+UNS_SCORE = "score"  # uns[UNS]["score"][key_added] = {params, coverage}
+
+# --- classifier ---------------------------------------------------------
+OBS_SUBTYPE = "caf_subtype"  # categorical: subtypes + "unassigned" (+ "not_fibroblast")
+OBS_SUBTYPE_CONF = "caf_subtype_confidence"  # max calibrated probability
+OBS_SUBTYPE_SMOOTHED = "caf_subtype_smoothed"  # optional cluster majority vote
+OBSM_SUBTYPE_PROBA = "caf_subtype_proba"  # DataFrame cells x classes
+OBS_SEED = "caf_seed_label"  # weak label used for training (categorical, NaN = not a seed)
+OBS_LTBP2 = "ltbp2_positive"  # bool
+OBS_LTBP2_SCORE = "ltbp2_score"  # float
+OBS_SENESCENT = "senescent_flag"  # bool
+OBS_CYCLING = "cycling_flag"  # bool
+UNS_CLASSIFY = "classify"
+UNASSIGNED = "unassigned"
+NOT_FIBROBLAST = "not_fibroblast"
+
+# --- provenance -----------------------------------------------------------
+UNS_PROVENANCE = "provenance"  # package version, signature hash, input sha256, seed, run date
+
+
+def uns_section(adata, step: str) -> dict:
+    """Return ``adata.uns["cafclassify"][step]``, creating the dicts as needed."""
+    root = adata.uns.setdefault(UNS, {})
+    return root.setdefault(step, {})
