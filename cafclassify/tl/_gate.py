@@ -1,0 +1,600 @@
+"""Lineage gate: which cells are fibroblasts (CAFs or normal fibroblasts)?
+
+The gate labels every cell with one lineage (``fibroblast``, ``mural``,
+``epithelial``, ``immune``, ``endothelial`` or ``other``) so that CAF subtyping
+runs only on fibroblasts. The decision is made per *cluster*, so dropout in a
+single cell does not flip its call, and every comparison is relative: a lineage
+set is compared with random gene sets of the same size in the same cell (is it
+expressed at all?) and with the other lineage sets (which lineage is it?). No
+expression cut-off is fitted to a particular dataset. See ``docs/gate.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+from scipy import stats
+
+from .. import _keys as K
+from .._errors import ConfigError, DataError, SignatureError
+
+__all__ = ["gate"]
+
+logger = logging.getLogger(__name__)
+
+#: lineage-group set name -> label written to ``obs``
+LINEAGE_SETS = {
+    "fibroblast": "fibroblast",
+    "mural": "mural",
+    "epithelial": "epithelial",
+    "immune": "immune",
+    "endothelial": "endothelial",
+    "other_lineage": "other",
+}
+#: optional sets used for ``caf_fibroblast_state``
+STATE_SETS = ("caf_activation", "normal_fibroblast")
+STATE_CATEGORIES = ("CAF", "normal-like", "unknown")
+
+_METHODS = ("ucell", "aucell")
+# Statistical conventions (not fitted to any dataset):
+_ALPHA_CLUSTER = 0.05  # family-wise error for "lineage expressed in cluster" (Bonferroni)
+_MIN_EFFECT = 0.5  # cluster mean above null, in null SDs (Cohen's "medium" effect)
+_ALPHA_CELL = 0.01  # per-cell "this cell expresses the set" (one-sided)
+_OVERRIDE_RATIO = 2.0  # a cell leaves its cluster's call only with >= 2x the evidence
+_MIN_GENES = 2  # a lineage set needs >= 2 genes in the data (one gene is no signature)
+_PREGATED_FRACTION = 0.9  # auto-detect pre-gated input: >= 90% of cells gate fibroblast
+_FEW_FIBROBLASTS = 50  # fewer fibroblasts than this: warn that subtyping is unreliable
+_MIN_CELLS_GRAPH = 30  # fewer cells: decide per cell (no clustering)
+_NULL_CHUNK = 50_000
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+def _matrix(adata: AnnData, layer: str | None):
+    if layer is None:
+        X = adata.X
+        where = "adata.X"
+    else:
+        if layer not in adata.layers:
+            raise DataError(
+                f"layer {layer!r} not found (layers: {sorted(adata.layers) or 'none'}).",
+                path="adata.layers",
+                fix="pass layer=None to use adata.X, or one of the available layers.",
+            )
+        X = adata.layers[layer]
+        where = f"adata.layers[{layer!r}]"
+    if X is None:
+        raise DataError("the AnnData object has no expression matrix.", path=where)
+    if sp.issparse(X) and not sp.isspmatrix_csr(X) and not isinstance(X, sp.csr_array):
+        X = sp.csr_matrix(X)
+    return X, where
+
+
+def _split_genes(value) -> list[str]:
+    if isinstance(value, str):
+        return [g for g in value.split(";") if g]
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    return [str(g) for g in value]
+
+
+def _value_type(X) -> str:
+    try:
+        from ..io import detect_value_type
+    except ImportError:  # pragma: no cover - io not importable
+        try:
+            from ..io._valuetype import detect_value_type
+        except ImportError:
+            return "unknown"
+    try:
+        return str(detect_value_type(X))
+    except Exception:  # pragma: no cover - detection is advisory only
+        return "unknown"
+
+
+def _null_scores(X, matched: dict, *, method: str, n_null: int, rng: np.random.Generator,
+                 max_rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell mean and pooled SD of scores of random gene sets of the same sizes.
+
+    Random genes are drawn uniformly from all genes of the matrix (not matched on
+    expression), so the null does not depend on which cell types the dataset holds.
+    Returns ``mu`` (cells x sets) and ``sigma`` (sets,).
+    """
+    from ..scoring import _kernels as kern
+
+    n_cells, n_genes = X.shape
+    names = list(matched)
+    null_sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in names:
+        k = len(matched[name].indices)
+        for r in range(n_null):
+            idx = np.sort(rng.choice(n_genes, size=k, replace=False))
+            null_sets[f"{name}\t{r}"] = (idx, np.ones(k))
+    aucell_kw: dict[str, Any] = {}
+    if method == "aucell":
+        st = kern.gene_stats(X)
+        nonempty = st.n_nonzero > 0
+        aucell_kw = dict(n_up=kern.default_n_up(int(nonempty.sum())),
+                         tie_order=kern.decoupler_tie_order(nonempty),
+                         n_ranked=int(nonempty.sum()))
+    mu = np.zeros((n_cells, len(names)))
+    ss = np.zeros(len(names))
+    for start in range(0, n_cells, _NULL_CHUNK):
+        stop = min(start + _NULL_CHUNK, n_cells)
+        block = X[start:stop]
+        if method == "ucell":
+            s = kern.ucell_scores(block, null_sets, max_rank=max_rank)
+        else:
+            s = kern.aucell_scores(block, null_sets, **aucell_kw)
+        s = s.reshape(stop - start, len(names), n_null)
+        m = s.mean(axis=2)
+        mu[start:stop] = m
+        ss += ((s - m[:, :, None]) ** 2).sum(axis=(0, 2))
+    sigma = np.sqrt(ss / max(n_cells * (n_null - 1), 1))
+    # a set whose random draws never vary (e.g. an all-zero matrix) gets a tiny floor
+    sigma = np.maximum(sigma, 1e-6)
+    return mu, sigma
+
+
+def _embed_and_cluster(X, *, value_type: str, n_pcs: int, resolution: float,
+                       max_cells_graph: int, random_state: int) -> tuple[np.ndarray, dict]:
+    """HVG -> PCA -> kNN -> Leiden on (a subsample of) the cells.
+
+    Above ``max_cells_graph`` cells the graph is built on a random subsample and the
+    other cells join the cluster with the nearest centroid in PCA space.
+    """
+    import scanpy as sc
+
+    n = X.shape[0]
+    rng = np.random.default_rng(random_state)
+    info: dict[str, Any] = {"n_cells_graph": int(min(n, max_cells_graph)), "subsampled": n > max_cells_graph}
+    sub_idx = np.sort(rng.choice(n, size=max_cells_graph, replace=False)) if n > max_cells_graph else np.arange(n)
+
+    def _prep(block):
+        block = sp.csr_matrix(block, dtype=np.float32) if sp.issparse(block) else np.asarray(block, dtype=np.float32)
+        if value_type == "counts":
+            # embedding only: normalise + log1p a copy (the scores are rank-based)
+            tot = np.asarray(block.sum(axis=1)).ravel()
+            tot[tot == 0] = 1
+            scale = 1e4 / tot
+            block = sp.diags(scale.astype(np.float32)) @ block if sp.issparse(block) else block * scale[:, None]
+            block = block.log1p() if sp.issparse(block) else np.log1p(block)
+        return block
+
+    sub = AnnData(_prep(X[sub_idx]))
+    n_top = int(min(2000, sub.n_vars))
+    try:
+        sc.pp.highly_variable_genes(sub, n_top_genes=n_top, flavor="seurat")
+        hvg = np.flatnonzero(sub.var["highly_variable"].to_numpy())
+    except Exception as exc:  # pragma: no cover - degenerate matrices (e.g. constant genes)
+        logger.info("HVG selection failed (%s); using all genes for the embedding.", exc)
+        hvg = np.arange(sub.n_vars)
+    if hvg.size < 3:
+        hvg = np.arange(sub.n_vars)
+    Xh = sub.X[:, hvg]
+    n_comps = int(max(1, min(n_pcs, Xh.shape[0] - 1, Xh.shape[1] - 1)))
+    emb = AnnData(Xh)
+    sc.pp.pca(emb, n_comps=n_comps, random_state=random_state)
+    n_neighbors = int(min(15, max(3, emb.n_obs // 10)))
+    # symmetric kNN graph (sklearn; avoids UMAP's just-in-time compilation)
+    from sklearn.neighbors import NearestNeighbors
+
+    pcs = emb.obsm["X_pca"]
+    nn = NearestNeighbors(n_neighbors=n_neighbors).fit(pcs)
+    adj = nn.kneighbors_graph(pcs, mode="connectivity")
+    adj.setdiag(0)
+    adj.eliminate_zeros()
+    adj = adj.maximum(adj.T).tocsr()
+    sc.tl.leiden(emb, resolution=resolution, flavor="igraph", n_iterations=2,
+                 random_state=random_state, key_added="c", adjacency=adj)
+    sub_lab = emb.obs["c"].astype(int).to_numpy()
+    info.update(n_hvg=int(hvg.size), n_pcs=n_comps, n_neighbors=n_neighbors)
+    if not info["subsampled"]:
+        return sub_lab, info
+
+    # assign the remaining cells to the nearest cluster centroid in PCA space
+    loadings = emb.varm["PCs"]  # genes x comps
+    mean = np.asarray(Xh.mean(axis=0)).ravel()
+    k = sub_lab.max() + 1
+    cent = np.vstack([pcs[sub_lab == c].mean(axis=0) for c in range(k)])
+    labels = np.empty(n, dtype=int)
+    labels[sub_idx] = sub_lab
+    rest = np.setdiff1d(np.arange(n), sub_idx)
+    for start in range(0, rest.size, _NULL_CHUNK):
+        rows = rest[start:start + _NULL_CHUNK]
+        blk = _prep(X[rows])[:, hvg]
+        proj = np.asarray(blk @ loadings) - mean @ loadings
+        d = (proj**2).sum(1)[:, None] - 2 * proj @ cent.T + (cent**2).sum(1)[None, :]
+        labels[rows] = d.argmin(axis=1)
+    return labels, info
+
+
+def _decide(S: np.ndarray, mu: np.ndarray, sigma: np.ndarray, clusters: np.ndarray,
+            labels: list[str]) -> dict[str, Any]:
+    """Cluster-level lineage decision with per-cell exceptions (see module docs)."""
+    n, L = S.shape
+    codes, uniq = pd.factorize(pd.Series(clusters).astype(str), sort=True)
+    n_cl = len(uniq)
+    size = np.bincount(codes, minlength=n_cl).astype(float)
+    onehot = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(n_cl, n))
+    D = S - mu  # score above random gene sets of the same size, per cell
+    R = np.asarray(onehot @ S) / size[:, None]  # cluster mean score
+    Dm = np.asarray(onehot @ D) / size[:, None]
+    effect = Dm / sigma[None, :]
+    z = effect * np.sqrt(size)[:, None]
+    z_crit = stats.norm.isf(_ALPHA_CLUSTER / max(n_cl * L, 1))
+    present = (z >= z_crit) & (effect >= _MIN_EFFECT)
+    # peak level of each lineage over clusters where it is expressed (else over all)
+    M = np.where(present.any(0), np.where(present, R, -np.inf).max(0), R.max(0))
+    M = np.maximum(M, 1e-12)
+    E = R**2 / M[None, :]  # level x (level / peak level) of the lineage
+    Em = np.where(present, E, -np.inf)
+    cl_call = np.where(present.any(1), Em.argmax(1), -1)
+    E_sorted = np.sort(np.where(present, E, 0.0), axis=1)[:, ::-1]
+    E_sorted = np.hstack([E_sorted, np.zeros((n_cl, 1))])  # a second column when L == 1
+    margin = np.where(E_sorted[:, 0] > 0, 1 - E_sorted[:, 1] / np.maximum(E_sorted[:, 0], 1e-12), 0.0)
+    margin = np.where(cl_call >= 0, margin, 0.0)
+
+    # per-cell evidence: a cell counts as expressing set l only at alpha = 0.01
+    z_cell = stats.norm.isf(_ALPHA_CELL)
+    sig_cell = D >= z_cell * sigma[None, :]
+    e = np.where(sig_cell, S**2 / M[None, :], 0.0)
+    has = e.max(1) > 0
+    own = np.where(has, e.argmax(1), -1)
+    cc = cl_call[codes]
+    final = cc.copy()
+    rows = np.arange(n)
+    e_cluster = np.where(cc >= 0, e[rows, np.maximum(cc, 0)], 0.0)
+    override = (cc >= 0) & (own >= 0) & (own != cc) & (e[rows, np.maximum(own, 0)] >= _OVERRIDE_RATIO * e_cluster)
+    final[override] = own[override]
+    amb = cc < 0
+    final[amb] = own[amb]  # -1 (no evidence) stays "other"
+
+    # confidence = mean of the cell's own evidence share and its cluster's agreement
+    tot = e.sum(1)
+    share = np.where(final >= 0, e[rows, np.maximum(final, 0)] / np.maximum(tot, 1e-300), (tot == 0).astype(float))
+    own_lab = own.copy()
+    agree = np.zeros(n)
+    for c in range(n_cl):
+        m = codes == c
+        vals, cnt = np.unique(own_lab[m], return_counts=True)
+        frac = dict(zip(vals.tolist(), (cnt / m.sum()).tolist(), strict=True))
+        agree[m] = [frac.get(int(f), 0.0) for f in final[m]]
+    conf = np.clip(0.5 * share + 0.5 * agree, 0.0, 1.0)
+
+    lab_arr = np.array([*labels, "other"], dtype=object)
+    table = pd.DataFrame({"cluster": uniq.astype(str), "size": size.astype(int),
+                          "lineage": lab_arr[cl_call], "margin": margin})
+    for j, name in enumerate(labels):
+        table[f"mean_{name}"] = R[:, j]
+        table[f"effect_{name}"] = effect[:, j]
+    purity = np.array([(final[codes == c] == cl_call[c]).mean() if cl_call[c] >= 0 else np.nan
+                       for c in range(n_cl)])
+    table["purity"] = purity
+    return {"final": final, "conf": conf, "codes": codes, "uniq": uniq, "table": table,
+            "cl_call": cl_call, "override": override, "own": own}
+
+
+# ---------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------
+def gate(
+    adata: AnnData,
+    signatures: Any = "caf_v1",
+    *,
+    layer: str | None = None,
+    pregated: bool | None = None,
+    method: str = "ucell",
+    n_pcs: int = 30,
+    resolution: float = 1.0,
+    cluster_key: str | None = None,
+    max_cells_graph: int = 50_000,
+    n_null: int = 20,
+    species: str | None = None,
+    symbol_column: str | None = None,
+    random_state: int = 0,
+    key_added: str = K.OBS_LINEAGE,
+    copy: bool = False,
+) -> AnnData | None:
+    """Gate cells into lineages and find the fibroblasts (CAFs and normal fibroblasts).
+
+    1. **Scores.** The library's lineage sets (group ``"lineage"``: ``fibroblast``,
+       ``mural``, ``epithelial``, ``immune``, ``endothelial``, ``other_lineage``) are
+       scored per cell with :func:`cafclassify.score` (rank-based, so the result does
+       not depend on the other cells). A set is used when it has at least 2 genes and
+       its library ``min_coverage`` in the data; missing markers are recorded.
+    2. **Null.** ``n_null`` random gene sets of the same size (drawn uniformly from all
+       genes) are scored the same way; ``score - mean(null)`` in units of the null's
+       SD says whether a cell, or a cluster, expresses a set at all.
+    3. **Clusters.** HVGs -> PCA -> kNN -> Leiden (or ``obs[cluster_key]``). Above
+       ``max_cells_graph`` cells the graph is built on a random subsample and the other
+       cells join the nearest cluster centroid in PCA space. Fewer than 30 cells: every
+       cell is decided on its own.
+    4. **Cluster call.** A lineage is *expressed* in a cluster when its mean excess
+       over the null is significant (one-sided z, alpha 0.05 Bonferroni over clusters x
+       sets) and at least half a null SD. Among expressed lineages the cluster takes
+       the one with the largest ``level x level / peak level`` (cluster mean score times
+       its fraction of the lineage's best cluster), which makes mural cells (whose
+       mural score is at the mural peak) beat the fibroblast set even where they share
+       some signal. No expressed lineage: the cluster is *ambiguous*.
+    5. **Cells.** Cells take their cluster's call (dropout cannot flip it). A cell
+       leaves it only with strong own evidence: it expresses another lineage at
+       alpha 0.01 with at least twice the evidence of the cluster's lineage (e.g. a
+       pericyte inside a fibroblast cluster). In ambiguous clusters each cell gets its
+       own call at alpha 0.01, else ``"other"``. ``other_lineage`` is written as
+       ``"other"``.
+
+    Mural vs fibroblast and vCAF: the ``fibroblast`` set has no PDGFRB/ACTA2 and the
+    ``mural`` set holds the hard pericyte/vSMC markers (RGS5, KCNJ8, ABCC9, HIGD1B,
+    MYH11, DES, ...). A cluster is mural when the mural evidence beats the fibroblast
+    evidence. Perivascular-like CAFs (NOTCH3/COL4A1/NID2 but PDGFRA/DCN/LUM+) stay
+    fibroblasts here; ``vCAF`` is decided later by the subtype classifier, only among
+    fibroblast-gated cells, on the ``vCAF`` set (which excludes hard pericyte markers).
+
+    Parameters
+    ----------
+    adata
+        Cells x genes; log-normalised (or counts: scores are rank-based and the
+        embedding normalises its own copy). Not modified unless ``copy=False``, and
+        then only by the fields listed under Returns.
+    signatures
+        Library with lineage sets (default the built-in ``"caf_v1"``).
+    layer
+        Use ``adata.layers[layer]`` instead of ``adata.X``.
+    pregated
+        ``True``: the input holds fibroblasts only (already gated); every cell is
+        labelled ``fibroblast`` (nothing is thrown away) and cells the gate would call
+        another lineage are counted as possible contaminants in ``uns``. ``None``
+        (default): detected (>= 90% of cells gate as fibroblast) and recorded, labels
+        unchanged. ``False``: never assume.
+    method
+        ``"ucell"`` (default) or ``"aucell"``: per-cell rank-based scores, so that a
+        cell's score does not depend on which other cells are in the dataset.
+    n_pcs, resolution
+        PCA components and Leiden resolution for the clustering.
+    cluster_key
+        Use these clusters (``obs`` column) instead of computing them.
+    max_cells_graph
+        Largest number of cells for the kNN graph (see step 3).
+    n_null
+        Random gene sets per lineage set for the null.
+    species, symbol_column
+        Passed to gene matching (default: detected from the gene names; ``var_names``
+        or an auto-detected symbol column for Ensembl IDs).
+    random_state
+        Seed of the null draw, the subsample, PCA and Leiden.
+    key_added
+        ``obs`` column of the lineage; the other fields are named after it.
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None``, or the modified copy if ``copy=True``. Writes
+
+    ``obs[key_added]`` (default ``"caf_lineage"``)
+        Categorical with categories ``fibroblast, mural, epithelial, immune,
+        endothelial, other``.
+    ``obs[key_added + "_confidence"]``
+        Float in [0, 1]: mean of the cell's share of the lineage evidence and the
+        fraction of its cluster whose own evidence agrees.
+    ``obs["caf_gate_cluster"]``
+        Categorical cluster id used for the decision (``key_added + "_cluster"`` if
+        ``key_added`` is not the default).
+    ``obs["caf_fibroblast_state"]``
+        Categorical ``CAF`` / ``normal-like`` / ``unknown`` for fibroblasts (NaN for
+        other cells), from ``caf_activation`` vs ``normal_fibroblast`` (only when both
+        sets are usable).
+    ``obsm[key_added + "_scores"]``
+        DataFrame cells x usable lineage sets (raw scores of ``method``).
+    ``uns["cafclassify"]["gate"]``
+        ``params``, ``counts`` per lineage, ``clusters`` (per-cluster table: size,
+        lineage, margin, mean score and effect per set, purity), ``coverage`` and
+        ``missing_markers`` per set, ``sets_used``, ``pregated`` (given/detected,
+        possible contaminants), ``embedding`` and ``warnings``.
+
+    Raises
+    ------
+    ConfigError
+        Invalid options.
+    SignatureError
+        The library has no usable ``fibroblast`` lineage set in these data.
+    DataError
+        Missing layer or cluster column, empty data.
+    """
+    # ---- options -----------------------------------------------------------
+    if method not in _METHODS:
+        raise ConfigError(
+            f"gate(method={method!r}) is not supported.",
+            fix=f"use one of {', '.join(_METHODS)}: the gate needs per-cell rank-based scores "
+            "that do not depend on the composition of the dataset.",
+        )
+    if pregated not in (None, True, False):
+        raise ConfigError(f"pregated must be True, False or None, got {pregated!r}.")
+    for name, val, lo in (("n_pcs", n_pcs, 2), ("max_cells_graph", max_cells_graph, 100), ("n_null", n_null, 5)):
+        if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < lo:
+            raise ConfigError(f"{name} must be an integer >= {lo}, got {val!r}.")
+    if not np.isfinite(resolution) or resolution <= 0:
+        raise ConfigError(f"resolution must be a positive number, got {resolution!r}.")
+    if not isinstance(key_added, str) or not key_added:
+        raise ConfigError(f"key_added must be a non-empty string, got {key_added!r}.")
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise DataError(f"the data are empty ({adata.n_obs} cells x {adata.n_vars} genes).",
+                        path="adata", fix="pass a non-empty AnnData.")
+    if cluster_key is not None and cluster_key not in adata.obs:
+        raise DataError(f"cluster column {cluster_key!r} not found in obs.", path="adata.obs",
+                        fix="pass an existing obs column or cluster_key=None to cluster here.")
+
+    if copy:
+        adata = adata.copy()
+    X, where = _matrix(adata, layer)
+    value_type = _value_type(X)
+    warnings: list[str] = []
+
+    # ---- lineage sets ----------------------------------------------------------
+    from ..genesets import coverage_table, load_signatures, match_signatures
+    from ..scoring import score
+
+    library = load_signatures(signatures)
+    lin_names = [n for n, s in library.sets.items() if s.group == "lineage"]
+    if "fibroblast" not in lin_names:
+        raise SignatureError(
+            "the library has no lineage set named 'fibroblast'.",
+            path=f"signature library {library.name!r}",
+            fix="use the built-in 'caf_v1' library or add lineage sets (group 'lineage') "
+            "named fibroblast, mural, epithelial, immune, endothelial, other_lineage.",
+        )
+    state_names = [n for n in STATE_SETS if n in library.sets]
+    tmp = AnnData(X=X, obs=pd.DataFrame(index=adata.obs_names.copy()), var=adata.var.copy())
+    wanted = library.subset(names=lin_names + state_names)
+    gene_kw = dict(species=species, symbol_column=symbol_column)
+    cov = coverage_table(wanted, tmp, **gene_kw)
+    matched = match_signatures(wanted, tmp, min_genes=_MIN_GENES, on_low_coverage="warn", **gene_kw)
+    missing = {str(r["set"]): _split_genes(r["missing"]) for _, r in cov.iterrows()}
+    usable_lin = [n for n in lin_names if n in matched]
+    usable_state = [n for n in state_names if n in matched]
+    for n in lin_names:
+        if n not in matched:
+            msg = f"lineage set {n!r} has too few of its genes in the data and is not used"
+            warnings.append(msg)
+            logger.warning("%s (missing: %s).", msg, ", ".join(missing.get(n, [])[:15]))
+    if not usable_lin:
+        raise SignatureError(
+            "none of the lineage sets has enough of its genes in the data "
+            f"(fibroblast markers missing: {', '.join(missing.get('fibroblast', [])[:20])}).",
+            path=where,
+            fix="check the gene identifiers and species (var_names or a symbol column); "
+            "Ensembl IDs need a symbol column or a known species.",
+        )
+    if "fibroblast" not in matched:
+        msg = ("no fibroblast marker set is usable in these data (markers absent): no cell can be "
+               "gated as fibroblast")
+        warnings.append(msg)
+        logger.warning("%s.", msg)
+    sets_used = usable_lin + usable_state
+    score(tmp, wanted, method=method, sets=sets_used, key_added="_gate", min_coverage=0.0,
+          on_low_coverage="keep", random_state=random_state, **gene_kw)
+    S_all = tmp.obsm["_gate"]
+    missing_cols = [n for n in sets_used if n not in S_all.columns]
+    if missing_cols:  # pragma: no cover - score() and match_signatures() disagree
+        raise SignatureError(f"scoring returned no column for {missing_cols}.")
+    S = S_all[sets_used].to_numpy(dtype=float)
+    rng = np.random.default_rng(random_state)
+    mu, sigma = _null_scores(X, {n: matched[n] for n in sets_used}, method=method,
+                             n_null=n_null, rng=rng, max_rank=1500)
+
+    # ---- clusters ---------------------------------------------------------------
+    n = adata.n_obs
+    if cluster_key is not None:
+        clusters = adata.obs[cluster_key].astype(str).to_numpy()
+        emb_info: dict[str, Any] = {"source": f"obs[{cluster_key!r}]"}
+    elif n < _MIN_CELLS_GRAPH:
+        clusters = np.arange(n).astype(str)
+        emb_info = {"source": "per-cell (fewer than 30 cells)"}
+        logger.info("Only %d cells: deciding every cell on its own (no clustering).", n)
+    else:
+        labels_cl, emb_info = _embed_and_cluster(
+            X, value_type=value_type, n_pcs=int(n_pcs), resolution=float(resolution),
+            max_cells_graph=int(max_cells_graph), random_state=random_state)
+        clusters = labels_cl.astype(str)
+        emb_info["source"] = "leiden"
+
+    L = len(usable_lin)
+    lab_names = [LINEAGE_SETS[s] for s in usable_lin]
+    res = _decide(S[:, :L], mu[:, :L], sigma[:L], clusters, lab_names)
+    lab_arr = np.array([*lab_names, "other"], dtype=object)
+    gate_call = lab_arr[res["final"]]
+
+    # ---- pre-gated input -----------------------------------------------------------
+    frac_fib = float(np.mean(gate_call == "fibroblast"))
+    detected = frac_fib >= _PREGATED_FRACTION
+    pg_info: dict[str, Any] = {"given": pregated, "detected": bool(detected),
+                               "fraction_fibroblast": frac_fib}
+    final = gate_call.copy()
+    conf = res["conf"].copy()
+    if pregated is True:
+        contaminant = gate_call != "fibroblast"
+        pg_info["possible_contaminants"] = {str(k): int(v) for k, v in
+                                            pd.Series(gate_call[contaminant]).value_counts().items()}
+        pg_info["n_possible_contaminants"] = int(contaminant.sum())
+        final[:] = "fibroblast"
+        # confidence = the gate's own confidence for fibroblast cells, else 1 - it
+        conf = np.where(contaminant, 1.0 - conf, conf)
+        if contaminant.any():
+            logger.info("pregated=True: %d cells look like other lineages (%s); kept as fibroblasts.",
+                        int(contaminant.sum()), pg_info["possible_contaminants"])
+    elif detected and pregated is None:
+        logger.info("%.0f%% of cells gate as fibroblasts: the input looks pre-gated.", 100 * frac_fib)
+
+    # ---- fibroblast state -------------------------------------------------------------
+    state = None
+    if len(usable_state) == 2:
+        ia, i_n = sets_used.index("caf_activation"), sets_used.index("normal_fibroblast")
+        d = (S[:, ia] - mu[:, ia]) - (S[:, i_n] - mu[:, i_n])
+        sd = float(np.hypot(sigma[ia], sigma[i_n]))
+        zc = stats.norm.isf(0.05)
+        st = np.where(d >= zc * sd, "CAF", np.where(d <= -zc * sd, "normal-like", "unknown")).astype(object)
+        st[final != "fibroblast"] = np.nan
+        state = pd.Categorical(st, categories=list(STATE_CATEGORIES))
+    else:
+        logger.info("caf_fibroblast_state not computed: sets %s are not usable in these data.",
+                    [s for s in STATE_SETS if s not in usable_state])
+
+    # ---- warnings: few fibroblasts ------------------------------------------------------
+    n_fib = int((final == "fibroblast").sum())
+    if n_fib < _FEW_FIBROBLASTS:
+        msg = (f"only {n_fib} fibroblasts ({100 * n_fib / n:.2f}%) found; CAF subtyping will be "
+               "skipped or unreliable")
+        warnings.append(msg)
+        logger.warning("%s.", msg)
+
+    # ---- write ------------------------------------------------------------------------
+    default = key_added == K.OBS_LINEAGE
+    k_conf = K.OBS_LINEAGE_CONF if default else f"{key_added}_confidence"
+    k_cl = K.OBS_LINEAGE_CLUSTER if default else f"{key_added}_cluster"
+    k_sc = K.OBSM_LINEAGE_SCORES if default else f"{key_added}_scores"
+    k_state = K.OBS_FIBRO_STATE if default else f"{key_added}_fibroblast_state"
+    adata.obs[key_added] = pd.Categorical(final.astype(str), categories=list(K.LINEAGES))
+    adata.obs[k_conf] = conf.astype(float)
+    cl_cats = sorted(set(clusters.tolist()), key=lambda s: (len(s), s))
+    adata.obs[k_cl] = pd.Categorical(clusters, categories=cl_cats)
+    if state is not None:
+        adata.obs[k_state] = state
+    adata.obsm[k_sc] = pd.DataFrame(S, index=adata.obs_names.copy(), columns=pd.Index(sets_used, dtype=object))
+
+    counts = pd.Series(final).value_counts().reindex(list(K.LINEAGES), fill_value=0)
+    cov_records = cov.to_dict(orient="records") if hasattr(cov, "to_dict") else []
+    uns = K.uns_section(adata, K.UNS_GATE)
+    uns.clear()
+    uns.update({
+        "params": {"signatures": getattr(library, "name", str(signatures)),
+                   "library_version": getattr(library, "version", ""),
+                   "library_sha256": getattr(library, "sha256", ""),
+                   "layer": "X" if layer is None else layer, "pregated": pregated,
+                   "method": method, "n_pcs": int(n_pcs), "resolution": float(resolution),
+                   "cluster_key": cluster_key, "max_cells_graph": int(max_cells_graph),
+                   "n_null": int(n_null), "random_state": int(random_state), "key_added": key_added,
+                   "species": species, "symbol_column": symbol_column,
+                   "alpha_cluster": _ALPHA_CLUSTER, "min_effect": _MIN_EFFECT,
+                   "alpha_cell": _ALPHA_CELL, "override_ratio": _OVERRIDE_RATIO,
+                   "min_genes": _MIN_GENES, "value_type_detected": value_type},
+        "counts": {k: int(v) for k, v in counts.items()},
+        "n_fibroblasts": n_fib,
+        "n_overridden_cells": int(res["override"].sum()),
+        "clusters": res["table"].to_dict(orient="list"),
+        "coverage": pd.DataFrame(cov_records).astype(str).to_dict(orient="list") if cov_records else {},
+        "missing_markers": {k: [str(g) for g in v] for k, v in missing.items()},
+        "sets_used": sets_used,
+        "null_sd": {s: float(v) for s, v in zip(sets_used, sigma, strict=True)},
+        "pregated": pg_info,
+        "embedding": {k: (v if isinstance(v, str | bool) else int(v)) for k, v in emb_info.items()},
+        "warnings": warnings,
+    })
+    logger.info("Gate: %s.", ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+    return adata if copy else None

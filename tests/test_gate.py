@@ -1,0 +1,211 @@
+"""Unit tests for cafclassify.tl.gate on synthetic data with planted lineages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from anndata import AnnData
+
+from cafclassify import _keys as K
+from cafclassify._errors import ConfigError, DataError
+from cafclassify.genesets import load_signatures
+from cafclassify.tl import gate as _gate
+
+LIB = load_signatures("caf_v1")
+MARKERS = {n: list(LIB.sets[n].genes) for n in ("fibroblast", "mural", "epithelial", "immune", "endothelial")}
+N_BG = 400
+
+
+def gate(adata, **kw):
+    """The synthetic background genes (BG0, BG1, ...) hide the species: say it."""
+    return _gate(adata, species="human", **kw)
+
+
+def _simulate(types: dict[str, int], *, seed: int = 0, dropout_fib: float = 0.0,
+              drop_genes: tuple[str, ...] = ()) -> AnnData:
+    """Log-normalised cells; each type expresses its lineage markers and its own
+    block of background genes (so the clustering sees the type without the markers).
+
+    ``mural`` cells also express a few fibroblast-set genes at a low level (shared
+    biology), and ``dropout_fib`` of the fibroblasts lose every fibroblast marker.
+    """
+    rng = np.random.default_rng(seed)
+    marker_genes = list(dict.fromkeys(g for v in MARKERS.values() for g in v))
+    bg = [f"BG{i}" for i in range(N_BG)]
+    genes = marker_genes + bg
+    col = {g: i for i, g in enumerate(genes)}
+    blocks = {t: rng.choice(N_BG, 150, replace=False) for t in MARKERS}
+    rows, labels, dropped = [], [], []
+    for t, n in types.items():
+        for _ in range(n):
+            lam = np.full(len(genes), 0.02)
+            lam[len(marker_genes):] = rng.gamma(0.5, 0.4, N_BG)
+            lam[[len(marker_genes) + b for b in blocks[t]]] += 3.0
+            for g in MARKERS[t]:
+                lam[col[g]] = 4.0 if rng.random() < 0.7 else 0.3
+            if t == "mural":
+                for g in MARKERS["fibroblast"][:4]:
+                    lam[col[g]] = 0.8
+            drop = t == "fibroblast" and rng.random() < dropout_fib
+            if drop:
+                for g in MARKERS["fibroblast"]:
+                    lam[col[g]] = 0.0
+            counts = rng.poisson(lam)
+            rows.append(counts)
+            labels.append(t)
+            dropped.append(drop)
+    C = np.vstack(rows).astype(float)
+    lib = C.sum(1, keepdims=True)
+    X = np.log1p(C / np.maximum(lib, 1) * 1e4)
+    obs = pd.DataFrame({"truth": labels, "dropped": dropped},
+                       index=[f"c{i}" for i in range(len(labels))])
+    ad = AnnData(sp.csr_matrix(X.astype(np.float32)), obs=obs, var=pd.DataFrame(index=genes))
+    if drop_genes:
+        ad = ad[:, ~ad.var_names.isin(drop_genes)].copy()
+    return ad
+
+
+MIXED = {"fibroblast": 100, "mural": 40, "epithelial": 80, "immune": 80, "endothelial": 40}
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    ad = _simulate(MIXED)
+    ref = ad.copy()
+    gate(ad)
+    return ad, ref
+
+
+def test_planted_lineages_recovered(mixed):
+    ad, _ = mixed
+    lab = ad.obs[K.OBS_LINEAGE]
+    assert list(lab.cat.categories) == list(K.LINEAGES)
+    acc = (lab.astype(str).to_numpy() == ad.obs["truth"].to_numpy()).mean()
+    assert acc >= 0.95
+    fib = (lab == "fibroblast").to_numpy()
+    truth_fib = (ad.obs["truth"] == "fibroblast").to_numpy()
+    assert (fib & truth_fib).sum() / truth_fib.sum() >= 0.95
+    assert (fib & truth_fib).sum() / fib.sum() >= 0.95
+
+
+def test_dropout_cells_keep_cluster_call():
+    # 20% of the fibroblasts have lost every fibroblast marker; given the clusters,
+    # only the cluster-level decision can call them fibroblasts
+    ad = _simulate({"fibroblast": 100, "immune": 60, "mural": 40}, seed=2, dropout_fib=0.2)
+    ad.obs["cl"] = ad.obs["truth"].astype("category")
+    gate(ad, cluster_key="cl")
+    dropped = ad.obs["dropped"].to_numpy()
+    assert dropped.sum() >= 10
+    assert (ad.obs.loc[dropped, K.OBS_LINEAGE] == "fibroblast").all()
+    conf = ad.obs[K.OBS_LINEAGE_CONF].to_numpy()
+    keep = (ad.obs["truth"] == "fibroblast").to_numpy() & ~dropped
+    assert conf[dropped].mean() < conf[keep].mean()
+
+
+def test_mural_not_fibroblast(mixed):
+    ad, _ = mixed
+    m = (ad.obs["truth"] == "mural").to_numpy()
+    assert (ad.obs.loc[m, K.OBS_LINEAGE] == "mural").mean() >= 0.9
+
+
+def test_outputs_and_provenance(mixed):
+    ad, ref = mixed
+    conf = ad.obs[K.OBS_LINEAGE_CONF].to_numpy()
+    assert np.all((conf >= 0) & (conf <= 1))
+    assert isinstance(ad.obs[K.OBS_LINEAGE_CLUSTER].dtype, pd.CategoricalDtype)
+    sc = ad.obsm[K.OBSM_LINEAGE_SCORES]
+    assert isinstance(sc, pd.DataFrame) and sc.index.equals(ad.obs_names)
+    assert {"fibroblast", "mural", "immune"} <= set(sc.columns)
+    u = ad.uns[K.UNS][K.UNS_GATE]
+    assert {"params", "counts", "clusters", "missing_markers", "warnings", "pregated"} <= set(u)
+    assert sum(u["counts"].values()) == ad.n_obs
+    assert u["counts"]["fibroblast"] == int((ad.obs[K.OBS_LINEAGE] == "fibroblast").sum())
+    tab = pd.DataFrame(u["clusters"])
+    assert tab["size"].sum() == ad.n_obs and "margin" in tab
+    # X untouched
+    assert (ad.X != ref.X).nnz == 0
+
+
+def test_copy_and_determinism():
+    ad = _simulate({"fibroblast": 50, "immune": 50, "epithelial": 40}, seed=3)
+    X0 = ad.X.copy()
+    out = gate(ad, copy=True)
+    assert out is not None and K.OBS_LINEAGE not in ad.obs and (ad.X != X0).nnz == 0
+    out2 = gate(ad, copy=True)
+    assert out.obs[K.OBS_LINEAGE].equals(out2.obs[K.OBS_LINEAGE])
+    assert np.array_equal(out.obs[K.OBS_LINEAGE_CONF], out2.obs[K.OBS_LINEAGE_CONF])
+    assert gate(ad) is None and K.OBS_LINEAGE in ad.obs
+    # dense input gives the same labels as CSR
+    dense = AnnData(ad.X.toarray(), obs=ad.obs[["truth"]].copy(), var=ad.var.copy())
+    gate(dense)
+    assert (dense.obs[K.OBS_LINEAGE].astype(str) == ad.obs[K.OBS_LINEAGE].astype(str)).all()
+
+
+def test_no_fibroblasts_warns(caplog):
+    ad = _simulate({"immune": 80, "epithelial": 60}, seed=4)
+    with caplog.at_level("WARNING"):
+        gate(ad)
+    assert (ad.obs[K.OBS_LINEAGE] == "fibroblast").sum() <= 1
+    w = ad.uns[K.UNS][K.UNS_GATE]["warnings"]
+    assert any("fibroblasts" in m and "subtyping" in m for m in w)
+    assert "fibroblasts" in caplog.text
+
+
+def test_pregated_keeps_all_cells_and_flags_contaminants():
+    ad = _simulate({"fibroblast": 120, "immune": 8}, seed=5)
+    gate(ad, pregated=True)
+    assert (ad.obs[K.OBS_LINEAGE] == "fibroblast").all()
+    pg = ad.uns[K.UNS][K.UNS_GATE]["pregated"]
+    assert pg["given"] is True
+    assert 6 <= pg["n_possible_contaminants"] <= 12
+    # auto-detection without the flag: labels stay honest, detection is recorded
+    pure = _simulate({"fibroblast": 100}, seed=6)
+    gate(pure)
+    assert pure.uns[K.UNS][K.UNS_GATE]["pregated"]["detected"] is True
+    assert (pure.obs[K.OBS_LINEAGE] == "fibroblast").mean() >= 0.9
+
+
+def test_missing_markers_recorded():
+    drop = ("COL1A1", "DCN", "LUM", "FAP")
+    ad = _simulate({"fibroblast": 60, "immune": 60}, seed=7, drop_genes=drop)
+    gate(ad)
+    miss = ad.uns[K.UNS][K.UNS_GATE]["missing_markers"]["fibroblast"]
+    assert set(drop) <= set(miss)
+    truth = (ad.obs["truth"] == "fibroblast").to_numpy()
+    assert ((ad.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy() == truth).mean() >= 0.95
+
+
+def test_subsampled_graph_assigns_every_cell():
+    ad = _simulate({"fibroblast": 120, "immune": 120, "epithelial": 100}, seed=8)
+    gate(ad, max_cells_graph=150)
+    emb = ad.uns[K.UNS][K.UNS_GATE]["embedding"]
+    assert emb["subsampled"] is True and emb["n_cells_graph"] == 150
+    assert ad.obs[K.OBS_LINEAGE_CLUSTER].notna().all()
+    acc = (ad.obs[K.OBS_LINEAGE].astype(str).to_numpy() == ad.obs["truth"].to_numpy()).mean()
+    assert acc >= 0.95
+
+
+def test_cluster_key_and_tiny_data():
+    ad = _simulate({"fibroblast": 40, "immune": 40}, seed=9)
+    ad.obs["my_cl"] = ad.obs["truth"].astype("category")
+    gate(ad, cluster_key="my_cl")
+    assert set(ad.obs[K.OBS_LINEAGE_CLUSTER].astype(str)) == {"fibroblast", "immune"}
+    assert (ad.obs[K.OBS_LINEAGE].astype(str) == ad.obs["truth"]).mean() >= 0.95
+    tiny = _simulate({"fibroblast": 8, "immune": 8}, seed=10)
+    gate(tiny)
+    assert "per-cell" in tiny.uns[K.UNS][K.UNS_GATE]["embedding"]["source"]
+    assert (tiny.obs[K.OBS_LINEAGE].astype(str) == tiny.obs["truth"]).mean() >= 0.8
+
+
+def test_bad_input_errors():
+    ad = _simulate({"fibroblast": 20, "immune": 20}, seed=11)
+    with pytest.raises(ConfigError):
+        gate(ad, method="zmean")
+    with pytest.raises(DataError):
+        gate(ad, layer="nope")
+    with pytest.raises(DataError):
+        gate(ad, cluster_key="nope")
+    with pytest.raises(ConfigError):
+        gate(ad, resolution=-1.0)
