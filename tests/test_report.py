@@ -1,0 +1,225 @@
+"""Tests of the HTML report and the summary page (without a browser)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from _report_fixtures import make_annotated
+
+import cafclassify
+from cafclassify import _keys as K
+from cafclassify._errors import ConfigError, InputFileError
+from cafclassify.report import report, write_report, write_summary
+from cafclassify.report._colors import SUBTYPE_COLORS, color_for
+from cafclassify.report._html import (
+    _coverage_frames,
+    _reliability_curves,
+    collect_warnings,
+    key_numbers,
+)
+
+
+@pytest.fixture(scope="module")
+def annotated():
+    return make_annotated(1000, random_state=0)
+
+
+def _imgs(html: str) -> list[str]:
+    return re.findall(r'<img src="([^"]+)"', html)
+
+
+def _data(html: str, attr: str) -> dict[str, int]:
+    return {k: int(v) for k, v in re.findall(rf'data-{attr}="([^"]+)" data-value="(\d+)"', html)}
+
+
+def test_report_is_self_contained_and_counts_use_all_cells(annotated, tmp_path):
+    before_obs = annotated.obs.copy()
+    before_uns = set(annotated.uns[K.UNS])
+    out = write_report(annotated, tmp_path / "r.html", max_cells_plot=300)
+    html = out.read_text()
+    # self-contained: no scripts, stylesheets, or resources from anywhere but data: URIs
+    assert "<script" not in html.lower() and "<link" not in html.lower()
+    for src in re.findall(r'(?:src|href)="([^"]+)"', html):
+        assert src.startswith(("data:image/png;base64,", "#")), src
+    imgs = _imgs(html)
+    assert len(imgs) >= 10
+    for uri in imgs:
+        png = base64.b64decode(uri.split(",", 1)[1])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "report-errors" not in html and 'data-status="not-run"' not in html
+    # numbers on all 1000-ish cells although only 300 are plotted
+    assert re.search(rf'data-key="n_cells" data-value="{annotated.n_obs}"', html)
+    n_fib = int((annotated.obs[K.OBS_LINEAGE] == "fibroblast").sum())
+    assert re.search(rf'data-key="n_fibroblasts" data-value="{n_fib}"', html)
+    expected = {str(k): int(v) for k, v in annotated.obs[K.OBS_SUBTYPE].value_counts().items()}
+    assert _data(html, "subtype-count") == expected
+    assert sum(expected.values()) == annotated.n_obs
+    # the input is not modified
+    pd.testing.assert_frame_equal(annotated.obs, before_obs)
+    assert set(annotated.uns[K.UNS]) == before_uns
+    # alias and lazy top-level access
+    assert report is write_report
+    # the subpackage shadows the lazy top-level function: it must stay callable
+    assert callable(cafclassify.report)
+
+
+def test_report_from_h5ad_path_leaves_file_untouched(annotated, tmp_path):
+    h5 = tmp_path / "a.h5ad"
+    annotated.write_h5ad(h5)
+    digest = hashlib.sha256(h5.read_bytes()).hexdigest()
+    out = write_report(h5, tmp_path / "sub" / "a.html", title="My <tumour>", max_cells_plot=400)
+    html = out.read_text()
+    assert hashlib.sha256(h5.read_bytes()).hexdigest() == digest
+    assert "<title>My &lt;tumour&gt;</title>" in html  # escaped
+    # shapes after the h5ad round trip still read: coverage table, QC table, confusion matrix
+    assert 'data-set="dCAF"' in html and 'class="low"' in html
+    assert 'id="qc-table"' in html and 'data-figure="confusion matrix"' in html
+    assert 'data-figure="reliability diagram"' in html
+    assert not list(tmp_path.joinpath("sub").glob(".*part*"))  # no temporary file left
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path, annotated):
+    with pytest.raises(InputFileError, match="file not found"):
+        write_report(tmp_path / "missing.h5ad", tmp_path / "x.html")
+    bad = tmp_path / "bad.h5ad"
+    bad.write_text("not hdf5")
+    with pytest.raises(InputFileError, match="cannot be read"):
+        write_report(bad, tmp_path / "x.html")
+    with pytest.raises(ConfigError, match="max_cells_plot"):
+        write_report(annotated, tmp_path / "x.html", max_cells_plot=0)
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_unannotated_data_renders_not_run_sections(tmp_path):
+    rng = np.random.default_rng(0)
+    plain = ad.AnnData(rng.poisson(1.0, size=(60, 30)).astype(np.float32))
+    html = write_report(plain, tmp_path / "plain.html").read_text()
+    assert html.count('data-status="not-run"') == 6  # qc, gate, coverage, scores, subtypes, classifier
+    assert 'data-warning="not_run"' in html
+    assert "report-errors" not in html
+
+
+def test_warnings_follow_the_data(annotated):
+    keys = {w["key"] for w in collect_warnings(annotated)}
+    # planted in the fixture: dCAF has no cells and no genes; other_lineage has no genes
+    assert {"subtype_absent", "low_coverage", "gate"} <= keys
+    assert not keys & {"few_fibroblasts", "many_unassigned", "qc_removed", "low_f1"}
+
+    bad = annotated.copy()
+    lin = np.array(["immune"] * bad.n_obs, dtype=object)
+    lin[:12] = "fibroblast"
+    bad.obs[K.OBS_LINEAGE] = pd.Categorical(lin, categories=list(K.LINEAGES))
+    sub = np.where(lin == "fibroblast", K.UNASSIGNED, K.NOT_FIBROBLAST)
+    sub[:2] = "myCAF"
+    bad.obs[K.OBS_SUBTYPE] = pd.Categorical(sub)
+    bad.obs[K.OBS_LTBP2] = False
+    qc = bad.uns[K.UNS][K.UNS_QC]
+    qc["table"] = pd.DataFrame({"sample": ["S1"], "n_cells": [2000], "n_kept": [1000], "n_removed": [1000]})
+    bad.uns[K.UNS][K.UNS_CLASSIFY]["training"]["cv_macro_f1"] = 0.31
+    warns = collect_warnings(bad)
+    keys = {w["key"] for w in warns}
+    assert {"few_fibroblasts", "many_unassigned", "qc_removed", "ltbp2_thin", "low_f1"} <= keys
+    text = " ".join(w["text"] for w in warns)
+    assert "Only 12 fibroblasts" in text and "1,000 of 2,000 cells (50%)" in text
+
+
+def test_coverage_reader_accepts_every_shape():
+    records = [
+        {"set": "myCAF", "n_genes": 4, "n_found": 3, "coverage": 0.75, "found": ["A", "B", "C"],
+         "missing": ["D"], "status": "ok"},
+        {"set": "dCAF", "n_genes": 2, "n_found": 0, "coverage": 0.0, "found": [], "missing": ["E", "F"],
+         "status": "skipped"},
+    ]
+    as_dict_of_records = {r["set"]: {k: v for k, v in r.items() if k != "set"} for r in records}
+    as_frame = pd.DataFrame(records).assign(found=["A;B;C", ""], missing=["D", "E;F"])
+    as_str_lists = pd.DataFrame(records).astype(str)  # the gate writes str(list)
+    frames = []
+    for cov in (records, as_dict_of_records, as_frame, as_str_lists):
+        a = ad.AnnData(np.zeros((2, 2), dtype=np.float32))
+        a.uns[K.UNS] = {K.UNS_SCORE: {"caf_scores": {"coverage": cov}}}
+        df = _coverage_frames(a)["caf_scores"].set_index("set").sort_index()
+        frames.append(df)
+    for df in frames:
+        assert df.loc["myCAF", "found"] == ["A", "B", "C"]
+        assert df.loc["dCAF", "missing"] == ["E", "F"]
+        assert df.loc["dCAF", "coverage"] == 0.0 and df.loc["myCAF", "n_found"] == 3
+
+
+def test_reads_the_classifier_record_as_the_classifier_writes_it():
+    # shape of cafclassify.tl.classify(): training_summary -> cv / calibration / weak_labels
+    rel = {"bin_centre": [0.5, 0.9], "accuracy": [0.4, 0.95], "confidence": [0.5, 0.9], "count": [3, 9]}
+    cl = {"params": {"threshold": 0.5}, "absent_classes": ["dCAF"],
+          "model": {"classes": ["myCAF", "iCAF", "apCAF"]},
+          "ltbp2": {"caveat": "one seed gene"},
+          "training_summary": {
+              "weak_labels": {"n_seeds": 30, "seed_counts": {"myCAF": 20, "iCAF": 10}},
+              "cv": {"macro_f1": 0.7, "labels": ["myCAF", "iCAF"], "confusion_matrix": [[18, 2], [3, 7]],
+                     "per_class": {"myCAF": {"precision": 0.86, "recall": 0.9}}},
+              "calibration": {"ece_before": 0.1, "ece_after": 0.02, "reliability_before": rel,
+                              "reliability_after": rel}}}
+    a = make_annotated(300, random_state=2)
+    a.uns[K.UNS][K.UNS_CLASSIFY] = cl
+    curves = _reliability_curves(cl)
+    assert list(curves) == ["before calibration", "after calibration"]
+    np.testing.assert_array_equal(curves["after calibration"]["counts"], [3, 9])
+    from cafclassify.report._html import _classifier_section, _Ctx
+
+    sec = _classifier_section(_Ctx(a, max_cells_plot=100, random_state=0), key_numbers(a))
+    assert sec["macro_f1"] == "0.700" and sec["ece_after"] == "0.020"
+    assert [r[0]["text"] for r in sec["seeds"]["rows"]] == ["myCAF", "iCAF"]  # not the total n_seeds
+    assert sec["confusion"]["uri"].startswith("data:image/png")  # labels from the cv block (2), not model
+    assert sec["absent"] == "dCAF"
+
+
+def test_umap_is_computed_on_a_subsample_when_none_is_stored(tmp_path):
+    a = make_annotated(400, random_state=5, with_umap=False, n_samples=1)
+    html = write_report(a, tmp_path / "u.html", max_cells_plot=150).read_text()
+    assert "UMAP computed for this report on 150 cells" in html
+    assert "X_umap" not in a.obsm  # computed on a copy
+
+
+def test_summary_table_figure_and_links(tmp_path):
+    paths = {}
+    for name, seed, ns in (("a", 0, 2), ("b", 1, 1)):
+        p = tmp_path / "data" / f"{name}.h5ad"
+        p.parent.mkdir(exist_ok=True)
+        make_annotated(500, random_state=seed, n_samples=ns).write_h5ad(p)
+        paths[name] = p
+    reports = {"a": tmp_path / "reports" / "a.html", "b": "https://example.org/b.html"}
+    out = write_summary(list(paths.values()), tmp_path / "out" / "summary.html", report_links=reports)
+    table = pd.read_csv(tmp_path / "out" / "summary_proportions.csv")
+    assert list(table.columns) == ["dataset", "sample", "subtype", "n_cells", "fraction"]
+    assert (tmp_path / "out" / "summary_proportions.png").read_bytes()[:4] == b"\x89PNG"
+    for name, p in paths.items():
+        obs = ad.read_h5ad(p).obs
+        fib = obs[K.OBS_LINEAGE] == "fibroblast"
+        t = table[table["dataset"] == name]
+        assert t["n_cells"].sum() == int(fib.sum())
+        assert "not_fibroblast" not in set(t["subtype"])
+        for (_, g) in t.groupby("sample"):
+            assert np.isclose(g["fraction"].sum(), 1.0)
+        for _, r in t.iterrows():
+            m = fib & (obs["sample"].astype(str) == r["sample"]) & (obs[K.OBS_SUBTYPE] == r["subtype"])
+            assert r["n_cells"] == int(m.sum())
+    html = out.read_text()
+    assert 'href="../reports/a.html"' in html and 'href="https://example.org/b.html"' in html
+    assert len(_imgs(html)) == 1
+    with pytest.raises(InputFileError, match="not unique"):
+        write_summary([("x", paths["a"]), ("x", paths["b"])], tmp_path / "s.html")
+    with pytest.raises(InputFileError, match="needs a dataset name"):
+        write_summary([ad.read_h5ad(paths["a"])], tmp_path / "s.html")
+
+
+def test_colours_are_fixed_and_distinct():
+    subtypes = ["myCAF", "iCAF", "apCAF", "meCAF", "vCAF", "dCAF", "LTBP2_CAF", K.UNASSIGNED]
+    colours = [color_for(s) for s in subtypes]
+    assert len(set(colours)) == len(colours)
+    assert color_for(K.UNASSIGNED) == SUBTYPE_COLORS[K.UNASSIGNED]
+    assert color_for("my_custom_set") == color_for("my_custom_set")  # stable for unknown labels
+    assert re.fullmatch(r"#[0-9a-f]{6}", color_for("my_custom_set"))
