@@ -40,7 +40,8 @@ _API = {
     "CafModel": "cafclassify.model",
     # synthetic data and reports
     "simulate": "cafclassify.datasets",
-    "report": "cafclassify.report",
+    "write_report": "cafclassify.report",
+    "write_summary": "cafclassify.report",
 }
 
 __all__ = ["__version__", *sorted(_API)]
