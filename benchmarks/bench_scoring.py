@@ -1,0 +1,254 @@
+"""Benchmark cafclassify's scoring kernels against the reference implementations.
+
+Synthetic sparse data (default 100,000 cells x 20,000 genes, ~1,200 detected genes
+per cell, log-normalised float32 from Poisson-like counts, so values tie), 7 gene
+sets of ~20 genes. Every method runs in its own subprocess, which loads the data,
+warms up (numba compilation is excluded from the timing), scores, and reports its
+wall time and peak RSS (``VmHWM`` from ``/proc/self/status``).
+
+    python benchmarks/bench_scoring.py                       # 100k cells, all methods and peers
+    python benchmarks/bench_scoring.py --n-cells 20000
+    python benchmarks/bench_scoring.py --peer-cells 20000    # peers on the first 20k cells, time x5
+    python benchmarks/bench_scoring.py --backed --no-peers   # stream a backed .h5ad chunk by chunk
+
+Columns: ``ours s`` / ``peer s`` wall time of the scoring call; ``speed-up``;
+``peak RSS`` of our subprocess; ``mem/matrix`` = (peak RSS - RSS before the data
+were loaded) / in-memory size of the CSR matrix (data + indices + indptr). In
+``--backed`` mode the matrix is never loaded, so this ratio is the working set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+PEERS = {
+    "ucell": "pyucell.compute_ucell_scores (n_jobs=-1, chunk_size=500, max_rank=1500)",
+    "aucell": "decoupler.mt.aucell (tmin=1; per-cell rankdata on the densified row)",
+    "scanpy": "scanpy.tl.score_genes (one call per set, random_state=0)",
+    "zmean": "decoupler.mt.ulm (bsize=2000 cells densified per batch; a different linear method)",
+}
+
+
+def _rss_mb() -> float:
+    """Peak RSS of this process in MiB.
+
+    Uses ``VmHWM`` from ``/proc/self/status`` (reset by ``execve``); ``ru_maxrss`` is
+    inherited from the parent across fork + exec on Linux, so it would report the
+    benchmark driver's peak instead.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def make_data(path: Path, n_cells: int, n_genes: int, nnz: int, seed: int = 0) -> None:
+    """Write a synthetic log-normalised CSR .h5ad without ever building a dense matrix."""
+    import anndata as ad
+    import pandas as pd
+    from scipy import sparse
+
+    rng = np.random.default_rng(seed)
+    popularity = rng.gamma(0.6, 1.0, n_genes) + 0.02
+    cdf = np.cumsum(popularity) / popularity.sum()
+    blocks = []
+    step = 10_000
+    for start in range(0, n_cells, step):
+        stop = min(start + step, n_cells)
+        indptr = [0]
+        idx_parts, val_parts = [], []
+        for _ in range(start, stop):
+            k = int(rng.normal(nnz, nnz * 0.25))
+            k = int(np.clip(k, 50, min(n_genes, 3 * nnz)))
+            cols = np.unique(np.searchsorted(cdf, rng.random(int(k * 1.6))))
+            cols = cols[cols < n_genes]
+            if cols.size > k:
+                cols = np.sort(rng.choice(cols, k, replace=False))
+            counts = 1 + rng.geometric(0.45, cols.size) - 1 + (rng.random(cols.size) < 0.3)
+            vals = np.log1p(counts / counts.sum() * 1e4).astype(np.float32)
+            idx_parts.append(cols.astype(np.int32))
+            val_parts.append(vals)
+            indptr.append(indptr[-1] + cols.size)
+        blocks.append(sparse.csr_matrix(
+            (np.concatenate(val_parts), np.concatenate(idx_parts), np.array(indptr, dtype=np.int64)),
+            shape=(stop - start, n_genes)))
+    X = sparse.vstack(blocks, format="csr")
+    del blocks
+    a = ad.AnnData(X, obs=pd.DataFrame(index=[f"c{i}" for i in range(n_cells)]),
+                   var=pd.DataFrame(index=[f"G{i}" for i in range(n_genes)]))
+    tmp = path.with_suffix(".tmp.h5ad")
+    a.write_h5ad(tmp)
+    os.replace(tmp, path)
+
+
+def gene_sets(n_genes: int, seed: int = 1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {f"set{j}": np.sort(rng.choice(n_genes, int(rng.integers(15, 26)), replace=False))
+            for j in range(7)}
+
+
+# ---------------------------------------------------------------------------
+def worker(args) -> dict:
+    import anndata as ad
+    import pandas as pd
+    from scipy import sparse
+
+    rss0 = _rss_mb()
+    sets_idx = gene_sets(args.n_genes)
+    if args.who == "ours":
+        from cafclassify.scoring import aucell_scores, scanpy_scores, ucell_scores, zmean_scores
+
+        # warm-up: compile the numba kernels outside the timing
+        tiny = sparse.random(50, 300, density=0.2, format="csr", dtype=np.float32, random_state=0)
+        tsets = {"a": (np.arange(10), np.ones(10))}
+        ucell_scores(tiny, tsets, max_rank=100)
+        aucell_scores(tiny, tsets, tie_order="decoupler")
+        zmean_scores(tiny, tsets)
+        rss0 = _rss_mb()
+        a = ad.read_h5ad(args.data, backed="r" if args.backed else None)
+        X = a.X
+        sets = {k: (v, np.ones(v.size)) for k, v in sets_idx.items()}
+        fn = {
+            "ucell": lambda: ucell_scores(X, sets, max_rank=1500, chunk_size=args.chunk_size),
+            "aucell": lambda: aucell_scores(X, sets, tie_order="decoupler", chunk_size=args.chunk_size),
+            "scanpy": lambda: scanpy_scores(X, sets, chunk_size=args.chunk_size),
+            "zmean": lambda: zmean_scores(X, sets, chunk_size=args.chunk_size),
+        }[args.method]
+        n = a.n_obs
+    else:
+        a = ad.read_h5ad(args.data)
+        if args.peer_cells and args.peer_cells < a.n_obs:
+            a = a[: args.peer_cells].copy()
+        n = a.n_obs
+        names = {k: list(a.var_names[v]) for k, v in sets_idx.items()}
+        net = pd.DataFrame([(k, g) for k, gs in names.items() for g in gs], columns=["source", "target"])
+        if args.method == "ucell":
+            import pyucell
+
+            def fn():
+                pyucell.compute_ucell_scores(a, names, max_rank=1500, n_jobs=-1)
+        elif args.method == "aucell":
+            import decoupler as dc
+
+            def fn():
+                dc.mt.aucell(a, net, tmin=1)
+        elif args.method == "scanpy":
+            import scanpy as sc
+
+            def fn():
+                for k, gs in names.items():
+                    sc.tl.score_genes(a, gs, score_name=k, random_state=0)
+        else:
+            import decoupler as dc
+
+            def fn():
+                dc.mt.ulm(a, net, tmin=1, bsize=2000)
+    mat_mb = float("nan")
+    if sparse.issparse(a.X):
+        mat_mb = (a.X.data.nbytes + a.X.indices.nbytes + a.X.indptr.nbytes) / 2**20
+    t = time.perf_counter()
+    fn()
+    dt = time.perf_counter() - t
+    return {"seconds": dt, "n_cells": n, "peak_rss_mb": _rss_mb(), "rss_before_data_mb": rss0,
+            "matrix_mb": mat_mb}
+
+
+def run_one(args, method: str, who: str) -> dict | None:
+    cmd = [sys.executable, __file__, "--worker", "--who", who, "--method", method,
+           "--data", str(args.data), "--n-genes", str(args.n_genes),
+           "--chunk-size", str(args.chunk_size)]
+    if args.backed:
+        cmd.append("--backed")
+    if args.peer_cells:
+        cmd += ["--peer-cells", str(args.peer_cells)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    if r.returncode != 0:
+        sys.stderr.write(f"[{who} {method}] failed:\n{r.stderr[-2000:]}\n")
+        return None
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n-cells", type=int, default=100_000)
+    p.add_argument("--n-genes", type=int, default=20_000)
+    p.add_argument("--nnz-per-cell", type=int, default=1_200)
+    p.add_argument("--methods", default="ucell,aucell,scanpy,zmean")
+    p.add_argument("--chunk-size", type=int, default=20_000)
+    p.add_argument("--backed", action="store_true", help="score a backed .h5ad chunk by chunk")
+    p.add_argument("--no-peers", action="store_true", help="skip the reference implementations")
+    p.add_argument("--peer-cells", type=int, default=0,
+                   help="run peers on the first N cells only and scale their time linearly")
+    p.add_argument("--data-dir", default=os.environ.get("TMPDIR", "/tmp") + "/cafclassify_bench")
+    p.add_argument("--timeout", type=float, default=3600)
+    # worker mode (internal)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--who", default="ours", help=argparse.SUPPRESS)
+    p.add_argument("--method", default="ucell", help=argparse.SUPPRESS)
+    p.add_argument("--data", default="", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
+
+    d = Path(args.data_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    args.data = d / f"synth_{args.n_cells}x{args.n_genes}_{args.nnz_per_cell}.h5ad"
+    if not args.data.exists():
+        t = time.perf_counter()
+        make_data(args.data, args.n_cells, args.n_genes, args.nnz_per_cell)
+        print(f"# wrote {args.data} in {time.perf_counter() - t:.0f} s", flush=True)
+    print(f"# {args.n_cells} cells x {args.n_genes} genes, ~{args.nnz_per_cell} detected genes/cell, "
+          f"7 sets of 15-25 genes; chunk_size={args.chunk_size}; backed={args.backed}; "
+          f"{os.cpu_count()} CPUs", flush=True)
+    rows = []
+    for m in args.methods.split(","):
+        ours = run_one(args, m, "ours")
+        peer = None if (args.no_peers or args.backed) else run_one(args, m, "peer")
+        peer_s = None
+        if peer:
+            peer_s = peer["seconds"] * (args.n_cells / peer["n_cells"])
+        mem_ratio = None
+        if ours:
+            mat = ours["matrix_mb"] if not np.isnan(ours["matrix_mb"]) else None
+            if mat is None:  # backed: size the matrix from the in-memory equivalent
+                mat = args.n_cells * args.nnz_per_cell * 8 / 2**20
+            mem_ratio = (ours["peak_rss_mb"] - ours["rss_before_data_mb"]) / mat
+        rows.append((m, ours, peer_s, peer, mem_ratio))
+        o = f"{ours['seconds']:.2f}" if ours else "fail"
+        ps = "-" if peer_s is None else f"{peer_s:.1f}" + ("*" if peer and peer["n_cells"] < args.n_cells else "")
+        su = "-" if (peer_s is None or not ours) else f"{peer_s / ours['seconds']:.1f}x"
+        rss = f"{ours['peak_rss_mb']:.0f}" if ours else "-"
+        mr = "-" if mem_ratio is None else f"{mem_ratio:.2f}"
+        rows[-1] = (m, o, ps, su, rss, mr)
+        print(f"{m:8s} ours {o:>8s} s | peer {ps:>9s} s | speed-up {su:>7s} | peak RSS {rss:>6s} MB "
+              f"| mem/matrix {mr}", flush=True)
+    print()
+    print("| method | ours s | peer s | speed-up | our peak RSS MB | (peak - pre-data RSS) / matrix |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    print()
+    for m in args.methods.split(","):
+        print(f"- peer for {m}: {PEERS[m]}")
+    if args.peer_cells:
+        print(f"* peer run on the first {args.peer_cells} cells; time scaled linearly to {args.n_cells}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
