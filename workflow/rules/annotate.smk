@@ -1,0 +1,125 @@
+# Lineage gate -> signature scores -> classifier training -> subtype classification.
+
+
+rule gate:
+    input:
+        h5ad="results/{dataset}/qc.h5ad",
+    output:
+        h5ad="results/{dataset}/gate.h5ad",
+    log:
+        "logs/gate/{dataset}.log",
+    params:
+        opts=lambda wc: cli_opts(
+            signatures=config["signatures"],
+            resolution=config["gate"]["resolution"],
+            seed=config["seed"],
+        ),
+    threads: 2
+    resources:
+        mem_mb=mem_mb(12),
+    conda:
+        "../envs/cafclassify.yaml"
+    shell:
+        "cafclassify --threads {threads} gate {input.h5ad:q} -o {output.h5ad:q} {params.opts}"
+        " > {log:q} 2>&1"
+
+
+rule score:
+    input:
+        h5ad="results/{dataset}/gate.h5ad",
+    output:
+        h5ad="results/{dataset}/scored.h5ad",
+        coverage="results/{dataset}/signature_coverage.csv",
+    log:
+        "logs/score/{dataset}.log",
+    params:
+        opts=lambda wc: cli_opts(
+            signatures=config["signatures"],
+            method=config["score"]["method"],
+            max_rank=config["score"]["max_rank"],
+            min_coverage=(
+                "library"
+                if config["score"]["min_coverage"] is None
+                else config["score"]["min_coverage"]
+            ),
+            on_low_coverage=config["score"]["on_low_coverage"],
+            species=row(wc)["species"],
+            seed=config["seed"],
+        ),
+    threads: 2
+    resources:
+        mem_mb=mem_mb(10),
+    conda:
+        "../envs/cafclassify.yaml"
+    shell:
+        "cafclassify --threads {threads} score {input.h5ad:q} -o {output.h5ad:q}"
+        " --coverage-csv {output.coverage:q} {params.opts} > {log:q} 2>&1"
+
+
+# Pooled model: one classifier trained on the cells of all datasets in config train.pool,
+# then used to classify each of them. Datasets not pooled are classified by a model trained
+# on their own cells inside the classify step (it also records the seed cells it used).
+rule train:
+    input:
+        h5ad=expand("results/{dataset}/scored.h5ad", dataset=config["train"]["pool"]),
+    output:
+        model=f"results/{POOLED}/{MODEL_FILE}",
+    log:
+        f"logs/train/{POOLED}.log",
+    params:
+        opts=cli_opts(
+            signatures=config["signatures"],
+            estimator=config["train"]["estimator"],
+            seed=config["seed"],
+            batch_key="dataset",
+        ),
+    threads: 2
+    resources:
+        mem_mb=mem_mb(10),
+    conda:
+        "../envs/cafclassify.yaml"
+    shell:
+        "cafclassify --threads {threads} train {input.h5ad:q} -o {output.model:q} {params.opts}"
+        " > {log:q} 2>&1"
+
+
+rule classify:
+    input:
+        h5ad="results/{dataset}/scored.h5ad",
+        model=model_for,
+    output:
+        h5ad="results/{dataset}/classified.h5ad",
+        cells=report(
+            "results/{dataset}/cells.csv",
+            caption="../report/cells.rst",
+            category="Per-cell tables",
+            labels={"dataset": "{dataset}"},
+        ),
+        proportions=report(
+            "results/{dataset}/proportions.csv",
+            caption="../report/proportions.rst",
+            category="Proportions",
+            labels={"dataset": "{dataset}"},
+        ),
+    log:
+        "logs/classify/{dataset}.log",
+    params:
+        opts=lambda wc, input: cli_opts(
+            model=input.model or None,
+            signatures=config["signatures"],
+            estimator=None if input.model else config["train"]["estimator"],
+            on_insufficient=config["classify"]["on_insufficient"],
+            sample_key=row(wc)["sample_column"],
+            threshold=config["classify"]["threshold"],
+            smooth=config["classify"]["smooth"],
+            seed=config["seed"],
+        ),
+    threads: 2
+    resources:
+        mem_mb=mem_mb(10),
+    conda:
+        "../envs/cafclassify.yaml"
+    shell:
+        "cafclassify --threads {threads} classify {input.h5ad:q}"
+        " -o {output.h5ad:q} --cells-csv {output.cells:q}"
+        " --proportions-csv {output.proportions:q} {params.opts} > {log:q} 2>&1"

@@ -1,0 +1,26 @@
+# Download datasets given by URL (https/ftp/file) into resources/downloads/<id>/,
+# verified against the sheet's sha256. Local-path datasets skip this rule.
+
+
+localrules:
+    fetch,
+
+
+rule fetch:
+    output:
+        data="resources/downloads/{dataset}/{filename}",
+    log:
+        "logs/fetch/{dataset}/{filename}.log",
+    params:
+        url=lambda wc: datasets.loc[wc.dataset, "path_or_url"],
+        opts=lambda wc: cli_opts(
+            sha256=datasets.loc[wc.dataset, "sha256"],
+            allow_http=config["fetch"]["allow_http"],
+            retries=config["fetch"]["retries"],
+        ),
+    threads: 1
+    retries: 1
+    conda:
+        "../envs/cafclassify.yaml"
+    shell:
+        "cafclassify fetch {params.url:q} {output.data:q} {params.opts} > {log:q} 2>&1"

@@ -1,0 +1,54 @@
+# Read any supported input into .h5ad (with provenance), then per-sample QC.
+
+
+rule read:
+    input:
+        data=input_data,
+    output:
+        h5ad="results/{dataset}/read.h5ad",
+    log:
+        "logs/read/{dataset}.log",
+    params:
+        opts=lambda wc: cli_opts(
+            format=row(wc)["format"],
+            species=row(wc)["species"],
+            sample_column=row(wc)["sample_column"],
+            label_column=row(wc)["label_column"],
+            # URL datasets are verified by the fetch rule; local files here
+            sha256=row(wc)["sha256"] if not is_url(row(wc)["path_or_url"]) else None,
+            no_normalize=not config["read"]["normalize"],
+        ),
+    threads: 1
+    resources:
+        mem_mb=mem_mb(12),
+    conda:
+        "../envs/cafclassify.yaml"
+    shell:
+        "cafclassify --threads {threads} read {input.data:q} -o {output.h5ad:q} {params.opts}"
+        " > {log:q} 2>&1"
+
+
+rule qc:
+    input:
+        h5ad="results/{dataset}/read.h5ad",
+    output:
+        h5ad="results/{dataset}/qc.h5ad",
+    log:
+        "logs/qc/{dataset}.log",
+    params:
+        opts=lambda wc: cli_opts(
+            sample_key=row(wc)["sample_column"],
+            nmads=config["qc"]["nmads"],
+            max_pct_mt=config["qc"]["max_pct_mt"],
+            min_genes=config["qc"]["min_genes"],
+            doublets=config["qc"]["doublets"],
+            filter=config["qc"]["filter"],
+        ),
+    threads: 1
+    resources:
+        mem_mb=mem_mb(10),
+    conda:
+        "../envs/cafclassify.yaml"
+    shell:
+        "cafclassify --threads {threads} qc {input.h5ad:q} -o {output.h5ad:q} {params.opts}"
+        " > {log:q} 2>&1"
