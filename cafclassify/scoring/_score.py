@@ -122,7 +122,7 @@ def score(
     species: str | None = None,
     symbol_column: str | None = None,
     max_rank: int = 1500,
-    min_coverage: float | None = 0.5,
+    min_coverage: float | None = None,
     on_low_coverage: str = "warn",
     chunk_size: int = 20_000,
     random_state: int = 0,
@@ -179,7 +179,7 @@ def score(
         UCell rank cap (ignored by the other methods).
     min_coverage, on_low_coverage
         Minimum fraction of a set's genes found in the data (``None``: each set's own
-        threshold from the library), and what to do below it: ``"warn"`` (skip the
+        threshold from the library, the default), and what to do below it: ``"warn"`` (skip the
         set, log a WARNING), ``"raise"`` or ``"keep"``.
     chunk_size
         Cells per block (memory ~ chunk_size x (nnz per cell + sets)).
