@@ -27,6 +27,8 @@ OBS_LINEAGE_CONF = "caf_lineage_confidence"  # float in [0, 1]
 OBS_LINEAGE_CLUSTER = "caf_gate_cluster"  # cluster id used for the cluster-level decision
 OBS_FIBRO_STATE = "caf_fibroblast_state"  # categorical: CAF / normal-like / unknown (within fibroblasts)
 OBSM_LINEAGE_SCORES = "caf_lineage_scores"  # DataFrame cells x lineage sets
+OBS_LINEAGE_STAGE1 = "caf_lineage_stage1"  # categorical: marker/cluster call before the stage-2 refinement
+OBS_LINEAGE_CONTAMINANT = "caf_lineage_contaminant"  # bool: pregated=True and the gate calls another lineage
 UNS_GATE = "gate"
 LINEAGES = ("fibroblast", "mural", "epithelial", "immune", "endothelial", "other")
 

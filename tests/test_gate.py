@@ -209,3 +209,81 @@ def test_bad_input_errors():
         gate(ad, cluster_key="nope")
     with pytest.raises(ConfigError):
         gate(ad, resolution=-1.0)
+
+
+# ---------------------------------------------------------------------------
+# stage 2: whole-profile refinement
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mixed_cluster():
+    """20% of the fibroblasts have lost every fibroblast marker and sit, with
+    epithelial-like cells whose markers are not measured, in one given cluster
+    (a "mixed low-quality cluster"): stage 1 can only call that cluster ambiguous."""
+    epi = tuple(MARKERS["epithelial"])
+    ad = _simulate({"fibroblast": 150, "immune": 80, "epithelial": 80}, seed=12, dropout_fib=0.2,
+                   drop_genes=epi)
+    truth = ad.obs["truth"].to_numpy()
+    dropped = ad.obs["dropped"].to_numpy()
+    ad.obs["cl"] = pd.Categorical(np.where(dropped | (truth == "epithelial"), "mixed", truth))
+    return ad
+
+
+def test_refine_rescues_markerless_fibroblasts_but_not_unseeded_cells(mixed_cluster):
+    ad = mixed_cluster.copy()
+    gate(ad, cluster_key="cl")
+    lab = ad.obs[K.OBS_LINEAGE].astype(str).to_numpy()
+    st1 = ad.obs[K.OBS_LINEAGE_STAGE1].astype(str).to_numpy()
+    dropped = ad.obs["dropped"].to_numpy()
+    epi = (ad.obs["truth"] == "epithelial").to_numpy()
+    assert dropped.sum() >= 20
+    # stage 1 has no evidence for them; stage 2 recognises the fibroblast profile
+    assert (st1[dropped] == "other").mean() >= 0.9
+    assert (lab[dropped] == "fibroblast").mean() >= 0.8
+    # epithelial cells have no seeds (no marker measured): never a seeded lineage
+    assert (lab[epi] == "other").mean() >= 0.95
+    assert (lab[epi] == "fibroblast").sum() == 0
+    ref = ad.uns[K.UNS][K.UNS_GATE]["refine"]
+    assert ref["applied"] is True
+    assert ref["n_seeds"]["fibroblast"] >= 100 and ref["n_seeds"]["unmarked"] >= 50
+    assert ref["cv_balanced_accuracy"]["lineage_model"] >= 0.9
+    # the change table is exactly the difference between stage 1 and the final call
+    n_tab = sum(v for row in ref["changes"].values() for v in row.values())
+    assert n_tab == ref["n_changed"] == int((st1 != lab).sum())
+    assert ref["changes"]["other"]["fibroblast"] == int(((st1 == "other") & (lab == "fibroblast")).sum())
+
+
+def test_refine_false_keeps_stage1(mixed_cluster):
+    ad = mixed_cluster.copy()
+    gate(ad, cluster_key="cl", refine=False)
+    lab = ad.obs[K.OBS_LINEAGE].astype(str)
+    assert lab.equals(ad.obs[K.OBS_LINEAGE_STAGE1].astype(str))
+    assert (lab[ad.obs["dropped"].to_numpy()] == "other").mean() >= 0.9
+    assert ad.uns[K.UNS][K.UNS_GATE]["refine"]["applied"] is False
+    with pytest.raises(ConfigError):
+        gate(ad, refine="yes")
+
+
+def test_refine_never_moves_cells_of_unlearnt_lineages():
+    # 6 mural cells: too few seeds to learn the class, so stage 2 cannot judge
+    # (or relabel) them, and no cell can become mural in stage 2
+    ad = _simulate({"fibroblast": 100, "immune": 80, "mural": 6}, seed=13)
+    gate(ad)
+    ref = ad.uns[K.UNS][K.UNS_GATE]["refine"]
+    assert "mural" in ref["lineages_not_learnt"]
+    st1 = ad.obs[K.OBS_LINEAGE_STAGE1].astype(str).to_numpy()
+    lab = ad.obs[K.OBS_LINEAGE].astype(str).to_numpy()
+    assert np.array_equal(lab[st1 == "mural"], st1[st1 == "mural"])
+    assert not ((lab == "mural") & (st1 != "mural")).any()
+
+
+def test_pregated_contaminant_flag():
+    ad = _simulate({"fibroblast": 120, "immune": 8}, seed=5)
+    gate(ad, pregated=True)
+    flag = ad.obs[K.OBS_LINEAGE_CONTAMINANT].to_numpy()
+    assert flag.dtype == bool
+    assert flag.sum() == ad.uns[K.UNS][K.UNS_GATE]["pregated"]["n_possible_contaminants"]
+    imm = (ad.obs["truth"] == "immune").to_numpy()
+    assert flag[imm].mean() >= 0.75 and flag[~imm].mean() <= 0.02
+    plain = _simulate({"fibroblast": 60, "immune": 30}, seed=6)
+    gate(plain)
+    assert K.OBS_LINEAGE_CONTAMINANT not in plain.obs

@@ -1,8 +1,11 @@
 """Integration tests of the lineage gate on real, author-labelled public data.
 
 The files live in ``shared/data`` beside the repository (see its README for
-provenance and licences). Thresholds are what the gate reaches with the built-in
-``caf_v1`` library; where they sit below the project targets the reason is given.
+provenance and licences). The asserted levels are the project's targets (issue:
+fibroblast precision and recall >= 0.95, pericytes+SMC mural >= 0.90, ovarian
+agreement >= 0.90, blood <= 1% fibroblasts). Targets the gate does not reach yet
+are strict ``xfail`` tests at the target level (never lowered): they turn into
+failures the day the target is met, so the marker can be removed.
 """
 
 from __future__ import annotations
@@ -28,31 +31,62 @@ def crc():
     return a
 
 
-def test_crc_fibroblasts(crc):
+def _fib(crc):
     is_fib = crc.obs["is_fibroblast"].to_numpy().astype(bool)
     called = (crc.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
-    tp = (called & is_fib).sum()
-    assert tp / called.sum() >= 0.95  # precision (target 0.95: met)
-    # recall: target 0.95, reached 0.93. The file keeps 4 of the 23 fibroblast
-    # markers (PDGFRA, ADH1B, PTGDS, CTSK); ~15 fibroblasts express none of them and
-    # sit in low-quality mixed clusters, where no evidence is left to call them.
-    assert tp / is_fib.sum() >= 0.92
+    stage1 = (crc.obs[K.OBS_LINEAGE_STAGE1] == "fibroblast").to_numpy()
+    return is_fib, called, stage1
 
 
-def test_crc_mural_not_fibroblast(crc):
+def test_crc_fibroblast_precision(crc):
+    is_fib, called, _ = _fib(crc)
+    assert (called & is_fib).sum() / called.sum() >= 0.95
+
+
+def test_crc_refinement_adds_fibroblasts_without_losing_precision(crc):
+    is_fib, called, stage1 = _fib(crc)
+    ref = crc.uns[K.UNS][K.UNS_GATE]["refine"]
+    assert ref["applied"] is True and ref["cv_balanced_accuracy"]["lineage_model"] >= 0.9
+    # stage 2 recovers fibroblasts that stage 1 left as "other" (mixed low-quality
+    # cluster); the cells it adds are mostly author-labelled fibroblasts (7 of 8)
+    added = called & ~stage1
+    assert ref["changes"]["other"]["fibroblast"] >= 3
+    assert (called & is_fib).sum() > (stage1 & is_fib).sum()
+    assert is_fib[added].mean() >= 0.8
+    # epithelium has no measured marker here, hence no seeds: it must stay "other"
+    epi = crc.obs["cell_type"].astype(str).str.contains("Epithelial").to_numpy()
+    assert (crc.obs[K.OBS_LINEAGE].astype(str).to_numpy()[epi] == "fibroblast").sum() == 0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "target 0.95 (380/400), reached 0.9425 (377/400): the file keeps 4 of 23 "
+    "fibroblast markers; 6 fibroblasts stay 'other' in a low-quality mixed cluster "
+    "(~120 genes detected) and 9 sit in the mural cluster (docs/gate.md, Limits)"))
+def test_crc_fibroblast_recall_target(crc):
+    is_fib, called, _ = _fib(crc)
+    assert (called & is_fib).sum() / is_fib.sum() >= 0.95
+
+
+def test_crc_pericytes_mural(crc):
     ct = crc.obs["cell_type"].astype(str)
     lab = crc.obs[K.OBS_LINEAGE].astype(str)
     peri = (ct == "Pericyte").to_numpy()
-    smc = (ct == "SMC").to_numpy()
     assert (lab[peri] == "mural").mean() >= 0.9
-    # SMC: 17/30 mural, 7 fibroblast. Target for pericytes+SMC together is 0.9; we
-    # reach 0.81 because the file lacks MYH11/DES/CNN1/RGS5/NOTCH3 (only ACTG2, which
-    # 40% of these colon fibroblasts express too, marks SMC). Never mostly fibroblast:
-    assert (lab[peri | smc] == "mural").mean() >= 0.8
-    assert (lab[smc] == "fibroblast").mean() <= 0.3
     # missing markers are recorded, not silently ignored
     miss = crc.uns[K.UNS][K.UNS_GATE]["missing_markers"]["fibroblast"]
     assert {"COL1A1", "DCN", "FAP"} <= set(miss)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "target 0.90 (72/80), reached 0.80 (64/80): SMC 16/30 mural, 8 fibroblast. The "
+    "panel lacks MYH11/DES/CNN1/RGS5/NOTCH3; the 8 SMCs in the fibroblast cluster are "
+    "PDGFRA-negative but ACTG2/MYLK/ACTA2-high like many colon fibroblasts, and the "
+    "whole-profile model also places them with fibroblasts (docs/gate.md, Limits)"))
+def test_crc_mural_target(crc):
+    ct = crc.obs["cell_type"].astype(str)
+    lab = crc.obs[K.OBS_LINEAGE].astype(str)
+    m = ct.isin(["Pericyte", "SMC"]).to_numpy()
+    assert (lab[m] == "mural").mean() >= 0.9
 
 
 def test_crc_immune_and_endothelial_not_fibroblast(crc):

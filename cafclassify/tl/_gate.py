@@ -22,6 +22,7 @@ from scipy import stats
 
 from .. import _keys as K
 from .._errors import ConfigError, DataError, SignatureError
+from ._gate_refine import log_block, refine_lineages
 
 __all__ = ["gate"]
 
@@ -157,15 +158,8 @@ def _embed_and_cluster(X, *, value_type: str, n_pcs: int, resolution: float,
     sub_idx = np.sort(rng.choice(n, size=max_cells_graph, replace=False)) if n > max_cells_graph else np.arange(n)
 
     def _prep(block):
-        block = sp.csr_matrix(block, dtype=np.float32) if sp.issparse(block) else np.asarray(block, dtype=np.float32)
-        if value_type == "counts":
-            # embedding only: normalise + log1p a copy (the scores are rank-based)
-            tot = np.asarray(block.sum(axis=1)).ravel()
-            tot[tot == 0] = 1
-            scale = 1e4 / tot
-            block = sp.diags(scale.astype(np.float32)) @ block if sp.issparse(block) else block * scale[:, None]
-            block = block.log1p() if sp.issparse(block) else np.log1p(block)
-        return block
+        # embedding only: counts are normalised + log1p'd on a copy (scores are rank-based)
+        return log_block(block, value_type)
 
     sub = AnnData(_prep(X[sub_idx]))
     n_top = int(min(2000, sub.n_vars))
@@ -194,7 +188,7 @@ def _embed_and_cluster(X, *, value_type: str, n_pcs: int, resolution: float,
     sc.tl.leiden(emb, resolution=resolution, flavor="igraph", n_iterations=2,
                  random_state=random_state, key_added="c", adjacency=adj)
     sub_lab = emb.obs["c"].astype(int).to_numpy()
-    info.update(n_hvg=int(hvg.size), n_pcs=n_comps, n_neighbors=n_neighbors)
+    info.update(n_hvg=int(hvg.size), n_pcs=n_comps, n_neighbors=n_neighbors, _hvg=hvg)
     if not info["subsampled"]:
         return sub_lab, info
 
@@ -213,6 +207,27 @@ def _embed_and_cluster(X, *, value_type: str, n_pcs: int, resolution: float,
         d = (proj**2).sum(1)[:, None] - 2 * proj @ cent.T + (cent**2).sum(1)[None, :]
         labels[rows] = d.argmin(axis=1)
     return labels, info
+
+
+def _select_hvg(X, *, value_type: str, max_cells: int, random_state: int) -> np.ndarray:
+    """Top-2000 HVGs (seurat flavour) on at most ``max_cells`` random cells.
+
+    Used by the stage-2 refinement when the clusters come from ``cluster_key`` or
+    the data are too small to cluster (otherwise the embedding's HVGs are reused).
+    """
+    import scanpy as sc
+
+    n = X.shape[0]
+    rng = np.random.default_rng(random_state)
+    rows = np.sort(rng.choice(n, size=max_cells, replace=False)) if n > max_cells else np.arange(n)
+    sub = AnnData(log_block(X[rows], value_type))
+    try:
+        sc.pp.highly_variable_genes(sub, n_top_genes=int(min(2000, sub.n_vars)), flavor="seurat")
+        hvg = np.flatnonzero(sub.var["highly_variable"].to_numpy())
+    except Exception as exc:  # pragma: no cover - degenerate matrices
+        logger.info("HVG selection failed (%s); using all genes.", exc)
+        hvg = np.arange(sub.n_vars)
+    return hvg if hvg.size >= 3 else np.arange(sub.n_vars)
 
 
 def _decide(S: np.ndarray, mu: np.ndarray, sigma: np.ndarray, clusters: np.ndarray,
@@ -296,6 +311,7 @@ def gate(
     cluster_key: str | None = None,
     max_cells_graph: int = 50_000,
     n_null: int = 20,
+    refine: bool = True,
     species: str | None = None,
     symbol_column: str | None = None,
     random_state: int = 0,
@@ -329,6 +345,16 @@ def gate(
        pericyte inside a fibroblast cluster). In ambiguous clusters each cell gets its
        own call at alpha 0.01, else ``"other"``. ``other_lineage`` is written as
        ``"other"``.
+    6. **Stage 2** (``refine=True``). Cells of confidently called clusters (margin
+       >= 0.5, own evidence not contradicting) seed a multinomial logistic regression
+       on the HVGs *without* the lineage markers (an independent view); cells of
+       ambiguous clusters without any marker evidence seed an ``unmarked`` class in a
+       second, open-set model. An uncertain cell (stage-1 ``other``, or not a seed)
+       takes the stage-2 lineage when the lineage model gives it >= 0.9 and the
+       open-set model agrees, or becomes ``other`` when the open-set model says
+       ``unmarked`` with >= 0.9; a seed is overturned only at >= 0.99 by models that
+       did not see it (5-fold cross-fitting). Lineages with < 10 seeds cannot be
+       predicted and their cells are not re-judged. See ``docs/gate.md``.
 
     Mural vs fibroblast and vCAF: the ``fibroblast`` set has no PDGFRB/ACTA2 and the
     ``mural`` set holds the hard pericyte/vSMC markers (RGS5, KCNJ8, ABCC9, HIGD1B,
@@ -364,6 +390,8 @@ def gate(
         Largest number of cells for the kNN graph (see step 3).
     n_null
         Random gene sets per lineage set for the null.
+    refine
+        Run the stage-2 whole-profile refinement (step 6). ``False``: stage-1 calls.
     species, symbol_column
         Passed to gene matching (default: detected from the gene names; ``var_names``
         or an auto-detected symbol column for Ensembl IDs).
@@ -383,7 +411,14 @@ def gate(
         endothelial, other``.
     ``obs[key_added + "_confidence"]``
         Float in [0, 1]: mean of the cell's share of the lineage evidence and the
-        fraction of its cluster whose own evidence agrees.
+        fraction of its cluster whose own evidence agrees; for cells whose call
+        stage 2 changed, the stage-2 probability of the new call.
+    ``obs["caf_lineage_stage1"]``
+        Categorical stage-1 (marker/cluster) call (``key_added + "_stage1"`` if
+        ``key_added`` is not the default).
+    ``obs["caf_lineage_contaminant"]``
+        Only with ``pregated=True``: bool, the gate calls the cell another lineage
+        (``key_added + "_contaminant"`` if ``key_added`` is not the default).
     ``obs["caf_gate_cluster"]``
         Categorical cluster id used for the decision (``key_added + "_cluster"`` if
         ``key_added`` is not the default).
@@ -397,7 +432,10 @@ def gate(
         ``params``, ``counts`` per lineage, ``clusters`` (per-cluster table: size,
         lineage, margin, mean score and effect per set, purity), ``coverage`` and
         ``missing_markers`` per set, ``sets_used``, ``pregated`` (given/detected,
-        possible contaminants), ``embedding`` and ``warnings``.
+        possible contaminants), ``embedding``, ``stage1_counts``, ``refine`` (applied,
+        seeds and training cells per class, cross-validated balanced accuracy of both
+        models, ``changes`` from -> to -> n, ``n_changed``, conventions) and
+        ``warnings``.
 
     Raises
     ------
@@ -417,6 +455,8 @@ def gate(
         )
     if pregated not in (None, True, False):
         raise ConfigError(f"pregated must be True, False or None, got {pregated!r}.")
+    if refine not in (True, False):
+        raise ConfigError(f"refine must be True or False, got {refine!r}.")
     for name, val, lo in (("n_pcs", n_pcs, 2), ("max_cells_graph", max_cells_graph, 100), ("n_null", n_null, 5)):
         if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < lo:
             raise ConfigError(f"{name} must be an integer >= {lo}, got {val!r}.")
@@ -491,6 +531,7 @@ def gate(
 
     # ---- clusters ---------------------------------------------------------------
     n = adata.n_obs
+    hvg: np.ndarray | None = None
     if cluster_key is not None:
         clusters = adata.obs[cluster_key].astype(str).to_numpy()
         emb_info: dict[str, Any] = {"source": f"obs[{cluster_key!r}]"}
@@ -504,12 +545,35 @@ def gate(
             max_cells_graph=int(max_cells_graph), random_state=random_state)
         clusters = labels_cl.astype(str)
         emb_info["source"] = "leiden"
+        hvg = emb_info.pop("_hvg", None)
 
     L = len(usable_lin)
     lab_names = [LINEAGE_SETS[s] for s in usable_lin]
     res = _decide(S[:, :L], mu[:, :L], sigma[:L], clusters, lab_names)
     lab_arr = np.array([*lab_names, "other"], dtype=object)
-    gate_call = lab_arr[res["final"]]
+    stage1_call = lab_arr[res["final"]]
+    conf = res["conf"].copy()
+
+    # ---- stage 2: whole-profile refinement -----------------------------------------
+    refine_info: dict[str, Any] = {"applied": False, "reason": "refine=False"}
+    final_codes = res["final"]
+    if refine:
+        if hvg is None:
+            hvg = _select_hvg(X, value_type=value_type, max_cells=int(max_cells_graph),
+                              random_state=random_state)
+        # the features are the HVGs *without* the lineage markers: an independent view
+        # (co-training), so stage 2 does not re-learn the marker rule that chose the
+        # seeds and a cell that lost its markers is judged on the rest of its profile
+        marker_idx = [matched[s].indices for s in usable_lin]
+        feat = np.setdiff1d(hvg, np.concatenate(marker_idx)).astype(int)
+        ref = refine_lineages(X, value_type=value_type, final=res["final"], own=res["own"],
+                              codes=res["codes"], cl_call=res["cl_call"],
+                              margin=res["table"]["margin"].to_numpy(), labels=lab_names,
+                              genes=feat, random_state=random_state)
+        refine_info = ref["info"]
+        final_codes = ref["final"]
+        conf = np.where(ref["changed"], ref["prob"], conf)
+    gate_call = lab_arr[final_codes]
 
     # ---- pre-gated input -----------------------------------------------------------
     frac_fib = float(np.mean(gate_call == "fibroblast"))
@@ -517,7 +581,7 @@ def gate(
     pg_info: dict[str, Any] = {"given": pregated, "detected": bool(detected),
                                "fraction_fibroblast": frac_fib}
     final = gate_call.copy()
-    conf = res["conf"].copy()
+    contaminant = np.zeros(n, dtype=bool)
     if pregated is True:
         contaminant = gate_call != "fibroblast"
         pg_info["possible_contaminants"] = {str(k): int(v) for k, v in
@@ -560,7 +624,12 @@ def gate(
     k_cl = K.OBS_LINEAGE_CLUSTER if default else f"{key_added}_cluster"
     k_sc = K.OBSM_LINEAGE_SCORES if default else f"{key_added}_scores"
     k_state = K.OBS_FIBRO_STATE if default else f"{key_added}_fibroblast_state"
+    k_stage1 = K.OBS_LINEAGE_STAGE1 if default else f"{key_added}_stage1"
+    k_contam = K.OBS_LINEAGE_CONTAMINANT if default else f"{key_added}_contaminant"
     adata.obs[key_added] = pd.Categorical(final.astype(str), categories=list(K.LINEAGES))
+    adata.obs[k_stage1] = pd.Categorical(stage1_call.astype(str), categories=list(K.LINEAGES))
+    if pregated is True:
+        adata.obs[k_contam] = contaminant
     adata.obs[k_conf] = conf.astype(float)
     cl_cats = sorted(set(clusters.tolist()), key=lambda s: (len(s), s))
     adata.obs[k_cl] = pd.Categorical(clusters, categories=cl_cats)
@@ -579,7 +648,8 @@ def gate(
                    "layer": "X" if layer is None else layer, "pregated": pregated,
                    "method": method, "n_pcs": int(n_pcs), "resolution": float(resolution),
                    "cluster_key": cluster_key, "max_cells_graph": int(max_cells_graph),
-                   "n_null": int(n_null), "random_state": int(random_state), "key_added": key_added,
+                   "n_null": int(n_null), "refine": bool(refine),
+                   "random_state": int(random_state), "key_added": key_added,
                    "species": species, "symbol_column": symbol_column,
                    "alpha_cluster": _ALPHA_CLUSTER, "min_effect": _MIN_EFFECT,
                    "alpha_cell": _ALPHA_CELL, "override_ratio": _OVERRIDE_RATIO,
@@ -587,6 +657,9 @@ def gate(
         "counts": {k: int(v) for k, v in counts.items()},
         "n_fibroblasts": n_fib,
         "n_overridden_cells": int(res["override"].sum()),
+        "stage1_counts": {k: int(v) for k, v in pd.Series(stage1_call).value_counts()
+                          .reindex(list(K.LINEAGES), fill_value=0).items()},
+        "refine": refine_info,
         "clusters": res["table"].to_dict(orient="list"),
         "coverage": pd.DataFrame(cov_records).astype(str).to_dict(orient="list") if cov_records else {},
         "missing_markers": {k: [str(g) for g in v] for k, v in missing.items()},
