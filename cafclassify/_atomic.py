@@ -7,6 +7,7 @@ complete new file, or nothing: never a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +20,14 @@ if TYPE_CHECKING:
     import anndata as ad
 
 __all__ = ["atomic_path", "ensure_writable_dir", "write_h5ad_atomic", "write_text_atomic"]
+
+# OSErrors while writing that are about the output location, not a bug: disk full, quota,
+# read-only file system, permissions, file too large, output path is a folder.
+_OUTPUT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EFBIG", "EISDIR")
+    if hasattr(errno, name)
+)
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
@@ -61,6 +70,18 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
             os.umask(umask)
             os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, final)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        if exc.errno in _OUTPUT_ERRNOS:
+            raise InputFileError(
+                f"cannot write the output file ({exc.strerror or exc}); nothing was written "
+                "under this name.",
+                path=final,
+                fix="free some disk space, or choose an output path (not an existing folder) in "
+                "a folder you can write to, and rerun.",
+            ) from exc
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()

@@ -1361,6 +1361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         logger.debug("user error", exc_info=True)
+        from ._validate import name_input_file
+
+        # API errors name `adata`/`obs[...]`; on the command line, name the input file too
+        exc = name_input_file(exc, getattr(args, "input", None) or getattr(args, "inputs", None))
         print(f"cafclassify {step}: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

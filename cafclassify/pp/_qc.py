@@ -514,6 +514,14 @@ def filter_cells(adata: AnnData, *, copy: bool = False) -> AnnData | None:
         th = sec.get("thresholds", {})
         reasons = adata.obs[K.OBS_QC_REASON].value_counts()
         reasons = ", ".join(f"{k} {v}" for k, v in reasons.items() if v)
+        th = "; ".join(
+            f"{sample}: " + ", ".join(
+                f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in (t.items() if isinstance(t, dict) else [])
+                if k.startswith(("min_", "max_")) and v is not None
+            )
+            for sample, t in th.items()
+        ) or "none"
         raise DataError(
             f"no cell passes QC ({n_before} cells: {reasons}; thresholds per sample: {th}).",
             path="adata",

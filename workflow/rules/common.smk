@@ -55,6 +55,15 @@ def _load_sheet(path):
         validate(sheet, schema="../schemas/datasets.schema.yaml")
     except WorkflowError as exc:
         raise _schema_error(f"The dataset sheet {path}", exc)
+    # the schema pattern ends in '$', which Python's re.search also matches before a
+    # trailing newline: check the ids again with fullmatch (they become folder names)
+    bad = [i for i in sheet["id"] if re.fullmatch(DATASET_ID, i) is None]
+    if bad:
+        raise WorkflowError(
+            f"The dataset sheet {path} is invalid: id(s) {', '.join(map(repr, bad))} may contain "
+            "only letters, digits, '_', '.' and '-' and must start with a letter or digit. "
+            "Rename the dataset(s) and rerun."
+        )
     dup = sorted(sheet["id"][sheet["id"].duplicated()].unique())
     if dup:
         raise WorkflowError(f"The dataset sheet {path} repeats the id(s) {', '.join(dup)}; ids must be unique.")
