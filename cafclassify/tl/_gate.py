@@ -23,6 +23,7 @@ from scipy import stats
 from .. import _keys as K
 from .._errors import ConfigError, DataError, SignatureError
 from ._gate_refine import log_block, refine_lineages
+from ._gate_stroma import recluster_stroma
 
 __all__ = ["gate"]
 
@@ -293,7 +294,38 @@ def _decide(S: np.ndarray, mu: np.ndarray, sigma: np.ndarray, clusters: np.ndarr
                        for c in range(n_cl)])
     table["purity"] = purity
     return {"final": final, "conf": conf, "codes": codes, "uniq": uniq, "table": table,
-            "cl_call": cl_call, "override": override, "own": own}
+            "cl_call": cl_call, "override": override, "own": own, "present": present}
+
+
+def _merge_compartment(res: dict[str, Any], st: dict[str, Any], clusters: np.ndarray) -> dict[str, Any]:
+    """Global decision with the compartment cells' calls and (sub-)clusters replaced.
+
+    Compartment cells carry their sub-cluster (``s<k>``) as decision cluster; the
+    per-cluster arrays that stage 2 reads (``codes``, ``cl_call``, margin) are
+    rebuilt over global clusters that kept cells plus the sub-clusters.
+    """
+    rows, sub = st["rows"], st["result"]
+    out = dict(res)
+    for key in ("final", "conf", "own"):
+        v = res[key].copy()
+        v[rows] = sub[key]
+        out[key] = v
+    merged = clusters.astype(object).copy()
+    merged[rows] = st["subclusters"]
+    g_table, s_table = res["table"], sub["table"]
+    g_call = dict(zip(g_table["cluster"], res["cl_call"], strict=True))
+    g_margin = dict(zip(g_table["cluster"], g_table["margin"], strict=True))
+    s_call = dict(zip(s_table["cluster"], sub["cl_call"], strict=True))
+    s_margin = dict(zip(s_table["cluster"], s_table["margin"], strict=True))
+    codes, uniq = pd.factorize(pd.Series(merged).astype(str), sort=True)
+    is_sub = np.array([u in s_call for u in uniq])  # sub-cluster names never collide (taken=)
+    out["cl_call"] = np.array([s_call[u] if s else g_call[u] for u, s in zip(uniq, is_sub, strict=True)])
+    margin = np.array([s_margin[u] if s else g_margin[u] for u, s in zip(uniq, is_sub, strict=True)])
+    out["margin"] = margin
+    out["codes"] = codes
+    out["uniq"] = uniq
+    out["clusters"] = merged.astype(str)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -312,6 +344,7 @@ def gate(
     max_cells_graph: int = 50_000,
     n_null: int = 20,
     refine: bool = True,
+    stroma: bool = False,
     species: str | None = None,
     symbol_column: str | None = None,
     random_state: int = 0,
@@ -392,6 +425,10 @@ def gate(
         Random gene sets per lineage set for the null.
     refine
         Run the stage-2 whole-profile refinement (step 6). ``False``: stage-1 calls.
+    stroma
+        Opt-in hierarchical step before stage 2: the fibroblast/mural compartment gets
+        its own HVGs, PCA and Leiden clusters, each decided by the same test; see
+        ``docs/gate.md`` (measured trade-offs; off by default).
     species, symbol_column
         Passed to gene matching (default: detected from the gene names; ``var_names``
         or an auto-detected symbol column for Ensembl IDs).
@@ -434,8 +471,9 @@ def gate(
         ``missing_markers`` per set, ``sets_used``, ``pregated`` (given/detected,
         possible contaminants), ``embedding``, ``stage1_counts``, ``refine`` (applied,
         seeds and training cells per class, cross-validated balanced accuracy of both
-        models, ``changes`` from -> to -> n, ``n_changed``, conventions) and
-        ``warnings``.
+        models, ``changes`` from -> to -> n, ``n_changed``, conventions), ``stroma``
+        (the hierarchical step: applied or reason, compartment size, sub-cluster
+        table, changes) and ``warnings``.
 
     Raises
     ------
@@ -457,6 +495,8 @@ def gate(
         raise ConfigError(f"pregated must be True, False or None, got {pregated!r}.")
     if refine not in (True, False):
         raise ConfigError(f"refine must be True or False, got {refine!r}.")
+    if stroma not in (True, False):
+        raise ConfigError(f"stroma must be True or False, got {stroma!r}.")
     for name, val, lo in (("n_pcs", n_pcs, 2), ("max_cells_graph", max_cells_graph, 100), ("n_null", n_null, 5)):
         if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < lo:
             raise ConfigError(f"{name} must be an integer >= {lo}, got {val!r}.")
@@ -551,6 +591,21 @@ def gate(
     lab_names = [LINEAGE_SETS[s] for s in usable_lin]
     res = _decide(S[:, :L], mu[:, :L], sigma[:L], clusters, lab_names)
     lab_arr = np.array([*lab_names, "other"], dtype=object)
+    n_override = int(res["override"].sum())
+
+    # ---- hierarchical step: re-cluster the mesenchymal compartment -----------------
+    stroma_info: dict[str, Any] = {"applied": False, "reason": "stroma=False"}
+    if stroma and n < _MIN_CELLS_GRAPH:
+        stroma_info = {"applied": False, "reason": "per-cell decision (fewer than 30 cells)"}
+    elif stroma:
+        st = recluster_stroma(X, value_type=value_type, S=S[:, :L], mu=mu[:, :L], sigma=sigma[:L],
+                              labels=lab_names, stage1=res, n_pcs=int(n_pcs),
+                              resolution=float(resolution), max_cells_graph=int(max_cells_graph),
+                              random_state=random_state, taken=set(clusters.tolist()))
+        stroma_info = st["info"]
+        if st["applied"]:
+            res = _merge_compartment(res, st, clusters)
+            clusters = res["clusters"]
     stage1_call = lab_arr[res["final"]]
     conf = res["conf"].copy()
 
@@ -568,7 +623,7 @@ def gate(
         feat = np.setdiff1d(hvg, np.concatenate(marker_idx)).astype(int)
         ref = refine_lineages(X, value_type=value_type, final=res["final"], own=res["own"],
                               codes=res["codes"], cl_call=res["cl_call"],
-                              margin=res["table"]["margin"].to_numpy(), labels=lab_names,
+                              margin=res.get("margin", res["table"]["margin"].to_numpy()), labels=lab_names,
                               genes=feat, random_state=random_state)
         refine_info = ref["info"]
         final_codes = ref["final"]
@@ -648,7 +703,7 @@ def gate(
                    "layer": "X" if layer is None else layer, "pregated": pregated,
                    "method": method, "n_pcs": int(n_pcs), "resolution": float(resolution),
                    "cluster_key": cluster_key, "max_cells_graph": int(max_cells_graph),
-                   "n_null": int(n_null), "refine": bool(refine),
+                   "n_null": int(n_null), "refine": bool(refine), "stroma": bool(stroma),
                    "random_state": int(random_state), "key_added": key_added,
                    "species": species, "symbol_column": symbol_column,
                    "alpha_cluster": _ALPHA_CLUSTER, "min_effect": _MIN_EFFECT,
@@ -656,7 +711,8 @@ def gate(
                    "min_genes": _MIN_GENES, "value_type_detected": value_type},
         "counts": {k: int(v) for k, v in counts.items()},
         "n_fibroblasts": n_fib,
-        "n_overridden_cells": int(res["override"].sum()),
+        "n_overridden_cells": n_override,
+        "stroma": stroma_info,
         "stage1_counts": {k: int(v) for k, v in pd.Series(stage1_call).value_counts()
                           .reindex(list(K.LINEAGES), fill_value=0).items()},
         "refine": refine_info,
