@@ -1,0 +1,169 @@
+"""Tests of the weakly supervised CAF subtype classifier (cafclassify.tl._classify)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+from sklearn.metrics import f1_score
+
+from cafclassify import _keys as K
+from cafclassify._errors import DataError
+from cafclassify.datasets import simulate
+from cafclassify.scoring import score
+from cafclassify.tl._classify import _std_z, classify, train, weak_labels
+
+CLASSES = ["myCAF", "iCAF", "apCAF", "meCAF", "vCAF", "dCAF"]
+
+
+def _prepared(n_cells=4000, n_genes=3000, random_state=11, **kw):
+    a = simulate(n_cells, n_genes=n_genes, random_state=random_state, **kw)
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    a.obs[K.OBS_LINEAGE] = a.obs["true_lineage"].astype(str)
+    score(a, "caf_v1", method="ucell")
+    return a
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _prepared()
+
+
+@pytest.fixture(scope="module")
+def classified(data):
+    return classify(data, copy=True, n_hvg=1000, random_state=0)
+
+
+def test_outputs_and_probabilities_sum_to_one(data, classified):
+    b = classified
+    fib = (b.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
+    P = b.obsm[K.OBSM_SUBTYPE_PROBA]
+    assert isinstance(P, pd.DataFrame) and list(P.index) == list(b.obs_names)
+    np.testing.assert_allclose(P.to_numpy()[fib].sum(axis=1), 1.0, atol=1e-9)
+    assert np.isnan(P.to_numpy()[~fib]).all()
+    lab = b.obs[K.OBS_SUBTYPE]
+    assert isinstance(lab.dtype, pd.CategoricalDtype)
+    assert (lab[~fib] == K.NOT_FIBROBLAST).all()
+    conf = b.obs[K.OBS_SUBTYPE_CONF].to_numpy()
+    assert np.isnan(conf[~fib]).all()
+    np.testing.assert_allclose(conf[fib], P.to_numpy()[fib].max(axis=1))
+    unassigned = (lab[fib] == K.UNASSIGNED).to_numpy()
+    assert (conf[fib][unassigned] < 0.5).all() and (conf[fib][~unassigned] >= 0.5).all()
+    for key in (K.OBS_LTBP2, K.OBS_LTBP2_SCORE, K.OBS_SENESCENT, K.OBS_CYCLING, K.OBS_SEED):
+        assert key in b.obs
+    sec = b.uns[K.UNS]["classify"]
+    assert "LTBP2" in sec["ltbp2"]["caveat"]
+    assert sec["gene_overlap"]["overlap"] == 1.0
+    # input untouched by copy=True
+    assert K.OBS_SUBTYPE not in data.obs
+
+
+def test_result_is_h5ad_writable(classified, tmp_path):
+    classified.write_h5ad(tmp_path / "x.h5ad")
+
+
+def test_seeds_respect_rule(data):
+    b = weak_labels(data, copy=True, z_min=1.0, margin=1.0, max_seeds_per_class=25)
+    fib = (b.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
+    S = b.obsm[K.OBSM_SCORES].loc[fib, CLASSES]
+    z = _std_z(S.to_numpy())
+    seeds = b.obs[K.OBS_SEED][fib]
+    is_seed = seeds.notna().to_numpy()
+    assert is_seed.sum() > 0
+    for i in np.flatnonzero(is_seed):
+        k = CLASSES.index(seeds.iloc[i])
+        others = np.delete(z[i], k)
+        assert z[i, k] >= 1.0 and z[i, k] - others.max() >= 1.0
+    counts = seeds.value_counts()
+    assert counts.max() <= 25
+    assert (b.obs[K.OBS_SEED][~fib].isna()).all()
+    assert set(counts.index[counts > 0]) <= set(CLASSES)
+    rep = b.uns[K.UNS]["classify"]["weak_labels"]
+    assert rep["z_min"] == 1.0 and rep["margin"] == 1.0
+
+
+def test_absent_subtype_reported_not_invented(caplog):
+    fr = {"myCAF": 0.4, "iCAF": 0.35, "apCAF": 0.1, "meCAF": 0.1, "vCAF": 0.05, "dCAF": 0.0}
+    a = _prepared(n_cells=3000, n_genes=2500, random_state=4, subtype_fractions=fr)
+    rep = weak_labels(a, copy=True, min_seeds=1, min_per_fold=0).uns[K.UNS]["classify"]["weak_labels"]
+    cand = rep["candidate_counts"]
+    # with no planted dCAF only a noise tail passes the seed rule: fewer candidates than real classes
+    assert cand["dCAF"] < min(cand["myCAF"], cand["iCAF"])
+    need = cand["dCAF"] + 1
+    with caplog.at_level(logging.WARNING):
+        model = train(a, n_hvg=300, min_seeds=need, min_per_fold=1)
+    absent = model.summary["absent_classes"]
+    assert "dCAF" in absent
+    assert "dCAF" not in model.classes
+    assert any("ABSENT" in r.message and "dCAF" in r.message for r in caplog.records)
+    b = classify(a, model, copy=True)
+    assert "dCAF" not in set(b.obs[K.OBS_SUBTYPE].astype(str))
+    assert "dCAF" not in b.obsm[K.OBSM_SUBTYPE_PROBA].columns
+    assert "dCAF" in list(b.uns[K.UNS]["classify"]["absent_classes"])
+
+
+def test_same_seed_identical(data):
+    m1 = train(data, n_hvg=500, random_state=3)
+    m2 = train(data, n_hvg=500, random_state=3)
+    b1 = classify(data, m1, copy=True)
+    b2 = classify(data, m2, copy=True)
+    assert (b1.obs[K.OBS_SUBTYPE] == b2.obs[K.OBS_SUBTYPE]).all()
+    np.testing.assert_array_equal(b1.obsm[K.OBSM_SUBTYPE_PROBA].to_numpy(),
+                                  b2.obsm[K.OBSM_SUBTYPE_PROBA].to_numpy())
+
+
+def test_classifier_beats_best_argmax(data, classified):
+    """On ALL fibroblasts vs the TRUE subtype (not only the seeds)."""
+    fib = (data.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
+    truth = data.obs["true_subtype"].astype(str).to_numpy()[fib]
+    best = 0.0
+    for method in ("ucell", "zmean"):
+        b = score(data, "caf_v1", method=method, key_added="s", copy=True)
+        S = b.obsm["s"].loc[fib, CLASSES].to_numpy()
+        best = max(best, f1_score(truth, np.array(CLASSES)[S.argmax(axis=1)], average="macro"))
+    P = classified.obsm[K.OBSM_SUBTYPE_PROBA].loc[fib]
+    pred = P.columns.to_numpy()[P.to_numpy().argmax(axis=1)]
+    f1 = f1_score(truth, pred, average="macro")
+    assert f1 > best, (f1, best)
+
+
+def test_calibration_summary_and_cv(classified):
+    s = classified.uns[K.UNS]["classify"]["training_summary"]
+    cal = s["calibration"]
+    assert cal["method"] == "temperature" and cal["temperature"] > 0
+    assert cal["ece_after"] <= cal["ece_before"] + 1e-6
+    assert 0.0 <= s["cv"]["macro_f1"] <= 1.0
+    assert len(cal["reliability_after"]["count"]) >= 1
+
+
+def test_smoothing_keeps_per_cell_call(data, classified):
+    b = classify(data, copy=True, n_hvg=1000, random_state=0, smooth=True)
+    # the per-cell call is never overwritten by the vote
+    assert (b.obs[K.OBS_SUBTYPE] == classified.obs[K.OBS_SUBTYPE]).all()
+    fib = (b.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
+    sm = b.obs[K.OBS_SUBTYPE_SMOOTHED].astype(str).to_numpy()
+    assert (sm[~fib] == K.NOT_FIBROBLAST).all()
+    assert set(sm[fib]) <= {*b.obsm[K.OBSM_SUBTYPE_PROBA].columns, K.UNASSIGNED}
+    per_cell = b.obs[K.OBS_SUBTYPE].astype(str).to_numpy()[fib]
+    assert 0.5 < (sm[fib] == per_cell).mean() < 1.0  # a vote, not a copy and not noise
+    assert b.uns[K.UNS]["classify"]["smoothing"]["n_clusters"] > 5
+
+
+def test_no_fibroblasts_is_a_clear_error(data):
+    a = data[:200].copy()
+    a.obs[K.OBS_LINEAGE] = "immune"
+    with pytest.raises(DataError, match="fibroblast"):
+        classify(a)
+
+
+def test_pooled_batches_per_batch_scaling():
+    a = _prepared(n_cells=3000, n_genes=2500, random_state=8, n_batches=2)
+    m = train(a, n_hvg=300, batch_key="batch")
+    assert m.scaling == "per_batch"
+    b = classify(a, m, copy=True, batch_key="batch")
+    fib = (b.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
+    np.testing.assert_allclose(b.obsm[K.OBSM_SUBTYPE_PROBA].to_numpy()[fib].sum(axis=1), 1.0)
