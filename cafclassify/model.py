@@ -131,7 +131,11 @@ class CafModel:
             if d.ndim == 1:  # binary HGB returns one column
                 d = np.column_stack([-d / 2, d / 2])
             return d
-        return Z @ self.coef.T + self.intercept[None, :]
+        from threadpoolctl import threadpool_limits
+
+        # one BLAS thread: bit-identical logits whatever the thread count
+        with threadpool_limits(limits=1, user_api="blas"):
+            return Z @ self.coef.T + self.intercept[None, :]
 
     def _raw_proba(self, logits: np.ndarray, temperature: float) -> np.ndarray:
         if self.kind == "sgd":  # one-vs-rest sigmoids, renormalised (as sklearn does)

@@ -140,12 +140,6 @@ def thread_runs(sim_path, tmp_path_factory):
 
 #: outputs that go through multi-threaded BLAS (logistic-regression fit and predict)
 BLAS_OUTPUTS = ("proba", "subtype_conf")
-PENDING_BLAS = (
-    "pending fix in cafclassify/tl/_classify.py (_train_impl and _predict_proba): run the "
-    "scikit-learn fit and the logits matrix product under "
-    "threadpoolctl.threadpool_limits(1); today the calibrated probabilities differ by ~3e-16 "
-    "between 1 and 2 BLAS threads (summation order), labels and scores do not"
-)
 
 
 @pytest.mark.slow
@@ -167,7 +161,6 @@ def test_one_and_two_threads_in_fresh_processes_give_identical_results(thread_ru
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=PENDING_BLAS)
 def test_probabilities_are_bit_identical_across_blas_threads(thread_runs):
     for k in BLAS_OUTPUTS:
         assert np.array_equal(thread_runs[1][k], thread_runs[2][k], equal_nan=True), k
@@ -271,13 +264,6 @@ def test_cli_output_records_signature_hash(cli_outputs, name):
     assert len(prov["signature_sha256"]) == 64
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pending fix in cafclassify/cli.py _cmd_classify(): provenance uses "
-    "getattr(args, 'signatures', None), and --signatures defaults to None, so a classify run "
-    "that trains on caf_v1 records signature_set 'None'; pass `args.signatures or 'caf_v1'` "
-    "(the library actually used) to _provenance",
-)
 def test_classify_provenance_names_the_signature_library_it_used(cli_outputs):
     from cafclassify.genesets import load_signatures
 

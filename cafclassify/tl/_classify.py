@@ -573,14 +573,19 @@ def _fit(kind: str, Z: np.ndarray, y: np.ndarray, n_classes: int, *, C: float, r
     from threadpoolctl import threadpool_limits
 
     est = LogisticRegression(C=C, class_weight="balanced", max_iter=2000, tol=1e-5)
-    # small problems: one BLAS thread is faster and avoids oversubscription on busy machines
-    with threadpool_limits(limits=1 if Z.size < 20_000_000 else None, user_api="blas"):
+    # one BLAS thread: results are bit-identical whatever the machine's thread count, and
+    # for problems of this size it is also faster (no oversubscription on busy machines)
+    with threadpool_limits(limits=1, user_api="blas"):
         est.fit(Z, y)
     return est
 
 
 def _logits(est, Z: np.ndarray, n_classes: int) -> np.ndarray:
-    d = np.asarray(est.decision_function(Z), dtype=np.float64)
+    from threadpoolctl import threadpool_limits
+
+    # a multi-threaded BLAS sums in a thread-dependent order (~1e-16 differences)
+    with threadpool_limits(limits=1, user_api="blas"):
+        d = np.asarray(est.decision_function(Z), dtype=np.float64)
     if d.ndim == 1:
         d = np.column_stack([-d / 2, d / 2])
     # estimators trained on a fold may miss a class: expand to all classes
