@@ -14,9 +14,11 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/shard_common.smk"
 include: "workflow/rules/fetch.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/annotate.smk"
+include: "workflow/rules/shard.smk"
 include: "workflow/rules/report.smk"
 
 

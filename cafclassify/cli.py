@@ -483,7 +483,9 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     else:
         if result is not None and result is not adata and hasattr(result, "obs"):
             adata = result
-    _stamp(adata, _provenance(args, inputs, signatures=getattr(args, "signatures", None)))
+    # the library actually used: the model's when one is given, else the training library
+    used = args.signatures or (model.signature_name if model is not None else "caf_v1")
+    _stamp(adata, _provenance(args, inputs, signatures=used))
     _write_h5ad(adata, args.output)
     sample_key = args.sample_key or _sample_key_from(adata)
     if args.cells_csv:
@@ -827,6 +829,58 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     )
     _stamp(adata, _provenance(args, []))
     _write_h5ad(adata, args.output)
+    return 0
+
+
+def _cmd_shard(args: argparse.Namespace) -> int:
+    from .io._shard import shard_h5ad, write_shard
+
+    src = _require_input(args.input, "input .h5ad file")
+    record = _provenance(args, [src])
+
+    def stamp(adata) -> None:
+        _stamp(adata, record)
+
+    compression = None if args.compression == "none" else args.compression
+    if args.index is not None:
+        if args.n_shards is None:
+            from ._errors import ConfigError
+
+            raise ConfigError("--index needs --n-shards.", path=src,
+                              fix="pass --n-shards N together with --index I.")
+        write_shard(src, args.output, n_shards=args.n_shards, index=args.index,
+                    chunk_size=args.chunk_size, compression=compression, stamp=stamp)
+    else:
+        out = shard_h5ad(src, args.output, n_shards=args.n_shards, max_cells=args.max_cells,
+                         chunk_size=args.chunk_size, compression=compression, stamp=stamp)
+        for o in out:
+            print(o)
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from .io._shard import merge_h5ad
+
+    inputs = [_require_input(p, "shard .h5ad file") for p in args.inputs]
+    record = _provenance(args, inputs)
+
+    def stamp(adata) -> None:
+        _stamp(adata, record)
+
+    merge_h5ad(inputs, args.output, requalify=False if args.keep_qc else None, filter=args.filter,
+               chunk_size=args.chunk_size,
+               compression=None if args.compression == "none" else args.compression, stamp=stamp)
+    logger.info("wrote %s", args.output)
+    if args.coverage_csv:
+        import h5py
+        from anndata.io import read_elem
+
+        from ._keys import UNS, UNS_SCORE
+
+        with h5py.File(args.output, "r") as f:
+            key = f"uns/{UNS}/{UNS_SCORE}/{args.key_added}/coverage"
+            cov = read_elem(f[key]) if key in f else None
+        _write_table(_records(cov), args.coverage_csv)
     return 0
 
 
@@ -1236,6 +1290,81 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="PATH",
         help="per-dataset report to link from the page (repeat once per input, in order)",
+    )
+
+    # shard
+    p = add(
+        "shard",
+        _cmd_shard,
+        "split an .h5ad by cells into shards (chunk by chunk; for cluster scatter-gather)",
+    )
+    p.add_argument("input", help="input .h5ad (e.g. from `cafclassify read`)")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="PATH",
+        help="with --index: the shard .h5ad to write; otherwise a folder for shard_000.h5ad ...",
+    )
+    p.add_argument("--n-shards", type=_positive_int, default=None, help="number of shards")
+    p.add_argument(
+        "--max-cells",
+        type=_positive_int,
+        default=None,
+        help="instead of --n-shards: at most this many cells per shard",
+    )
+    p.add_argument(
+        "--index",
+        type=int,
+        default=None,
+        help="write only shard I (0-based) of --n-shards (one job per shard)",
+    )
+    p.add_argument(
+        "--chunk-size", type=_positive_int, default=50000, help="cells per block (default: 50000)"
+    )
+    p.add_argument(
+        "--compression",
+        default="none",
+        choices=["none", "gzip"],
+        help="matrix compression of the shards (default: none; shards are temporary)",
+    )
+
+    # merge
+    p = add(
+        "merge",
+        _cmd_merge,
+        "merge processed shards back into one .h5ad in the original cell order "
+        "(QC thresholds recomputed over all cells)",
+    )
+    p.add_argument("inputs", nargs="+", help="shard .h5ad files (every shard of one split)")
+    out_opt(p)
+    p.add_argument(
+        "--filter",
+        action="store_true",
+        help="remove cells failing QC (with thresholds over all cells), as `qc --filter`",
+    )
+    p.add_argument(
+        "--keep-qc",
+        action="store_true",
+        help="keep the per-shard QC marks instead of recomputing thresholds over all cells",
+    )
+    p.add_argument(
+        "--coverage-csv",
+        default=None,
+        metavar="PATH",
+        help="also write the per-set gene coverage table of the shards' scores",
+    )
+    p.add_argument(
+        "--key-added", default="caf_scores", help="obsm key of the scores (default: caf_scores)"
+    )
+    p.add_argument(
+        "--chunk-size", type=_positive_int, default=50000, help="cells per block (default: 50000)"
+    )
+    p.add_argument(
+        "--compression",
+        default="gzip",
+        choices=["none", "gzip"],
+        help="matrix compression of the merged file (default: gzip)",
     )
 
     # methods

@@ -24,6 +24,15 @@ rule gate:
         " > {log:q} 2>&1"
 
 
+# Datasets scored per shard (workflow/rules/shard.smk) carry their scores in qc.h5ad
+# already: the gate writes scored.h5ad directly and the score step is not run.
+use rule gate as gate_scored with:
+    output:
+        h5ad="results/{dataset}/scored.h5ad",
+    wildcard_constraints:
+        dataset=SHARD_SCORED_RE,
+
+
 rule score:
     input:
         h5ad="results/{dataset}/gate.h5ad",
@@ -32,20 +41,10 @@ rule score:
         coverage="results/{dataset}/signature_coverage.csv",
     log:
         "logs/score/{dataset}.log",
+    wildcard_constraints:
+        dataset=NOT_SHARD_SCORED_RE,  # shard-scored datasets: see workflow/rules/shard.smk
     params:
-        opts=lambda wc: cli_opts(
-            signatures=config["signatures"],
-            method=config["score"]["method"],
-            max_rank=config["score"]["max_rank"],
-            min_coverage=(
-                "library"
-                if config["score"]["min_coverage"] is None
-                else config["score"]["min_coverage"]
-            ),
-            on_low_coverage=config["score"]["on_low_coverage"],
-            species=row(wc)["species"],
-            seed=config["seed"],
-        ),
+        opts=score_opts,
     threads: 2
     resources:
         mem_mb=mem_mb(10),

@@ -35,6 +35,8 @@ rule qc:
         h5ad="results/{dataset}/qc.h5ad",
     log:
         "logs/qc/{dataset}.log",
+    wildcard_constraints:
+        dataset=UNSHARDED_RE,  # sharded datasets: qc per shard + merge (workflow/rules/shard.smk)
     params:
         opts=lambda wc: cli_opts(
             sample_key=row(wc)["sample_column"],
