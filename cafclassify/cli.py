@@ -1427,9 +1427,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _configure_threads(n: int | None) -> None:
     if n is None:
         return
+    numba_started = "numba" in sys.modules  # e.g. main() called in-process
     for var in _THREAD_ENV:
-        os.environ[var] = str(n)
-    if "numba" in sys.modules:  # already imported (e.g. main() called in-process)
+        # numba refuses a changed NUMBA_NUM_THREADS once its thread pool exists (it
+        # re-reads the environment later): then set its thread count directly instead
+        if not (var == "NUMBA_NUM_THREADS" and numba_started):
+            os.environ[var] = str(n)
+    if numba_started:
         import numba
 
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
