@@ -24,3 +24,19 @@ rule fetch:
         "../envs/cafclassify.yaml"
     shell:
         "cafclassify fetch {params.url:q} {output.data:q} {params.opts} > {log:q} 2>&1"
+
+
+rule simulate:
+    output:
+        h5ad="resources/simulated/{dataset}.h5ad",
+    log:
+        "logs/simulate/{dataset}.log",
+    params:
+        opts=lambda wc: cli_opts(**simulate_options(datasets.loc[wc.dataset, "path_or_url"])),
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/cafclassify.yaml"
+    shell:
+        "cafclassify simulate {params.opts} -o {output.h5ad:q} > {log:q} 2>&1"
