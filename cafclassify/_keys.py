@@ -19,7 +19,14 @@ VAR_SYMBOL = "cafclassify_symbol"  # var column: resolved (current HGNC/MGI) sym
 OBS_QC_PASS = "qc_pass"  # bool
 OBS_QC_REASON = "qc_reason"  # categorical: "pass" or the first failing reason
 OBS_DOUBLET_SCORE = "doublet_score"
+OBS_PREDICTED_DOUBLET = "predicted_doublet"
+# per-cell QC metrics (scanpy's column names)
+OBS_N_GENES = "n_genes_by_counts"
+OBS_TOTAL_COUNTS = "total_counts"
+OBS_PCT_MT = "pct_counts_mt"
+OBS_PCT_RIBO = "pct_counts_ribo"
 UNS_QC = "qc"
+UNS_SHARD = "shard"  # uns[UNS]["shard"]: shard index/bounds, or the merge record
 
 # --- gate ---------------------------------------------------------------
 OBS_LINEAGE = "caf_lineage"  # categorical in LINEAGES

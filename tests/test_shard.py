@@ -299,10 +299,11 @@ def _dry_run(tmp_path, max_cells) -> dict[str, int]:
 
 @pytest.mark.skipif(not (REPO / "Snakefile").exists(), reason="workflow not in this checkout")
 def test_dry_run_shards_large_datasets_only(tmp_path):
-    # crc_example has 2850 cells (3 shards of <= 1000), breast_example 302 (not sharded)
+    # crc_example has 2850 cells (3 shards of <= 1000), breast_example 302 (not sharded);
+    # synthetic_control does not exist before the run, so it is not sharded either
     jobs = _dry_run(tmp_path, 1000)
     assert jobs["shard"] == 3 and jobs["qc_shard"] == 3 and jobs["score_shard"] == 3
     assert jobs["merge_scored_shards"] == 1 and jobs["gate_scored"] == 1
-    assert jobs["qc"] == 1 and jobs["score"] == 1 and jobs["gate"] == 1  # breast_example
+    assert jobs["qc"] == 2 and jobs["score"] == 2 and jobs["gate"] == 2  # the other two
     jobs = _dry_run(tmp_path, 0)
-    assert "shard" not in jobs and jobs["qc"] == 2 and jobs["score"] == 2
+    assert "shard" not in jobs and jobs["qc"] == 3 and jobs["score"] == 3

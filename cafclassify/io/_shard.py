@@ -58,8 +58,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# TODO(lead): move into cafclassify/_keys.py (uns["cafclassify"]["shard"]: shard/merge record)
-UNS_SHARD = "shard"
+UNS_SHARD = K.UNS_SHARD
 #: scoring methods whose score of a cell depends on that cell only (safe to run per shard)
 PER_CELL_METHODS = ("ucell",)
 _DEFAULT_CHUNK = 50_000

@@ -62,12 +62,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# metric columns (scanpy's names); TODO(lead): move these into cafclassify/_keys.py
-OBS_N_GENES = "n_genes_by_counts"
-OBS_TOTAL_COUNTS = "total_counts"
-OBS_PCT_MT = "pct_counts_mt"
-OBS_PCT_RIBO = "pct_counts_ribo"
-OBS_PREDICTED_DOUBLET = "predicted_doublet"
+# metric columns (scanpy's names), from the key registry
+OBS_N_GENES = K.OBS_N_GENES
+OBS_TOTAL_COUNTS = K.OBS_TOTAL_COUNTS
+OBS_PCT_MT = K.OBS_PCT_MT
+OBS_PCT_RIBO = K.OBS_PCT_RIBO
+OBS_PREDICTED_DOUBLET = K.OBS_PREDICTED_DOUBLET
 
 #: categories of ``obs["qc_reason"]``, in the order they are checked
 QC_REASONS = (
