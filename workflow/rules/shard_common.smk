@@ -3,6 +3,7 @@
 # constraints.
 
 import sys
+from types import SimpleNamespace
 
 
 def _count_cells(path):
@@ -14,10 +15,7 @@ def _count_cells(path):
 
 
 def _input_path(dataset_id):
-    src = datasets.loc[dataset_id, "path_or_url"]
-    if is_url(src):
-        return f"resources/downloads/{dataset_id}/{download_name(dataset_id)}"
-    return src
+    return input_data(SimpleNamespace(dataset=dataset_id))
 
 
 def _n_shards(dataset_id):
@@ -27,6 +25,8 @@ def _n_shards(dataset_id):
     if config["qc"]["doublets"]:
         # Scrublet compares each cell with all cells of its sample: not shardable
         return 1
+    if is_simulated(datasets.loc[dataset_id, "path_or_url"]):
+        return 1  # a synthetic control is small by design
     path = _input_path(dataset_id)
     n = _count_cells(path) if Path(path).exists() else None
     if n is None:
