@@ -11,6 +11,7 @@ import pandas as pd
 
 from .. import _keys as K
 from .._errors import ConfigError, DataError, SignatureError
+from .._utils import get_matrix
 from . import _kernels as kern
 from ._methods import METHODS
 
@@ -25,25 +26,7 @@ _ON_LOW_COVERAGE = ("warn", "raise", "keep")
 
 
 def _matrix(adata, layer: str | None):
-    if layer is None:
-        X = adata.X
-        where = "adata.X"
-    else:
-        if layer not in adata.layers:
-            raise DataError(
-                f"layer {layer!r} not found (available layers: {sorted(adata.layers) or 'none'}).",
-                path="adata.layers",
-                fix="pass layer=None to score adata.X, or one of the available layers.",
-            )
-        X = adata.layers[layer]
-        where = f"adata.layers[{layer!r}]"
-    if X is None:
-        raise DataError("the AnnData object has no expression matrix.", path=where,
-                        fix="load the data with its matrix (X) before scoring.")
-    if X.shape != (adata.n_obs, adata.n_vars):
-        raise DataError(f"matrix shape {X.shape} does not match the AnnData shape {adata.shape}.",
-                        path=where)
-    return X, where
+    return get_matrix(adata, layer)
 
 
 def _detect_value_type(X) -> str:

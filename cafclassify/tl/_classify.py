@@ -81,6 +81,7 @@ import scipy.sparse as sp
 
 from .. import _keys as K
 from .._errors import DataError, ModelError
+from .._utils import get_matrix
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -108,12 +109,7 @@ _LTBP2_CAVEAT = (
 
 
 def _matrix(adata: AnnData, layer: str | None):
-    if layer is None:
-        return adata.X
-    if layer not in adata.layers:
-        raise DataError(f"layer {layer!r} not found (layers: {list(adata.layers)}).",
-                        path="adata.layers", fix="pass an existing layer or layer=None for X.")
-    return adata.layers[layer]
+    return get_matrix(adata, layer)[0]
 
 
 def _fibroblast_mask(adata: AnnData, lineage_key: str | None) -> tuple[np.ndarray, bool]:

@@ -22,6 +22,7 @@ from scipy import stats
 
 from .. import _keys as K
 from .._errors import ConfigError, DataError, SignatureError
+from .._utils import get_matrix
 from ._gate_refine import log_block, refine_lineages
 from ._gate_stroma import recluster_stroma
 
@@ -59,20 +60,7 @@ _NULL_CHUNK = 50_000
 # helpers
 # ---------------------------------------------------------------------------
 def _matrix(adata: AnnData, layer: str | None):
-    if layer is None:
-        X = adata.X
-        where = "adata.X"
-    else:
-        if layer not in adata.layers:
-            raise DataError(
-                f"layer {layer!r} not found (layers: {sorted(adata.layers) or 'none'}).",
-                path="adata.layers",
-                fix="pass layer=None to use adata.X, or one of the available layers.",
-            )
-        X = adata.layers[layer]
-        where = f"adata.layers[{layer!r}]"
-    if X is None:
-        raise DataError("the AnnData object has no expression matrix.", path=where)
+    X, where = get_matrix(adata, layer)
     if sp.issparse(X) and not sp.isspmatrix_csr(X) and not isinstance(X, sp.csr_array):
         X = sp.csr_matrix(X)
     return X, where
