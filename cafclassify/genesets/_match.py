@@ -17,7 +17,13 @@ from ._library import load_signatures
 if TYPE_CHECKING:
     from anndata import AnnData
 
-__all__ = ["COVERAGE_COLUMNS", "MatchedSet", "coverage_table", "match_signatures"]
+__all__ = [
+    "COVERAGE_COLUMNS",
+    "MatchedSet",
+    "coverage_table",
+    "match_signatures",
+    "match_with_coverage",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -299,6 +305,40 @@ def match_signatures(
         If the species cannot be told, if no gene of the library is found at all,
         or for low coverage with ``on_low_coverage="raise"``.
     """
+    return match_with_coverage(
+        library,
+        adata,
+        species=species,
+        symbol_column=symbol_column,
+        min_coverage=min_coverage,
+        min_genes=min_genes,
+        on_low_coverage=on_low_coverage,
+    )[0]
+
+
+
+def match_with_coverage(
+    library,
+    adata: AnnData,
+    *,
+    species: str | None = None,
+    symbol_column: str | None = None,
+    min_coverage: float | None = None,
+    min_genes: int = 1,
+    on_low_coverage: str = "warn",
+) -> tuple[dict[str, MatchedSet], pd.DataFrame]:
+    """:func:`match_signatures` and :func:`coverage_table` from one matching pass.
+
+    Parameters
+    ----------
+    library, adata, species, symbol_column, min_coverage, min_genes, on_low_coverage
+        As in :func:`match_signatures` (which logs and raises the same way).
+
+    Returns
+    -------
+    The usable sets (as :func:`match_signatures`) and the coverage table of every set
+    (as :func:`coverage_table`).
+    """
     matched, table, _ = _match_all(
         library,
         adata,
@@ -326,7 +366,7 @@ def match_signatures(
     for ms in matched.values():
         for note in ms.notes:
             logger.info("gene set %r: %s", ms.name, note)
-    return matched
+    return matched, table
 
 
 def coverage_table(

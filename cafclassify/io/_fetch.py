@@ -297,8 +297,7 @@ def fetch(
     ensure_writable_dir(dest)
     part = dest.with_name(dest.name + ".part")
 
-    if not _is_url(source):
-        local = Path(source).expanduser()
+    def copy_local(local: Path) -> Path:
         part.unlink(missing_ok=True)
         try:
             _copy_local(local, part)
@@ -306,6 +305,9 @@ def fetch(
             part.unlink(missing_ok=True)
             raise
         return _verify_and_move(part, dest, expected, source)
+
+    if not _is_url(source):
+        return copy_local(Path(source).expanduser())
 
     scheme = urllib.parse.urlsplit(source).scheme.lower()
     if scheme not in _URL_SCHEMES:
@@ -321,14 +323,7 @@ def fetch(
             fix="use the https:// address of the same file (most repositories offer one), or pass --allow-http.",
         )
     if scheme == "file":
-        local = Path(urllib.request.url2pathname(urllib.parse.urlsplit(source).path))
-        part.unlink(missing_ok=True)
-        try:
-            _copy_local(local, part)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
-        return _verify_and_move(part, dest, expected, source)
+        return copy_local(Path(urllib.request.url2pathname(urllib.parse.urlsplit(source).path)))
 
     last_problem = ""
     for attempt in range(retries + 1):

@@ -231,7 +231,8 @@ def score(
 
     X, where = _matrix(adata, layer)
 
-    from ..genesets import coverage_table, load_signatures, match_signatures
+    from ..genesets import load_signatures
+    from ..genesets._match import match_with_coverage
 
     library = load_signatures(signatures)
     if sets is not None or groups is not None:
@@ -239,8 +240,7 @@ def score(
                                  groups=None if groups is None else list(groups))
     match_kw = dict(species=species, symbol_column=symbol_column, min_coverage=min_coverage,
                     on_low_coverage=on_low_coverage)
-    matched = match_signatures(library, adata, **match_kw)
-    cov = coverage_table(library, adata, **match_kw)
+    matched, cov = match_with_coverage(library, adata, **match_kw)
     if not matched:
         raise SignatureError(
             f"none of the {len(library.sets)} gene sets has enough of its genes in the data "
