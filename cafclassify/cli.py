@@ -124,6 +124,40 @@ def _read_h5ad(path: str | os.PathLike):
         ) from None
 
 
+#: default of --backed-min-cells: from this many cells on, --backed auto keeps matrices on disk
+BACKED_MIN_CELLS = 200_000
+
+
+def _use_backed(args: argparse.Namespace, path: Path) -> bool:
+    """Decide whether a step works on the file out of core (``--backed``)."""
+    mode = getattr(args, "backed", "auto") or "auto"
+    if mode in ("yes", "no"):
+        return mode == "yes"
+    from .io._shard import count_cells
+
+    n = count_cells(path)
+    limit = getattr(args, "backed_min_cells", None)
+    limit = BACKED_MIN_CELLS if limit is None else int(limit)
+    return n is not None and n >= limit
+
+
+def _open_h5ad(args: argparse.Namespace, path: str | os.PathLike):
+    """The step's input: in memory, or backed with every matrix on disk (``--backed``).
+
+    A backed object is written back with :func:`cafclassify.io._lazy.write_annotated`
+    (matrices copied as stored, new annotations written), so its steps never hold the
+    expression matrix in memory.
+    """
+    p = _require_input(path, "input .h5ad file")
+    if not _use_backed(args, p):
+        return _read_h5ad(p)
+    from .io._lazy import open_lazy
+
+    adata = open_lazy(p)
+    logger.info("%s: %d cells x %d genes, matrices kept on disk (backed)", p, adata.n_obs, adata.n_vars)
+    return adata
+
+
 def _signature_info(spec: str | None) -> dict[str, str]:
     if spec is None:
         return {"name": "None", "sha256": "None", "version": "None"}
@@ -182,8 +216,12 @@ def _stamp(adata, record: dict[str, Any]) -> None:
 
 def _write_h5ad(adata, path: str | os.PathLike) -> None:
     from ._atomic import write_h5ad_atomic
+    from .io._lazy import is_lazy, write_annotated
 
-    write_h5ad_atomic(adata, path)
+    if is_lazy(adata):
+        write_annotated(adata, path)
+    else:
+        write_h5ad_atomic(adata, path)
     logger.info("wrote %s (%d cells x %d genes)", path, adata.n_obs, adata.n_vars)
 
 
@@ -317,7 +355,7 @@ def _cmd_qc(args: argparse.Namespace) -> int:
 def _cmd_gate(args: argparse.Namespace) -> int:
     from .tl import gate
 
-    adata = _read_h5ad(args.input)
+    adata = _open_h5ad(args, args.input)
     _call(
         gate,
         adata,
@@ -337,7 +375,7 @@ def _cmd_gate(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     from .scoring import score
 
-    adata = _read_h5ad(args.input)
+    adata = _open_h5ad(args, args.input)
     _call(
         score,
         adata,
@@ -454,7 +492,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_classify(args: argparse.Namespace) -> int:
     from .tl import classify
 
-    adata = _read_h5ad(args.input)
+    adata = _open_h5ad(args, args.input)
     model = None
     inputs = [args.input]
     if args.model:
@@ -903,6 +941,20 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         action="count",
         default=d(0),
         help="more log output (-v: debug for cafclassify, -vv: everything)",
+    )
+    g.add_argument(
+        "--backed",
+        choices=("auto", "yes", "no"),
+        default=d("auto"),
+        help="keep the expression matrices on disk and work in blocks of cells (gate, score, "
+        "classify); 'auto': from --backed-min-cells cells on (default: auto)",
+    )
+    g.add_argument(
+        "--backed-min-cells",
+        type=_positive_int,
+        metavar="N",
+        default=d(BACKED_MIN_CELLS),
+        help=f"cell count from which --backed auto works out of core (default: {BACKED_MIN_CELLS})",
     )
     g.add_argument(
         "--threads",

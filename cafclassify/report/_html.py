@@ -169,8 +169,11 @@ def _load(adata_or_path, *, what: str = "annotated data"):
             "file not found.", path=path,
             fix="check the path; reports are made from the annotated .h5ad written by the pipeline.",
         )
+    from ..io._lazy import open_lazy
+
     try:
-        return ad.read_h5ad(path, backed="r"), path
+        # every matrix (X and the layers) stays on disk; cells are read for the subsample
+        return open_lazy(path), path
     except Exception as exc:
         raise InputFileError(
             f"cannot be read as an .h5ad file ({type(exc).__name__}: {exc}).", path=path,

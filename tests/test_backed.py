@@ -1,0 +1,188 @@
+"""Out-of-core steps: matrices stay on disk, per-cell results equal the in-memory run.
+
+* :func:`cafclassify.io._lazy.open_lazy` keeps X *and* the layers on disk (anndata's
+  ``backed="r"`` reads every layer into memory);
+* :func:`cafclassify.io._lazy.write_annotated` writes new annotations with the source
+  file's matrices copied unchanged, atomically, and never over its input;
+* ``cafclassify --backed yes gate/score/classify`` give the same per-cell results
+  (lineages, scores, subtypes, probabilities) as the in-memory steps, and
+  ``--backed auto`` switches by cell count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from cafclassify import _keys as K
+from cafclassify._errors import InputFileError
+from cafclassify.io._lazy import is_lazy, lazy_layer, lazy_layer_names, open_lazy, write_annotated
+
+SIM_KW = dict(
+    n_cells=1200, n_genes=2000, random_state=5,
+    lineage_fractions={"fibroblast": 0.45, "immune": 0.2, "epithelial": 0.2,
+                       "endothelial": 0.08, "mural": 0.07},
+)
+
+
+def _run(argv: list[str]) -> str:
+    from cafclassify.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["--threads", "1", *argv])
+    assert code == 0, err.getvalue()[-3000:]
+    return err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def read_file(tmp_path_factory) -> Path:
+    import cafclassify as cc
+
+    work = tmp_path_factory.mktemp("backed")
+    cc.simulate(**SIM_KW).write_h5ad(work / "sim.h5ad")
+    _run(["read", str(work / "sim.h5ad"), "-o", str(work / "read.h5ad")])
+    return work / "read.h5ad"
+
+
+# ------------------------------------------------------------------------- open_lazy
+
+
+def test_open_lazy_keeps_x_and_layers_on_disk(read_file):
+    mem = ad.read_h5ad(read_file)
+    assert K.LAYER_COUNTS in mem.layers  # the file has a counts layer
+    lazy = open_lazy(read_file)
+    try:
+        assert is_lazy(lazy)
+        assert len(lazy.layers) == 0  # nothing loaded ...
+        assert lazy_layer_names(lazy) == [K.LAYER_COUNTS]  # ... but it is there
+        counts = lazy_layer(lazy, K.LAYER_COUNTS)
+        assert not sp.issparse(counts)  # an on-disk dataset, not a matrix
+        block = counts[100:350]
+        assert (block != mem.layers[K.LAYER_COUNTS][100:350]).nnz == 0
+        assert lazy.obs.equals(mem.obs)
+        assert (lazy.X[:50] != mem.X[:50]).nnz == 0
+    finally:
+        lazy.file.close()
+
+
+def test_lazy_layer_names_the_missing_layer(read_file):
+    from cafclassify._errors import DataError
+
+    lazy = open_lazy(read_file)
+    try:
+        with pytest.raises(DataError, match="'spliced' not found.*counts"):
+            lazy_layer(lazy, "spliced")
+    finally:
+        lazy.file.close()
+
+
+def test_open_lazy_refuses_a_non_h5ad_file(tmp_path):
+    bad = tmp_path / "x.h5ad"
+    bad.write_text("not hdf5")
+    with pytest.raises(InputFileError, match="cannot be opened as an .h5ad"):
+        open_lazy(bad)
+
+
+# ------------------------------------------------------------------- write_annotated
+
+
+def test_write_annotated_copies_matrices_and_writes_new_annotations(read_file, tmp_path):
+    lazy = open_lazy(read_file)
+    lazy.obs["flag"] = np.arange(lazy.n_obs) % 3 == 0
+    lazy.obsm["extra"] = np.ones((lazy.n_obs, 2))
+    lazy.uns["note"] = "added"
+    out = write_annotated(lazy, tmp_path / "out.h5ad")
+    lazy.file.close()
+    src, new = ad.read_h5ad(read_file), ad.read_h5ad(out)
+    assert (new.X != src.X).nnz == 0 and new.X.dtype == src.X.dtype
+    assert (new.layers[K.LAYER_COUNTS] != src.layers[K.LAYER_COUNTS]).nnz == 0
+    assert new.obs["flag"].sum() == (np.arange(src.n_obs) % 3 == 0).sum()
+    assert new.uns["note"] == "added"
+    assert "flag" not in src.obs  # the input is unchanged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5ad"]  # no temp files left
+
+
+def test_write_annotated_never_overwrites_its_input(read_file):
+    lazy = open_lazy(read_file)
+    try:
+        with pytest.raises(InputFileError, match="output file is the input file"):
+            write_annotated(lazy, read_file)
+    finally:
+        lazy.file.close()
+
+
+def test_write_annotated_leaves_nothing_when_interrupted(read_file, tmp_path, monkeypatch):
+    import h5py
+
+    lazy = open_lazy(read_file)
+    (tmp_path / "out.h5ad").write_bytes(b"previous")
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(h5py.Group, "copy", boom)
+    with pytest.raises(KeyboardInterrupt):
+        write_annotated(lazy, tmp_path / "out.h5ad")
+    lazy.file.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5ad"]
+    assert (tmp_path / "out.h5ad").read_bytes() == b"previous"
+
+
+# --------------------------------------------------------------- backed CLI steps
+
+
+@pytest.fixture(scope="module")
+def chains(read_file):
+    work = read_file.parent
+    out = {}
+    for mode in ("no", "yes"):
+        d = work / mode
+        d.mkdir()
+        log = _run(["--backed", mode, "gate", str(read_file), "-o", str(d / "gate.h5ad")])
+        _run(["--backed", mode, "score", str(d / "gate.h5ad"), "-o", str(d / "score.h5ad")])
+        _run(["--backed", mode, "classify", str(d / "score.h5ad"), "-o", str(d / "cls.h5ad"),
+              "--cells-csv", str(d / "cells.csv")])
+        out[mode] = (d, log)
+    return out
+
+
+def test_backed_steps_say_they_keep_the_matrix_on_disk(chains):
+    assert "matrices kept on disk" in chains["yes"][1]
+    assert "matrices kept on disk" not in chains["no"][1]
+
+
+@pytest.mark.parametrize("step", ["gate", "score", "cls"])
+def test_backed_steps_equal_in_memory_steps(chains, step):
+    a = ad.read_h5ad(chains["no"][0] / f"{step}.h5ad")
+    b = ad.read_h5ad(chains["yes"][0] / f"{step}.h5ad")
+    assert list(a.obs.columns) == list(b.obs.columns)
+    for col in a.obs.columns:
+        assert np.array_equal(a.obs[col].astype(str).to_numpy(), b.obs[col].astype(str).to_numpy()), col
+    assert sorted(a.obsm) == sorted(b.obsm)
+    for key in a.obsm:
+        x = np.asarray(a.obsm[key], dtype=float)
+        y = np.asarray(b.obsm[key], dtype=float)
+        assert np.array_equal(x, y, equal_nan=True), key
+    assert (a.X != b.X).nnz == 0
+    assert (a.layers[K.LAYER_COUNTS] != b.layers[K.LAYER_COUNTS]).nnz == 0
+
+
+def test_backed_chain_assigns_subtypes(chains):
+    b = ad.read_h5ad(chains["yes"][0] / "cls.h5ad")
+    called = b.obs[K.OBS_SUBTYPE].astype(str)
+    assert (b.obs[K.OBS_LINEAGE] == "fibroblast").sum() > 200
+    assert called[b.obs[K.OBS_LINEAGE] == "fibroblast"].ne("unassigned").mean() > 0.5
+
+
+def test_backed_auto_switches_on_the_cell_count(read_file, tmp_path):
+    log = _run(["--backed-min-cells", "1000", "gate", str(read_file), "-o", str(tmp_path / "a.h5ad")])
+    assert "matrices kept on disk" in log  # 1,200 cells >= 1,000
+    log = _run(["--backed-min-cells", "5000", "gate", str(read_file), "-o", str(tmp_path / "b.h5ad")])
+    assert "matrices kept on disk" not in log
