@@ -9,7 +9,7 @@ rule gate:
     log:
         "logs/gate/{dataset}.log",
     params:
-        opts=lambda wc: cli_opts(
+        opts=lambda wc: step_opts(
             signatures=config["signatures"],
             resolution=config["gate"]["resolution"],
             seed=config["seed"],
@@ -66,7 +66,7 @@ rule train:
     log:
         f"logs/train/{POOLED}.log",
     params:
-        opts=cli_opts(
+        opts=step_opts(
             signatures=config["signatures"],
             estimator=config["train"]["estimator"],
             seed=config["seed"],
@@ -103,7 +103,7 @@ rule classify:
     log:
         "logs/classify/{dataset}.log",
     params:
-        opts=lambda wc, input: cli_opts(
+        opts=lambda wc, input: step_opts(
             model=input.model or None,
             signatures=config["signatures"],
             estimator=None if input.model else config["train"]["estimator"],

@@ -39,6 +39,19 @@ except WorkflowError as exc:
     raise _schema_error("The workflow configuration (config/config.yaml or --config)", exc)
 
 
+# Global CLI options of every data step: out-of-core (backed) processing of large files
+def _backed_opts(cfg):
+    n = (cfg.get("backed") or {}).get("min_cells", 200000)
+    if n is None:
+        return "--backed no"
+    if int(n) == 0:
+        return "--backed yes"
+    return f"--backed auto --backed-min-cells {int(n)}"
+
+
+BACKED_OPTS = _backed_opts(config)
+
+
 # ---- dataset sheet ------------------------------------------------------------
 def _load_sheet(path):
     if not Path(path).is_file():
@@ -141,6 +154,12 @@ def cli_opts(**opts):
         flag = f"--{key.replace('_', '-')}"
         parts += [flag] if value is True else [flag, str(value)]
     return shlex.join(parts)
+
+
+def step_opts(**opts):
+    """Options of a data step (read, qc, gate, score, train, classify, report): as
+    :func:`cli_opts`, plus the out-of-core setting (config ``backed``)."""
+    return " ".join(x for x in (cli_opts(**opts), BACKED_OPTS) if x)
 
 
 def row(wildcards):

@@ -9,7 +9,7 @@ rule read:
     log:
         "logs/read/{dataset}.log",
     params:
-        opts=lambda wc: cli_opts(
+        opts=lambda wc: step_opts(
             format=row(wc)["format"],
             species=row(wc)["species"],
             sample_column=row(wc)["sample_column"],
@@ -38,7 +38,7 @@ rule qc:
     wildcard_constraints:
         dataset=UNSHARDED_RE,  # sharded datasets: qc per shard + merge (workflow/rules/shard.smk)
     params:
-        opts=lambda wc: cli_opts(
+        opts=lambda wc: step_opts(
             sample_key=row(wc)["sample_column"],
             nmads=config["qc"]["nmads"],
             max_pct_mt=config["qc"]["max_pct_mt"],

@@ -14,7 +14,7 @@ rule report:
     log:
         "logs/report/{dataset}.log",
     params:
-        opts=lambda wc: cli_opts(title=f"cafclassify: {wc.dataset}", seed=config["seed"]),
+        opts=lambda wc: step_opts(title=f"cafclassify: {wc.dataset}", seed=config["seed"]),
     threads: 1
     resources:
         mem_mb=mem_mb(10),

@@ -46,7 +46,7 @@ rule qc_shard:
         dataset=SHARDED_RE,
         shard=r"\d{3}",
     params:
-        opts=lambda wc: cli_opts(
+        opts=lambda wc: step_opts(
             sample_key=row(wc)["sample_column"],
             nmads=config["qc"]["nmads"],
             max_pct_mt=config["qc"]["max_pct_mt"],

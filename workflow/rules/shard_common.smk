@@ -60,7 +60,7 @@ MERGE_ONLY_RE = _ids_regex([d for d in SHARDED if d not in SHARD_SCORED])
 
 def score_opts(wildcards):
     """Options of `cafclassify score` (the same for whole datasets and for shards)."""
-    return cli_opts(
+    return step_opts(
         signatures=config["signatures"],
         method=config["score"]["method"],
         max_rank=config["score"]["max_rank"],
