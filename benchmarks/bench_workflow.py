@@ -41,12 +41,67 @@ from pathlib import Path
 
 import numpy as np
 
-STEPS = ("read", "qc", "gate", "score", "classify")
+STEPS = ("read", "qc", "gate", "score", "classify", "report")
 DATA_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "cafclassify_bench"
+#: global CLI options added to every step (--out-of-core sets --backed yes)
+GLOBAL_OPTS: list[str] = []
 
 
-def _data(n: int) -> Path:
+def replicate_h5ad(base: Path, out: Path, n: int, chunk_size: int = 50_000) -> Path:
+    """``n`` cells made of copies of ``base``'s cells (new barcodes), streamed block by block.
+
+    Used to reach 1M cells when simulating them would take longer than the benchmark:
+    every copy is the same tumour, so per-cell costs are those of real-sized data, but
+    the data hold only ``base.n_obs`` distinct profiles (stated in the table).
+    """
+    import anndata as ad
+    import h5py
+    import pandas as pd
+    from anndata.io import read_elem, sparse_dataset, write_elem
+
+    tmp = out.with_name(f".{out.name}.part")
+    with h5py.File(base, "r") as fb:
+        obs, var = read_elem(fb["obs"]), read_elem(fb["var"])
+        uns = read_elem(fb["uns"]) if "uns" in fb else {}
+        src = sparse_dataset(fb["X"])
+        nb = obs.shape[0]
+        idx = np.arange(n) % nb
+        new_obs = obs.iloc[idx].copy()
+        new_obs.index = pd.Index([f"{b}-r{i // nb}" for i, b in zip(range(n), obs.index[idx], strict=True)])
+        ad.AnnData(obs=new_obs, var=var, uns=dict(uns)).write_h5ad(tmp)
+        with h5py.File(tmp, "a") as f:
+            if "X" in f:
+                del f["X"]
+            first = True
+            for start in range(0, n, chunk_size):
+                stop = min(n, start + chunk_size)
+                rows = idx[start:stop]
+                # contiguous runs of base rows (a chunk wraps around the base at most once)
+                cut = np.flatnonzero(np.diff(rows) != 1) + 1
+                parts = [src[int(r[0]):int(r[-1]) + 1] for r in np.split(rows, cut)]
+                import scipy.sparse as sp
+
+                block = sp.csr_matrix(sp.vstack(parts, format="csr"))
+                if first:
+                    write_elem(f, "X", block)
+                    first = False
+                else:
+                    sparse_dataset(f["X"]).append(block)
+    os.replace(tmp, out)
+    return out
+
+
+def _data(n: int, replicate_from: int | None = None) -> Path:
     p = DATA_DIR / f"sim_{n}.h5ad"
+    if not p.exists() and replicate_from and n > replicate_from:
+        base = _data(replicate_from)
+        t = time.perf_counter()
+        p = DATA_DIR / f"rep_{n}_from_{replicate_from}.h5ad"
+        if not p.exists():
+            replicate_h5ad(base, p, n)
+            print(f"# replicated {replicate_from} simulated cells to {n} -> {p} in "
+                  f"{time.perf_counter() - t:.0f} s", flush=True)
+        return p
     if not p.exists():
         from cafclassify.datasets import simulate_to_h5ad
 
@@ -70,11 +125,12 @@ def _timed(cmd: list[str], log: Path) -> dict:
 
 
 def _cli(*args) -> list[str]:
-    return [sys.executable, "-m", "cafclassify.cli", "--threads", "2", *map(str, args)]
+    return [sys.executable, "-m", "cafclassify.cli", "--threads", "2", *GLOBAL_OPTS, *map(str, args)]
 
 
-def run_size(n: int, steps: list[str], work: Path, sharded: int) -> dict[str, dict]:
-    src = _data(n)
+def run_size(n: int, steps: list[str], work: Path, sharded: int,
+             replicate_from: int | None = None) -> dict[str, dict]:
+    src = _data(n, replicate_from)
     d = work / f"n{n}"
     d.mkdir(parents=True, exist_ok=True)
     f = {s: d / f"{s}.h5ad" for s in ("read", "qc", "gate", "score", "classify")}
@@ -85,6 +141,7 @@ def run_size(n: int, steps: list[str], work: Path, sharded: int) -> dict[str, di
         "score": _cli("score", f["gate"], "-o", f["score"], "--min-coverage", "library"),
         "classify": _cli("classify", f["score"], "-o", f["classify"], "--on-insufficient", "skip",
                          "--cells-csv", d / "cells.csv", "--proportions-csv", d / "proportions.csv"),
+        "report": _cli("report", f["classify"], "-o", d / "report.html"),
     }
     out: dict[str, dict] = {}
     for s in steps:
@@ -140,11 +197,10 @@ def _vmhwm_mb() -> float:
 
 
 def backed_worker(what: str, path: str, model: str) -> dict:
-    import anndata as ad
-
     import cafclassify as caf
+    from cafclassify.io._lazy import open_lazy
 
-    a = ad.read_h5ad(path, backed="r")
+    a = open_lazy(path)  # X and every layer stay on disk
     t = time.perf_counter()
     if what == "score":
         caf.score(a, "caf_v1", method="ucell", key_added="bench_scores", chunk_size=20000)
@@ -183,6 +239,10 @@ def main(argv=None) -> int:
     p.add_argument("--steps", default=",".join(STEPS))
     p.add_argument("--sharded", type=int, default=0, help="also run the sharded path with K shards")
     p.add_argument("--backed", action="store_true", help="also measure backed scoring and prediction")
+    p.add_argument("--out-of-core", action="store_true",
+                   help="run every step with --backed yes (matrices on disk, blocks of cells)")
+    p.add_argument("--replicate-from", type=int, default=None, metavar="N",
+                   help="build sizes above N by replicating the N-cell simulation (faster than simulating)")
     p.add_argument("--work", default=str(DATA_DIR / "workflow"))
     p.add_argument("--json", default=None, help="also write the results as JSON")
     p.add_argument("--backed-worker", nargs=3, help=argparse.SUPPRESS)
@@ -190,13 +250,16 @@ def main(argv=None) -> int:
     if args.backed_worker:
         print(json.dumps(backed_worker(*args.backed_worker)))
         return 0
+    if args.out_of_core:
+        GLOBAL_OPTS[:] = ["--backed", "yes"]
     sizes = [int(s) for s in args.sizes.split(",")]
     steps = [s for s in args.steps.split(",") if s]
     work = Path(args.work)
-    print(f"# cafclassify workflow benchmark; {os.cpu_count()} CPUs (shared machine: timings are noisy)")
+    print(f"# cafclassify workflow benchmark; {os.cpu_count()} CPUs (shared machine: timings are noisy)"
+          + ("; out of core (--backed yes)" if args.out_of_core else ""))
     results: dict[int, dict] = {}
     for n in sizes:
-        results[n] = run_size(n, steps, work, args.sharded)
+        results[n] = run_size(n, steps, work, args.sharded, args.replicate_from)
         if args.backed:
             results[n].update(run_backed(n, work))
     cols = [s for s in (*steps, "sharded", "train", "backed_score", "backed_predict")

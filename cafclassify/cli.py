@@ -465,7 +465,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     inputs = [_require_input(p, "input .h5ad file") for p in args.inputs]
     batch_key = args.batch_key
     if len(inputs) == 1:
-        adata = _read_h5ad(inputs[0])
+        adata = _open_h5ad(args, inputs[0])
     else:
         names = [p.parent.name if p.stem in {"score", "scored"} else p.stem for p in inputs]
         if len(set(names)) < len(names):

@@ -495,11 +495,21 @@ def _batch_scaled(feats: _Features, rows: np.ndarray, batches: np.ndarray | None
     return out
 
 
-def _hvg(adata, fib_rows, layer, counts: bool, n_hvg: int, batch_key: str | None) -> np.ndarray:
+#: HVGs are chosen on at most this many fibroblasts (a seeded random subsample above it),
+#: so atlas-scale data never load every fibroblast's profile at once
+HVG_MAX_CELLS = 50_000
+
+
+def _hvg(adata, fib_rows, layer, counts: bool, n_hvg: int, batch_key: str | None,
+         random_state: int = 0) -> np.ndarray:
     import anndata as ad
     import scanpy as sc
 
     X = _matrix(adata, layer)
+    if fib_rows.size > HVG_MAX_CELLS:
+        rng = np.random.default_rng(random_state)
+        fib_rows = np.sort(rng.choice(fib_rows, size=HVG_MAX_CELLS, replace=False))
+        logger.info("HVGs chosen on a random subsample of %d fibroblasts", HVG_MAX_CELLS)
     block = _lognorm(_rows_csr(X, fib_rows), counts)
     tmp = ad.AnnData(X=sp.csr_matrix(block, dtype=np.float32))
     if batch_key is not None:
@@ -712,7 +722,7 @@ def _train_impl(adata, *, signatures, score_key, lineage_key, layer, estimator, 
     counts = _value_type(X) == "counts"
 
     # ---- features
-    hvg = _hvg(adata, fib_rows, layer, counts, n_hvg, batch_key)
+    hvg = _hvg(adata, fib_rows, layer, counts, n_hvg, batch_key, random_state)
     sig_missing: dict = {}
     sig_idx = np.array([], dtype=np.int64)
     if library is not None:
