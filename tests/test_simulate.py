@@ -95,3 +95,12 @@ def test_to_h5ad_equals_in_memory(tmp_path):
     assert list(disk.obs["true_subtype"]) == list(mem.obs["true_subtype"])
     with pytest.raises(DataError, match="unknown simulate option"):
         simulate_to_h5ad(tmp_path / "x.h5ad", 10, bogus=1)
+
+
+def test_to_h5ad_in_parallel_equals_serial(tmp_path):
+    kw = dict(chunk_size=1100, n_genes=1200, random_state=4)
+    serial = ad.read_h5ad(simulate_to_h5ad(tmp_path / "a.h5ad", 3000, **kw))
+    parallel = ad.read_h5ad(simulate_to_h5ad(tmp_path / "b.h5ad", 3000, n_jobs=2, **kw))
+    assert serial.X.nnz > 0
+    assert (serial.X != parallel.X).nnz == 0
+    assert serial.obs.equals(parallel.obs)

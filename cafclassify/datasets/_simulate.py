@@ -701,12 +701,27 @@ def simulate(
     return adata
 
 
+# state shared with forked worker processes of simulate_to_h5ad(n_jobs > 1)
+_FORK_STATE: dict = {}
+
+
+def _chunk_worker(bounds: tuple[int, int]) -> sp.csr_matrix:
+    st = _FORK_STATE
+    start, stop = bounds
+    chunk = sp.vstack(list(_count_blocks(st["design"], st["A"], st["libsize"], st["ambient"],
+                                         st["random_state"], start, stop)), format="csr")[:, st["order"]]
+    chunk = sp.csr_matrix(chunk, dtype=np.int32)
+    chunk.sort_indices()
+    return chunk
+
+
 def simulate_to_h5ad(
     path: str | os.PathLike,
     n_cells: int,
     *,
     chunk_size: int = 50000,
     compression: str | None = "gzip",
+    n_jobs: int = 1,
     **kwargs,
 ) -> Path:
     """Simulate straight into an ``.h5ad`` file, chunk by chunk.
@@ -727,6 +742,9 @@ def simulate_to_h5ad(
         Cells per written chunk.
     compression
         h5py compression for ``X`` (``"gzip"`` or ``None``).
+    n_jobs
+        Worker processes drawing chunks in parallel (forked; Linux/macOS). Every block of
+        cells has its own seed, so the file is the same for any ``n_jobs``.
     **kwargs
         Everything else is passed to :func:`simulate`'s options.
 
@@ -766,16 +784,27 @@ def simulate_to_h5ad(
             if "X" in f:
                 del f["X"]
             written = False
-            for start in range(0, n, int(chunk_size)):
-                stop = min(n, start + int(chunk_size))
-                chunk = sp.vstack(list(_count_blocks(design, A, libsize, ambient, random_state, start, stop)),
-                                  format="csr")[:, order]
-                chunk = sp.csr_matrix(chunk, dtype=np.int32)
-                chunk.sort_indices()
-                if not written:
-                    write_elem(f, "X", chunk, dataset_kwargs=ds_kw)
-                    written = True
+            bounds = [(start, min(n, start + int(chunk_size))) for start in range(0, n, int(chunk_size))]
+            _FORK_STATE.update(design=design, A=A, libsize=libsize, ambient=ambient,
+                               random_state=random_state, order=order)
+            pool = None
+            try:
+                if int(n_jobs) > 1 and len(bounds) > 1:
+                    import multiprocessing as mp
+
+                    pool = mp.get_context("fork").Pool(int(n_jobs))
+                    chunks = pool.imap(_chunk_worker, bounds)  # in order
                 else:
-                    sparse_dataset(f["X"]).append(chunk)
-                logger.info("simulate_to_h5ad: wrote cells %d-%d of %d", start, stop, n)
+                    chunks = map(_chunk_worker, bounds)
+                for (start, stop), chunk in zip(bounds, chunks, strict=True):
+                    if not written:
+                        write_elem(f, "X", chunk, dataset_kwargs=ds_kw)
+                        written = True
+                    else:
+                        sparse_dataset(f["X"]).append(chunk)
+                    logger.info("simulate_to_h5ad: wrote cells %d-%d of %d", start, stop, n)
+            finally:
+                if pool is not None:
+                    pool.terminate()
+                _FORK_STATE.clear()
     return Path(path)
