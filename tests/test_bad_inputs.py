@@ -984,11 +984,14 @@ def test_workflow_shell_commands_quote_every_value():
         value = m.group(1)
         if "cli_opts(" in value:
             continue
-        # a named helper (`opts=helper` or `opts=lambda wc: helper(wc)`): it must return cli_opts
+        # a named helper (`opts=helper` or `opts=lambda wc: helper(wc)`): it must return
+        # cli_opts, or step_opts (which returns cli_opts, checked as a helper too)
         helpers = [re.search(rf"^def {name}\(.*?(?=^\S)", rules + "\n.", flags=re.M | re.S)
                    for name in re.findall(r"[A-Za-z_]\w*", value) if name not in ("lambda", "wc")]
         helpers = [h.group(0) for h in helpers if h is not None]
-        assert helpers and all("return cli_opts(" in h for h in helpers), m.group(0)
+        assert helpers and all(("return cli_opts(" in h) or ("return step_opts(" in h) for h in helpers), m.group(0)
+    step = re.search(r"^def step_opts\(.*?(?=^\S)", rules + "\n.", flags=re.M | re.S)
+    assert step is None or "return cli_opts(" in step.group(0)
     for m in re.finditer(r"^\s+links=(.*)$", rules, flags=re.M):
         assert "shlex.join(" in m.group(1), m.group(0)
 

@@ -39,17 +39,17 @@ except WorkflowError as exc:
     raise _schema_error("The workflow configuration (config/config.yaml or --config)", exc)
 
 
-# Global CLI options of every data step: out-of-core (backed) processing of large files
-def _backed_opts(cfg):
+# Global CLI option of every data step: out-of-core (backed) processing of large files
+def _backed_kw(cfg):
     n = (cfg.get("backed") or {}).get("min_cells", 200000)
     if n is None:
-        return "--backed no"
+        return {"backed": "no"}
     if int(n) == 0:
-        return "--backed yes"
-    return f"--backed auto --backed-min-cells {int(n)}"
+        return {"backed": "yes"}
+    return {"backed_min_cells": int(n)}  # --backed auto is the CLI default
 
 
-BACKED_OPTS = _backed_opts(config)
+BACKED_KW = _backed_kw(config)
 
 
 # ---- dataset sheet ------------------------------------------------------------
@@ -159,7 +159,7 @@ def cli_opts(**opts):
 def step_opts(**opts):
     """Options of a data step (read, qc, gate, score, train, classify, report): as
     :func:`cli_opts`, plus the out-of-core setting (config ``backed``)."""
-    return " ".join(x for x in (cli_opts(**opts), BACKED_OPTS) if x)
+    return cli_opts(**opts, **BACKED_KW)
 
 
 def row(wildcards):
