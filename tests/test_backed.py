@@ -141,11 +141,15 @@ def test_write_annotated_leaves_nothing_when_interrupted(read_file, tmp_path, mo
 @pytest.fixture(scope="module")
 def chains(read_file):
     work = read_file.parent
+    sim = work / "sim.h5ad"
     out = {}
     for mode in ("no", "yes"):
         d = work / mode
         d.mkdir()
-        log = _run(["--backed", mode, "gate", str(read_file), "-o", str(d / "gate.h5ad")])
+        _run(["--backed", mode, "read", str(sim), "-o", str(d / "read.h5ad")])
+        _run(["--backed", mode, "qc", str(d / "read.h5ad"), "-o", str(d / "qc.h5ad"), "--filter",
+              "--nmads", "2.5"])
+        log = _run(["--backed", mode, "gate", str(d / "qc.h5ad"), "-o", str(d / "gate.h5ad")])
         _run(["--backed", mode, "score", str(d / "gate.h5ad"), "-o", str(d / "score.h5ad")])
         _run(["--backed", mode, "classify", str(d / "score.h5ad"), "-o", str(d / "cls.h5ad"),
               "--cells-csv", str(d / "cells.csv")])
@@ -153,12 +157,21 @@ def chains(read_file):
     return out
 
 
+def test_backed_read_streams_and_qc_filters_out_of_core(chains):
+    mem = ad.read_h5ad(chains["no"][0] / "qc.h5ad")
+    disk = ad.read_h5ad(chains["yes"][0] / "qc.h5ad")
+    rec = ad.read_h5ad(chains["yes"][0] / "read.h5ad").uns[K.UNS][K.UNS_READ]
+    assert rec["streamed"] is True and rec["n_blocks"] >= 1
+    assert 0 < disk.n_obs < SIM_KW["n_cells"]  # nmads=2.5 removes some cells ...
+    assert list(disk.obs_names) == list(mem.obs_names)  # ... the same ones
+
+
 def test_backed_steps_say_they_keep_the_matrix_on_disk(chains):
     assert "matrices kept on disk" in chains["yes"][1]
     assert "matrices kept on disk" not in chains["no"][1]
 
 
-@pytest.mark.parametrize("step", ["gate", "score", "cls"])
+@pytest.mark.parametrize("step", ["read", "qc", "gate", "score", "cls"])
 def test_backed_steps_equal_in_memory_steps(chains, step):
     a = ad.read_h5ad(chains["no"][0] / f"{step}.h5ad")
     b = ad.read_h5ad(chains["yes"][0] / f"{step}.h5ad")
@@ -172,6 +185,26 @@ def test_backed_steps_equal_in_memory_steps(chains, step):
         assert np.array_equal(x, y, equal_nan=True), key
     assert (a.X != b.X).nnz == 0
     assert (a.layers[K.LAYER_COUNTS] != b.layers[K.LAYER_COUNTS]).nnz == 0
+    assert a.var.equals(b.var)
+
+
+def test_open_lazy_opens_files_with_raw(tmp_path):
+    a = ad.AnnData(sp.random(40, 12, density=0.3, format="csr", dtype=np.float32, random_state=0))
+    a.raw = a.copy()
+    a.write_h5ad(tmp_path / "raw.h5ad")
+    lazy = open_lazy(tmp_path / "raw.h5ad")
+    write_annotated(lazy, tmp_path / "out.h5ad")
+    lazy.file.close()
+    assert (ad.read_h5ad(tmp_path / "out.h5ad").raw.X != a.raw.X).nnz == 0
+
+
+def test_compression_option_is_applied(read_file, tmp_path):
+    import h5py
+
+    for comp in ("lzf", "none"):
+        _run(["--backed", "no", "--compression", comp, "qc", str(read_file), "-o", str(tmp_path / f"{comp}.h5ad")])
+        with h5py.File(tmp_path / f"{comp}.h5ad") as f:
+            assert f["X/data"].compression == (None if comp == "none" else comp)
 
 
 def test_backed_chain_assigns_subtypes(chains):

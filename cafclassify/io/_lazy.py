@@ -73,6 +73,8 @@ def open_lazy(path: str | os.PathLike) -> ad.AnnData:
             raise InputFileError("is an HDF5 file but not an .h5ad with a matrix (no obs/var/X).", path=p,
                                  fix="pass an .h5ad file written by anndata (`cafclassify read`).")
         d = {k: read_elem(f[k]) for k in _IN_MEMORY if k in f}
+        if "raw" in f:  # raw/X stays on disk; anndata needs raw's var (and varm)
+            d["raw"] = {k: read_elem(f[f"raw/{k}"]) for k in ("var", "varm") if f"raw/{k}" in f}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             adata = ad.AnnData(filename=f, **d)

@@ -97,33 +97,34 @@ def _dup_report(index: pd.Index) -> tuple[int, list[str]]:
     return n, [str(x) for x in names]
 
 
-def _check_finite(X, path: Path) -> None:
-    """Refuse NaN / infinity anywhere in X (chunked for dense matrices)."""
+def _count_nonfinite(X) -> int:
+    """Number of NaN / infinite values in X (0 for integer matrices; chunked for dense)."""
     if sp.issparse(X):
         data = X.data
-        bad = ~np.isfinite(data) if data.dtype.kind == "f" else None
-        if bad is not None and bad.any():
-            n = int(bad.sum())
-            raise InputFileError(
-                f"the expression matrix contains {n} NaN or infinite value(s).",
-                path=path,
-                fix="replace missing values by 0 if they mean 'not detected', or remove the "
-                "affected cells/genes, then read the file again.",
-            )
-        return
+        return int((~np.isfinite(data)).sum()) if data.dtype.kind == "f" else 0
     arr = np.asarray(X)
     if arr.dtype.kind != "f":
-        return
+        return 0
     n_bad = 0
     for start in range(0, arr.shape[0], 10000):
         n_bad += int((~np.isfinite(arr[start : start + 10000])).sum())
+    return n_bad
+
+
+def _nonfinite_error(n_bad: int, path: Path) -> InputFileError:
+    return InputFileError(
+        f"the expression matrix contains {n_bad} NaN or infinite value(s).",
+        path=path,
+        fix="replace missing values by 0 if they mean 'not detected', or remove the affected "
+        "cells/genes, then read the file again.",
+    )
+
+
+def _check_finite(X, path: Path) -> None:
+    """Refuse NaN / infinity anywhere in X (chunked for dense matrices)."""
+    n_bad = _count_nonfinite(X)
     if n_bad:
-        raise InputFileError(
-            f"the expression matrix contains {n_bad} NaN or infinite value(s).",
-            path=path,
-            fix="replace missing values by 0 if they mean 'not detected', or remove the affected "
-            "cells/genes, then read the file again.",
-        )
+        raise _nonfinite_error(n_bad, path)
 
 
 # ---------------------------------------------------------------------------
@@ -144,45 +145,55 @@ def _read_h5ad(path: Path, layer: str | None) -> tuple[ad.AnnData, dict]:
         "has_raw": adata.raw is not None,
     }
     if layer is not None:
+        _check_h5ad_layer(path, layer, info)
         if layer == "raw":
-            if adata.raw is None:
-                raise InputFileError(
-                    "layer='raw' was asked for but the file has no adata.raw.",
-                    path=path,
-                    fix=f"use X (layer=None) or one of the layers: {info['layers_present'] or 'none'}.",
-                )
             raw = adata.raw.to_adata()
             raw.obs = adata.obs.copy()
             adata = raw
             info["source_matrix"] = "raw.X"
         else:
-            if layer not in adata.layers:
-                raise InputFileError(
-                    f"layer {layer!r} is not in the file.",
-                    path=path,
-                    fix=f"choose one of: {info['layers_present'] or 'no layers'}"
-                    + (", 'raw'" if info["has_raw"] else "")
-                    + " or leave layer=None to use X.",
-                )
             adata = ad.AnnData(
                 X=adata.layers[layer], obs=adata.obs, var=adata.var, uns=adata.uns,
                 obsm=adata.obsm, layers={k: v for k, v in adata.layers.items() if k != layer},
             )
             info["source_matrix"] = f"layers[{layer!r}]"
     if adata.X is None:
-        raise InputFileError(
-            "the file has no main matrix (X is empty).",
-            path=path,
-            fix=f"pass layer= one of {info['layers_present']}"
-            + (" or 'raw'" if info["has_raw"] else "")
-            + " to read another matrix.",
-        )
+        raise _no_main_matrix(path, info)
     return adata, info
 
 
-def _read_10x_h5(path: Path) -> tuple[ad.AnnData, dict]:
+def _check_h5ad_layer(path: Path, layer: str, info: dict) -> None:
+    """Refuse ``layer=`` naming a matrix the file does not have (``info``: layers_present, has_raw)."""
+    if layer == "raw":
+        if not info["has_raw"]:
+            raise InputFileError(
+                "layer='raw' was asked for but the file has no adata.raw.",
+                path=path,
+                fix=f"use X (layer=None) or one of the layers: {info['layers_present'] or 'none'}.",
+            )
+    elif layer not in info["layers_present"]:
+        raise InputFileError(
+            f"layer {layer!r} is not in the file.",
+            path=path,
+            fix=f"choose one of: {info['layers_present'] or 'no layers'}"
+            + (", 'raw'" if info["has_raw"] else "")
+            + " or leave layer=None to use X.",
+        )
+
+
+def _no_main_matrix(path: Path, info: dict) -> InputFileError:
+    return InputFileError(
+        "the file has no main matrix (X is empty).",
+        path=path,
+        fix=f"pass layer= one of {info['layers_present']}"
+        + (" or 'raw'" if info["has_raw"] else "")
+        + " to read another matrix.",
+    )
+
+
+def _10x_h5_info(path: Path) -> dict:
+    """Layout (Cell Ranger v2/v3), genomes or non-gene-expression feature count of a 10x .h5."""
     import h5py
-    import scanpy as sc
 
     info: dict = {}
     try:
@@ -198,6 +209,13 @@ def _read_10x_h5(path: Path) -> tuple[ad.AnnData, dict]:
                 info["genomes"] = sorted(f.keys())
     except OSError as exc:
         raise _corrupt(path, "10x HDF5 file", exc) from None
+    return info
+
+
+def _read_10x_h5(path: Path) -> tuple[ad.AnnData, dict]:
+    import scanpy as sc
+
+    info = _10x_h5_info(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -207,11 +225,7 @@ def _read_10x_h5(path: Path) -> tuple[ad.AnnData, dict]:
     except Exception as exc:
         msg = _short(exc)
         if "genome" in msg.lower():
-            raise InputFileError(
-                f"the 10x HDF5 file holds several genomes ({', '.join(info.get('genomes', []))}).",
-                path=path,
-                fix="read one genome with scanpy.read_10x_h5(path, genome=...) and write it to .h5ad.",
-            ) from None
+            raise _several_genomes(path, info.get("genomes", [])) from None
         raise _corrupt(path, "10x HDF5 file", exc) from None
     if info.get("n_features_not_gene_expression"):
         logger.info(
@@ -220,6 +234,14 @@ def _read_10x_h5(path: Path) -> tuple[ad.AnnData, dict]:
             info["n_features_not_gene_expression"],
         )
     return adata, info
+
+
+def _several_genomes(path: Path, genomes: list[str]) -> InputFileError:
+    return InputFileError(
+        f"the 10x HDF5 file holds several genomes ({', '.join(genomes)}).",
+        path=path,
+        fix="read one genome with scanpy.read_10x_h5(path, genome=...) and write it to .h5ad.",
+    )
 
 
 def _read_tsv_column(path: Path, what: str) -> pd.DataFrame:
@@ -631,6 +653,184 @@ def _gene_identity(adata: ad.AnnData, path: Path, species, symbol_column) -> dic
 
 
 # ---------------------------------------------------------------------------
+# the steps of read(), shared with the streaming reader (cafclassify.io._stream)
+# ---------------------------------------------------------------------------
+def _resolve_format(
+    p: Path, format: str | None, *, layer: str | None = None, orientation: str | None = None
+) -> str:
+    """The format of ``p``: detected from the content, checked against ``format=``."""
+    sniffed_error = None
+    try:
+        sniffed = sniff_format(p)
+    except InputFileError as exc:
+        if format is None or not p.exists():
+            raise
+        sniffed, sniffed_error = None, exc
+    if format is not None:
+        if format not in FORMATS:
+            raise InputFileError(
+                f"format={format!r} is not understood.",
+                path=p,
+                fix=f"use one of {FORMATS}, or leave format=None to detect it from the content.",
+            )
+        if sniffed is not None and sniffed != format and {sniffed, format} != {"csv", "tsv"}:
+            raise InputFileError(
+                f"format={format!r} was given but the content is {sniffed}.",
+                path=p,
+                fix="leave format=None to read the file as what it is, or check that this is "
+                "the file you meant.",
+            )
+        if sniffed_error is not None:
+            logger.warning("%s: format detection failed (%s); trying %s as asked.", p,
+                           sniffed_error.problem, format)
+        fmt = format
+    else:
+        fmt = sniffed
+    if layer is not None and fmt != "h5ad":
+        raise InputFileError(
+            f"layer={layer!r} only applies to .h5ad files, and this is {fmt}.",
+            path=p,
+            fix="leave layer=None.",
+        )
+    if orientation is not None and fmt not in ("csv", "tsv"):
+        raise InputFileError(
+            f"orientation= only applies to CSV/TSV tables, and this is {fmt}.",
+            path=p,
+            fix="leave orientation=None.",
+        )
+    return fmt
+
+
+def _tidy_names(adata: ad.AnnData, p: Path) -> dict:
+    """Refuse empty data; make gene and cell names unique strings (logged, reported).
+
+    Works on an AnnData without ``X`` (only ``obs``/``var`` are used). Returns the
+    duplicate report: ``orig_var`` (names before renaming), ``n_dup_genes``,
+    ``dup_genes``, ``n_dup_bc``, ``dup_bc``.
+    """
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise InputFileError(
+            f"the data hold {adata.n_obs} cells x {adata.n_vars} genes.",
+            path=p,
+            fix="the file has no cells or no genes: check that it is the complete export.",
+        )
+    adata.obs_names = _as_str_index(adata.obs_names)
+    adata.var_names = _as_str_index(adata.var_names)
+
+    # duplicates: explicit, logged, recorded
+    orig_var = adata.var_names.copy()
+    n_dup_genes, dup_genes = _dup_report(orig_var)
+    n_dup_bc, dup_bc = _dup_report(adata.obs_names)
+    if n_dup_genes:
+        adata.var_names_make_unique()
+        logger.warning(
+            "%s: %d duplicate gene names made unique with suffixes -1, -2, ... (e.g. %s).",
+            p, n_dup_genes, ", ".join(dup_genes[:5]),
+        )
+    if n_dup_bc:
+        if n_dup_bc == adata.n_obs - 1 and adata.n_obs > 1:
+            raise InputFileError(
+                "all cells have the same barcode/name.",
+                path=p,
+                fix="the cell names are not cell barcodes: check the orientation "
+                "(orientation= for tables) and the barcode file.",
+            )
+        adata.obs_names_make_unique()
+        logger.warning(
+            "%s: %d duplicate cell barcodes made unique with suffixes -1, -2, ... (e.g. %s).",
+            p, n_dup_bc, ", ".join(dup_bc[:5]),
+        )
+    return {"orig_var": orig_var, "n_dup_genes": n_dup_genes, "dup_genes": dup_genes,
+            "n_dup_bc": n_dup_bc, "dup_bc": dup_bc}
+
+
+def _check_sample_column(adata: ad.AnnData, p: Path, sample_column: str | None) -> None:
+    if sample_column is None:
+        return
+    if sample_column not in adata.obs.columns:
+        raise InputFileError(
+            f"sample_column={sample_column!r} is not a cell annotation in the file "
+            f"(obs columns: {list(adata.obs.columns)[:20] or 'none'}).",
+            path=p,
+            fix="pass the name of the obs column that holds the sample of each cell, or "
+            "leave sample_column=None to treat all cells as one sample.",
+        )
+    if adata.obs[sample_column].isna().any():
+        raise InputFileError(
+            f"sample_column={sample_column!r} has {int(adata.obs[sample_column].isna().sum())} "
+            "missing values.",
+            path=p,
+            fix="give every cell a sample name.",
+        )
+
+
+def _symbols_of_duplicates(adata: ad.AnnData, dups: dict) -> None:
+    """Duplicates renamed X-1 etc. take the symbol of the original name."""
+    if not dups["n_dup_genes"]:
+        return
+    sym = adata.var[K.VAR_SYMBOL].to_numpy(dtype=object).copy()
+    first_pos = {}
+    for i, name in enumerate(dups["orig_var"]):
+        if name in first_pos:
+            sym[i] = sym[first_pos[name]]
+        else:
+            first_pos[name] = i
+    adata.var[K.VAR_SYMBOL] = sym
+
+
+def _read_record(
+    p: Path, fmt: str, adata: ad.AnnData, *, hashed: list[Path], identity: dict, vtype: str,
+    vdetails: dict, value_type: str | None, normalisation: str, dups: dict,
+    sample_column: str | None, info: dict,
+) -> dict:
+    """``uns["cafclassify"]["read"]`` (``adata`` needs ``obs``/``var`` only)."""
+    record = {
+        "path": str(p.resolve()),
+        "sha256": file_sha256(sorted(hashed, key=lambda q: q.name)),
+        "format": fmt,
+        "n_cells": int(adata.n_obs),
+        "n_genes": int(adata.n_vars),
+        **identity,
+        "value_type": vtype,
+        "value_type_detected": vdetails["value_type"],
+        "value_type_evidence": {k: v for k, v in vdetails.items() if k != "value_type"},
+        "value_type_given": value_type,
+        "normalization": normalisation,
+        "orientation": info.pop("orientation", None),
+        "n_duplicate_genes": dups["n_dup_genes"],
+        "duplicate_genes": dups["dup_genes"],
+        "n_duplicate_barcodes": dups["n_dup_bc"],
+        "duplicate_barcodes": dups["dup_bc"],
+        "sample_column": sample_column,
+        "n_samples": None if sample_column is None else int(adata.obs[sample_column].nunique()),
+        "details": info,
+    }
+    if fmt == "10x_mtx":
+        record["hashed_files"] = [q.name for q in sorted(hashed, key=lambda q: q.name)]
+    return record
+
+
+def _store_record(adata: ad.AnnData, record: dict) -> None:
+    root = adata.uns.get(K.UNS)
+    if not isinstance(root, dict):
+        adata.uns[K.UNS] = {}
+    adata.uns[K.UNS][K.UNS_READ] = record
+
+
+def _log_read(p: Path, fmt: str, adata: ad.AnnData, record: dict, identity: dict, vtype: str,
+              normalisation: str, dups: dict, *, how: str = "read") -> None:
+    n_dup_genes, n_dup_bc = dups["n_dup_genes"], dups["n_dup_bc"]
+    logger.info(
+        "%s %s: %s, %d cells x %d genes, %s %s, %s -> %s%s%s",
+        how, p, fmt, adata.n_obs, adata.n_vars, identity["species"], identity["id_type"], vtype,
+        normalisation,
+        f", {record['orientation']}" if record["orientation"] else "",
+        f", {n_dup_genes} duplicate genes / {n_dup_bc} duplicate barcodes made unique"
+        if (n_dup_genes or n_dup_bc) else "",
+    )
+
+
+# ---------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------
 def read(
@@ -701,45 +901,7 @@ def read(
         values, or values whose type cannot be told (the message says what to pass).
     """
     p = Path(path).expanduser()
-    sniffed_error = None
-    try:
-        sniffed = sniff_format(p)
-    except InputFileError as exc:
-        if format is None or not p.exists():
-            raise
-        sniffed, sniffed_error = None, exc
-    if format is not None:
-        if format not in FORMATS:
-            raise InputFileError(
-                f"format={format!r} is not understood.",
-                path=p,
-                fix=f"use one of {FORMATS}, or leave format=None to detect it from the content.",
-            )
-        if sniffed is not None and sniffed != format and {sniffed, format} != {"csv", "tsv"}:
-            raise InputFileError(
-                f"format={format!r} was given but the content is {sniffed}.",
-                path=p,
-                fix="leave format=None to read the file as what it is, or check that this is "
-                "the file you meant.",
-            )
-        if sniffed_error is not None:
-            logger.warning("%s: format detection failed (%s); trying %s as asked.", p,
-                           sniffed_error.problem, format)
-        fmt = format
-    else:
-        fmt = sniffed
-    if layer is not None and fmt != "h5ad":
-        raise InputFileError(
-            f"layer={layer!r} only applies to .h5ad files, and this is {fmt}.",
-            path=p,
-            fix="leave layer=None.",
-        )
-    if orientation is not None and fmt not in ("csv", "tsv"):
-        raise InputFileError(
-            f"orientation= only applies to CSV/TSV tables, and this is {fmt}.",
-            path=p,
-            fix="leave orientation=None.",
-        )
+    fmt = _resolve_format(p, format, layer=layer, orientation=orientation)
 
     info: dict = {}
     hashed: list[Path] = [p]
@@ -761,106 +923,23 @@ def read(
         info = {"orientation": orient, "orientation_evidence": evidence}
         logger.info("%s: table read as %s (%s).", p, orient.replace("_x_", " x "), evidence)
 
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise InputFileError(
-            f"the data hold {adata.n_obs} cells x {adata.n_vars} genes.",
-            path=p,
-            fix="the file has no cells or no genes: check that it is the complete export.",
-        )
-    adata.obs_names = _as_str_index(adata.obs_names)
-    adata.var_names = _as_str_index(adata.var_names)
-
-    # duplicates: explicit, logged, recorded
-    orig_var = adata.var_names.copy()
-    n_dup_genes, dup_genes = _dup_report(orig_var)
-    n_dup_bc, dup_bc = _dup_report(adata.obs_names)
-    if n_dup_genes:
-        adata.var_names_make_unique()
-        logger.warning(
-            "%s: %d duplicate gene names made unique with suffixes -1, -2, ... (e.g. %s).",
-            p, n_dup_genes, ", ".join(dup_genes[:5]),
-        )
-    if n_dup_bc:
-        if n_dup_bc == adata.n_obs - 1 and adata.n_obs > 1:
-            raise InputFileError(
-                "all cells have the same barcode/name.",
-                path=p,
-                fix="the cell names are not cell barcodes: check the orientation "
-                "(orientation= for tables) and the barcode file.",
-            )
-        adata.obs_names_make_unique()
-        logger.warning(
-            "%s: %d duplicate cell barcodes made unique with suffixes -1, -2, ... (e.g. %s).",
-            p, n_dup_bc, ", ".join(dup_bc[:5]),
-        )
-
-    if sample_column is not None:
-        if sample_column not in adata.obs.columns:
-            raise InputFileError(
-                f"sample_column={sample_column!r} is not a cell annotation in the file "
-                f"(obs columns: {list(adata.obs.columns)[:20] or 'none'}).",
-                path=p,
-                fix="pass the name of the obs column that holds the sample of each cell, or "
-                "leave sample_column=None to treat all cells as one sample.",
-            )
-        if adata.obs[sample_column].isna().any():
-            raise InputFileError(
-                f"sample_column={sample_column!r} has {int(adata.obs[sample_column].isna().sum())} "
-                "missing values.",
-                path=p,
-                fix="give every cell a sample name.",
-            )
+    dups = _tidy_names(adata, p)
+    _check_sample_column(adata, p, sample_column)
 
     _check_finite(adata.X, p)
     vtype, vdetails = _decide_value_type(adata.X, p, value_type, info)
     normalisation = _normalise(adata, vtype, normalize)
 
     identity = _gene_identity(adata, p, species, symbol_column)
-    if n_dup_genes:  # duplicates renamed X-1 etc. take the symbol of the original name
-        sym = adata.var[K.VAR_SYMBOL].to_numpy(dtype=object).copy()
-        first_pos = {}
-        for i, name in enumerate(orig_var):
-            if name in first_pos:
-                sym[i] = sym[first_pos[name]]
-            else:
-                first_pos[name] = i
-        adata.var[K.VAR_SYMBOL] = sym
+    _symbols_of_duplicates(adata, dups)
 
-    record = {
-        "path": str(p.resolve()),
-        "sha256": file_sha256(sorted(hashed, key=lambda q: q.name)),
-        "format": fmt,
-        "n_cells": int(adata.n_obs),
-        "n_genes": int(adata.n_vars),
-        **identity,
-        "value_type": vtype,
-        "value_type_detected": vdetails["value_type"],
-        "value_type_evidence": {k: v for k, v in vdetails.items() if k != "value_type"},
-        "value_type_given": value_type,
-        "normalization": normalisation,
-        "orientation": info.pop("orientation", None),
-        "n_duplicate_genes": n_dup_genes,
-        "duplicate_genes": dup_genes,
-        "n_duplicate_barcodes": n_dup_bc,
-        "duplicate_barcodes": dup_bc,
-        "sample_column": sample_column,
-        "n_samples": None if sample_column is None else int(adata.obs[sample_column].nunique()),
-        "details": info,
-    }
-    if fmt == "10x_mtx":
-        record["hashed_files"] = [q.name for q in sorted(hashed, key=lambda q: q.name)]
-    root = adata.uns.get(K.UNS)
-    if not isinstance(root, dict):
-        adata.uns[K.UNS] = {}
-    adata.uns[K.UNS][K.UNS_READ] = record
-    logger.info(
-        "read %s: %s, %d cells x %d genes, %s %s, %s -> %s%s%s",
-        p, fmt, adata.n_obs, adata.n_vars, identity["species"], identity["id_type"], vtype,
-        normalisation,
-        f", {record['orientation']}" if record["orientation"] else "",
-        f", {n_dup_genes} duplicate genes / {n_dup_bc} duplicate barcodes made unique"
-        if (n_dup_genes or n_dup_bc) else "",
+    record = _read_record(
+        p, fmt, adata, hashed=hashed, identity=identity, vtype=vtype, vdetails=vdetails,
+        value_type=value_type, normalisation=normalisation, dups=dups,
+        sample_column=sample_column, info=info,
     )
+    _store_record(adata, record)
+    _log_read(p, fmt, adata, record, identity, vtype, normalisation, dups)
     return adata
 
 
@@ -870,8 +949,9 @@ def read_backed(
     """Open a large ``.h5ad`` file backed (read-only, X stays on disk).
 
     The value type is detected on a sample of cells and recorded; nothing is
-    normalised (a backed matrix cannot be changed). The file is opened with
-    ``backed="r"`` and never modified.
+    normalised (a backed matrix cannot be changed). The file is opened read-only with
+    :func:`cafclassify.io.open_lazy` (X *and* the layers stay on disk) and never
+    modified.
 
     Parameters
     ----------
@@ -898,11 +978,14 @@ def read_backed(
             path=p,
             fix="use cafclassify.read() for this file, or convert it to .h5ad first.",
         )
+    from ._lazy import lazy_layer_names, open_lazy
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            adata = ad.read_h5ad(p, backed="r")
+        # layers (e.g. counts) stay on disk too, unlike read_h5ad(backed="r")
+        adata = open_lazy(p)
     except MemoryError:
+        raise
+    except InputFileError:
         raise
     except Exception as exc:
         raise _corrupt(p, "h5ad (AnnData) file", exc) from None
@@ -912,7 +995,7 @@ def read_backed(
             path=p,
             fix="check that the file is the complete export.",
         )
-    info = {"has_raw": adata.raw is not None, "layers_present": sorted(adata.layers.keys()),
+    info = {"has_raw": adata.raw is not None, "layers_present": lazy_layer_names(adata),
             "source_matrix": "X"}
     vtype, vdetails = _decide_value_type(adata.X, p, None, info)
     identity = _gene_identity(adata, p, species, symbol_column)

@@ -81,7 +81,7 @@ import scipy.sparse as sp
 
 from .. import _keys as K
 from .._errors import DataError, ModelError
-from .._utils import get_matrix
+from .._utils import get_matrix, take_rows
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -148,14 +148,8 @@ def _value_type(X) -> str:
 
 def _rows_csr(X, rows: np.ndarray) -> sp.csr_matrix:
     """Rows of X (in-memory or backed) as CSR, without densifying all genes."""
-    if sp.issparse(X):
-        return sp.csr_matrix(X[rows])
-    if hasattr(X, "shape") and not isinstance(X, np.ndarray) and hasattr(X, "__getitem__"):
-        block = X[np.sort(rows)]
-        block = sp.csr_matrix(block) if not sp.issparse(block) else sp.csr_matrix(block)
-        order = np.argsort(np.argsort(rows))
-        return block[order]
-    return sp.csr_matrix(np.asarray(X[rows]))
+    block = take_rows(X, rows)
+    return sp.csr_matrix(block) if sp.issparse(block) else sp.csr_matrix(np.asarray(block))
 
 
 def _lognorm(block: sp.csr_matrix, counts: bool) -> sp.csr_matrix:

@@ -22,7 +22,7 @@ from scipy import stats
 
 from .. import _keys as K
 from .._errors import ConfigError, DataError, SignatureError
-from .._utils import get_matrix
+from .._utils import get_matrix, take_rows
 from ._gate_refine import log_block, refine_lineages
 from ._gate_stroma import recluster_stroma
 
@@ -150,7 +150,7 @@ def _embed_and_cluster(X, *, value_type: str, n_pcs: int, resolution: float,
         # embedding only: counts are normalised + log1p'd on a copy (scores are rank-based)
         return log_block(block, value_type)
 
-    sub = AnnData(_prep(X[sub_idx]))
+    sub = AnnData(_prep(take_rows(X, sub_idx)))
     n_top = int(min(2000, sub.n_vars))
     try:
         sc.pp.highly_variable_genes(sub, n_top_genes=n_top, flavor="seurat")
@@ -191,7 +191,7 @@ def _embed_and_cluster(X, *, value_type: str, n_pcs: int, resolution: float,
     rest = np.setdiff1d(np.arange(n), sub_idx)
     for start in range(0, rest.size, _NULL_CHUNK):
         rows = rest[start:start + _NULL_CHUNK]
-        blk = _prep(X[rows])[:, hvg]
+        blk = _prep(take_rows(X, rows))[:, hvg]
         proj = np.asarray(blk @ loadings) - mean @ loadings
         d = (proj**2).sum(1)[:, None] - 2 * proj @ cent.T + (cent**2).sum(1)[None, :]
         labels[rows] = d.argmin(axis=1)
@@ -209,7 +209,7 @@ def _select_hvg(X, *, value_type: str, max_cells: int, random_state: int) -> np.
     n = X.shape[0]
     rng = np.random.default_rng(random_state)
     rows = np.sort(rng.choice(n, size=max_cells, replace=False)) if n > max_cells else np.arange(n)
-    sub = AnnData(log_block(X[rows], value_type))
+    sub = AnnData(log_block(take_rows(X, rows), value_type))
     try:
         sc.pp.highly_variable_genes(sub, n_top_genes=int(min(2000, sub.n_vars)), flavor="seurat")
         hvg = np.flatnonzero(sub.var["highly_variable"].to_numpy())

@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._utils import take_rows
+
 __all__ = ["refine_lineages"]
 
 logger = logging.getLogger(__name__)
@@ -90,7 +92,7 @@ def _features(X, rows, genes: np.ndarray, sd: np.ndarray, value_type: str):
     class by their small norm). Multiplying by sqrt(n_genes) keeps the average
     feature on the unit scale the L2 penalty assumes.
     """
-    b = log_block(X[rows], value_type)[:, genes]
+    b = log_block(take_rows(X, rows), value_type)[:, genes]
     if sp.issparse(b):
         b = sp.csr_matrix(b @ sp.diags((1.0 / sd).astype(np.float32)))
         np.minimum(b.data, CLIP, out=b.data)

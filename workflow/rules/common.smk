@@ -39,7 +39,8 @@ except WorkflowError as exc:
     raise _schema_error("The workflow configuration (config/config.yaml or --config)", exc)
 
 
-# Global CLI option of every data step: out-of-core (backed) processing of large files
+# Global CLI options of every data step: out-of-core (backed) processing of large files
+# and the compression of the .h5ad files written
 def _backed_kw(cfg):
     n = (cfg.get("backed") or {}).get("min_cells", 200000)
     if n is None:
@@ -50,6 +51,8 @@ def _backed_kw(cfg):
 
 
 BACKED_KW = _backed_kw(config)
+if config.get("compression", "gzip") != "gzip":
+    BACKED_KW["compression"] = config["compression"]
 
 
 # ---- dataset sheet ------------------------------------------------------------

@@ -24,7 +24,7 @@ rule shard:
         dataset=SHARDED_RE,
         shard=r"\d{3}",
     params:
-        opts=lambda wc: cli_opts(n_shards=N_SHARDS[wc.dataset], index=int(wc.shard)),
+        opts=lambda wc: cli_opts(n_shards=N_SHARDS[wc.dataset], index=int(wc.shard), compression="none"),
     threads: 1
     resources:
         mem_mb=1500,
@@ -96,7 +96,7 @@ rule merge_shards:
     wildcard_constraints:
         dataset=MERGE_ONLY_RE,
     params:
-        opts=cli_opts(filter=config["qc"]["filter"]),
+        opts=step_opts(filter=config["qc"]["filter"]),
     threads: 1
     resources:
         mem_mb=mem_mb(1, floor=2000),
@@ -117,7 +117,7 @@ rule merge_scored_shards:
     wildcard_constraints:
         dataset=SHARD_SCORED_RE,
     params:
-        opts=cli_opts(filter=config["qc"]["filter"]),
+        opts=step_opts(filter=config["qc"]["filter"]),
     threads: 1
     resources:
         mem_mb=mem_mb(1, floor=2000),
