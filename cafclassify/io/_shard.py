@@ -48,6 +48,7 @@ __all__ = [
     "PER_CELL_METHODS",
     "UNS_SHARD",
     "count_cells",
+    "filter_cells_h5ad",
     "merge_h5ad",
     "n_shards_for",
     "requalify_qc",
@@ -408,8 +409,9 @@ def requalify_qc(obs: pd.DataFrame, record: dict, *, n_vars: int) -> tuple[np.nd
     *sample*, over all its cells, so they are recomputed here from the merged metric
     columns (``n_genes_by_counts``, ``total_counts``, ``pct_counts_mt``,
     ``pct_counts_ribo``) with the parameters the shards recorded. The rules are those
-    of :func:`cafclassify.qc` (MAD bounds on log1p genes/counts, mitochondrial floor,
-    explicit bounds replacing MAD bounds, first failing reason wins).
+    of :func:`cafclassify.qc`, applied by the same function
+    (:func:`cafclassify.pp.qc_thresholds_from_metrics`); this is a thin wrapper that
+    reads the parameters back from the record.
 
     Parameters
     ----------
@@ -443,91 +445,23 @@ def requalify_qc(obs: pd.DataFrame, record: dict, *, n_vars: int) -> tuple[np.nd
         raise DataError("QC with doublet detection cannot be sharded: Scrublet compares each cell "
                         "with all cells of its sample.", path="uns['cafclassify']['qc']['params']",
                         fix="run qc with doublets on the merged file, or do not shard this dataset.")
-    nmads = float(params["nmads"])
-    min_genes, max_genes = _opt(params.get("min_genes")), _opt(params.get("max_genes"))
-    min_counts = _opt(params.get("min_counts"))
-    max_pct_mt, max_pct_ribo = _opt(params.get("max_pct_mt")), _opt(params.get("max_pct_ribo"))
     sample_key = params.get("sample_key")
     sample_key = None if sample_key in (None, "", "None") else str(sample_key)
-    has_counts = record.get("value_type") == "counts"
-    auto_mt = int(record.get("n_mt_genes", 0)) > 0 and n_vars >= Q.MIN_GENES_FOR_PCT
-
-    if sample_key is not None:
-        if sample_key not in obs.columns:
-            raise DataError(f"the sample column {sample_key!r} used by QC is not in the merged obs.",
-                            path="obs", fix="keep the sample column in every shard.")
-        samples = obs[sample_key].astype(str).to_numpy()
-    else:
-        samples = np.full(obs.shape[0], "all", dtype=object)
-    n_genes = obs[Q.OBS_N_GENES].to_numpy()
-    total = obs[Q.OBS_TOTAL_COUNTS].to_numpy()
-    pct_mt = obs[Q.OBS_PCT_MT].to_numpy()
-    pct_ribo = obs[Q.OBS_PCT_RIBO].to_numpy()
-    log_genes = np.log1p(n_genes.astype(np.float64))
-    log_total = np.log1p(total)
-
-    def _lt(v, t):
-        return (v < t) if t is not None else np.zeros_like(v, dtype=bool)
-
-    def _gt(v, t):
-        return (v > t) if t is not None else np.zeros_like(v, dtype=bool)
-
-    fails = {r: np.zeros(obs.shape[0], dtype=bool) for r in Q.QC_REASONS[1:]}
-    thresholds: dict[str, dict] = {}
-    order = list(pd.unique(samples))
-    for s in order:
-        idx = samples == s
-        th: dict[str, Any] = {"n_cells": int(idx.sum())}
-        lo, hi, med, mad = Q._mad_bounds(log_genes[idx], nmads)
-        th["median_genes"] = float(np.expm1(med))
-        if mad == 0:
-            lo, hi = -np.inf, np.inf
-        th["min_genes"] = float(min_genes) if min_genes is not None else Q._finite(np.expm1(lo))
-        th["max_genes"] = float(max_genes) if max_genes is not None else Q._finite(np.expm1(hi))
-        if has_counts:
-            lo, hi, med, mad = Q._mad_bounds(log_total[idx], nmads)
-            th["median_counts"] = float(np.expm1(med))
-            if mad == 0:
-                lo, hi = -np.inf, np.inf
-            th["min_counts"] = float(min_counts) if min_counts is not None else Q._finite(np.expm1(lo))
-            th["max_counts"] = Q._finite(np.expm1(hi))
-        else:
-            th["min_counts"] = th["max_counts"] = None
-        if max_pct_mt is not None:
-            th["max_pct_mt"] = float(max_pct_mt)
-        elif auto_mt:
-            _, hi, med, mad = Q._mad_bounds(pct_mt[idx], nmads)
-            th["median_pct_mt"] = float(med)
-            th["max_pct_mt"] = float(max(hi, Q.MT_FLOOR))
-        else:
-            th["max_pct_mt"] = None
-        th["max_pct_ribo"] = float(max_pct_ribo) if max_pct_ribo is not None else None
-        fails["low_genes"][idx] = _lt(n_genes[idx], th["min_genes"])
-        fails["high_genes"][idx] = _gt(n_genes[idx], th["max_genes"])
-        fails["low_counts"][idx] = _lt(total[idx], th["min_counts"])
-        fails["high_counts"][idx] = _gt(total[idx], th["max_counts"])
-        fails["high_mt"][idx] = _gt(pct_mt[idx], th["max_pct_mt"])
-        fails["high_ribo"][idx] = _gt(pct_ribo[idx], th["max_pct_ribo"])
-        thresholds[str(s).replace("/", "_")] = th
-
-    reason = np.full(obs.shape[0], "pass", dtype=object)
-    for r in reversed(Q.QC_REASONS[1:]):
-        reason[fails[r]] = r
-    table: dict[str, list] = {"sample": [], "n_cells": [], "n_kept": [], "n_removed": []}
-    for r in Q.QC_REASONS[1:]:
-        table[f"removed_{r}"] = []
-    for s in order:
-        idx = samples == s
-        table["sample"].append(str(s))
-        table["n_cells"].append(int(idx.sum()))
-        table["n_kept"].append(int((reason[idx] == "pass").sum()))
-        table["n_removed"].append(int((reason[idx] != "pass").sum()))
-        for r in Q.QC_REASONS[1:]:
-            table[f"removed_{r}"].append(int((reason[idx] == r).sum()))
+    if sample_key is not None and sample_key not in obs.columns:
+        raise DataError(f"the sample column {sample_key!r} used by QC is not in the merged obs.",
+                        path="obs", fix="keep the sample column in every shard.")
+    marks = Q.qc_thresholds_from_metrics(
+        obs, sample_key=sample_key, nmads=float(params["nmads"]),
+        min_genes=_opt(params.get("min_genes")), max_genes=_opt(params.get("max_genes")),
+        min_counts=_opt(params.get("min_counts")), max_pct_mt=_opt(params.get("max_pct_mt")),
+        max_pct_ribo=_opt(params.get("max_pct_ribo")),
+        has_counts=record.get("value_type") == "counts",
+        n_mt_genes=int(record.get("n_mt_genes", 0)), n_vars=int(n_vars),
+    )
     section = {k: v for k, v in record.items() if k not in ("thresholds", "table", "filtered")}
-    section["thresholds"] = thresholds
-    section["table"] = table
-    return reason == "pass", pd.Categorical(reason, categories=list(Q.QC_REASONS)), section
+    section["thresholds"] = marks.thresholds
+    section["table"] = marks.table
+    return marks.qc_pass, marks.qc_reason, section
 
 
 def _true(v) -> bool:
@@ -747,4 +681,160 @@ def merge_h5ad(
         for f in files:
             f.close()
     logger.info("merged %d shards into %s (%d cells)", len(paths), out, int(keep.sum()))
+    return Path(out)
+
+
+# --------------------------------------------------------------------------- filtering
+
+
+def _keep_mask(mask_or_obs_column, obs: pd.DataFrame, where: str) -> np.ndarray:
+    """Boolean keep-mask from a bool array or the name of a bool obs column."""
+    if isinstance(mask_or_obs_column, str):
+        col = mask_or_obs_column
+        if col not in obs.columns:
+            raise DataError(f"obs column {col!r} (cells to keep) does not exist.", path=f"{where}: obs",
+                            fix=f"pass a boolean mask or one of {list(obs.columns)[:20]}.")
+        values = obs[col]
+        if values.isna().any() or not (pd.api.types.is_bool_dtype(values.dtype)):
+            raise DataError(f"obs column {col!r} is not boolean without missing values "
+                            f"(dtype {values.dtype}).", path=f"{where}: obs",
+                            fix="pass a True/False column (e.g. 'qc_pass' written by cafclassify qc).")
+        keep = values.to_numpy(dtype=bool)
+    else:
+        keep = np.asarray(mask_or_obs_column)
+        if keep.dtype != bool or keep.ndim != 1:
+            raise DataError(f"the cells to keep must be a 1-d boolean mask, got dtype {keep.dtype} "
+                            f"with shape {keep.shape}.", path=where,
+                            fix="pass a boolean array with one value per cell, or an obs column name.")
+    if keep.shape[0] != obs.shape[0]:
+        raise DataError(f"the mask has {keep.shape[0]} values for {obs.shape[0]} cells.", path=where,
+                        fix="pass one True/False value per cell, in the file's cell order.")
+    if not keep.any():
+        raise DataError("no cell is kept by the mask.", path=where,
+                        fix="check the mask (e.g. relax the QC thresholds); an empty file is not written.")
+    return keep
+
+
+def filter_cells_h5ad(
+    src,
+    out: str | os.PathLike,
+    mask_or_obs_column,
+    *,
+    chunk_size: int = _DEFAULT_CHUNK,
+    compression: str | None = "gzip",
+    stamp: Callable[[Any], None] | None = None,
+) -> Path:
+    """Write the kept cells of an ``.h5ad`` file to a new file, block by block.
+
+    The result equals ``adata[mask].copy()`` written with anndata: ``X``, every layer
+    and ``raw.X`` are copied in row blocks of ``chunk_size`` cells (only the kept rows
+    are written; blocks without a kept cell are not read), ``obs``, ``obsm`` and
+    ``obsp`` are subset as anndata subsets them (unused categories dropped, matching
+    ``uns["<column>_colors"]`` entries too), ``var``, ``varm``, ``varp`` and ``uns``
+    are kept. The whole matrix is never held in memory. The output is written
+    atomically.
+
+    Parameters
+    ----------
+    src
+        Input ``.h5ad`` path (annotations and matrices from the file), or a backed
+        AnnData (:func:`cafclassify.io._lazy.open_lazy`): its in-memory ``obs``,
+        ``var``, ``obsm``, ``varm``, ``uns`` (e.g. with the QC marks just computed) and
+        the matrices of its file. The source is not modified.
+    out
+        Output ``.h5ad`` (must differ from the source file).
+    mask_or_obs_column
+        Boolean array (one value per cell) or the name of a boolean ``obs`` column
+        (e.g. ``"qc_pass"``): the cells to keep.
+    chunk_size
+        Cells per block read and written.
+    compression
+        h5py compression of the matrices (``"gzip"`` or ``None``).
+    stamp
+        Called with the filtered AnnData without its matrices just before it is
+        written (e.g. to record provenance in ``uns``).
+
+    Returns
+    -------
+    The path written.
+
+    Raises
+    ------
+    DataError
+        Bad mask (not boolean, wrong length, no cell kept) or an in-memory AnnData.
+    InputFileError
+        Unreadable input, or ``out`` is the input file.
+    """
+    import copy as _copy
+
+    import anndata as ad
+    import h5py
+    from anndata.io import read_elem
+
+    from .._atomic import atomic_path
+
+    chunk_size = _check_chunk(chunk_size)
+    if isinstance(src, ad.AnnData):
+        if not getattr(src, "isbacked", False):
+            raise DataError("filter_cells_h5ad() streams matrices from a file; this AnnData is in memory.",
+                            path="adata", fix="write adata[mask].copy() instead, or pass the .h5ad path.")
+        if src.is_view:
+            raise DataError("cannot filter a view of a backed AnnData.", path=str(src.filename),
+                            fix="pass the backed object itself (open_lazy(path)) and a mask over all its cells.")
+        f, own, src_path = src.file._file, False, Path(src.filename)
+        obs, var, uns = src.obs.copy(), src.var.copy(), _copy.deepcopy(dict(src.uns))
+        obsm, varm = dict(src.obsm.items()), dict(src.varm.items())
+        obsp = dict(src.obsp.items())
+    else:
+        src_path = Path(src)
+        f, own = _open(src_path), True
+        obs, var = _read_frame(f, "obs"), _read_frame(f, "var")
+        uns, obsm, varm = _read_mapping(f, "uns"), _read_mapping(f, "obsm"), _read_mapping(f, "varm")
+        obsp = {}
+    try:
+        if Path(out).expanduser().resolve() == src_path.expanduser().resolve():
+            raise InputFileError("the output file is the input file.", path=out,
+                                 fix="write the result to a new path (inputs are never modified).")
+        keep = _keep_mask(mask_or_obs_column, obs, str(src_path))
+        if not obsp and "obsp" in f:
+            obsp = {k: read_elem(v) for k, v in f["obsp"].items()}
+        # annotations: subset exactly as anndata does (categories, colours, obsm, obsp)
+        skeleton = ad.AnnData(obs=obs, var=var, uns=uns, obsm=obsm, varm=varm, obsp=obsp)
+        sub = skeleton[keep].copy()
+        del skeleton
+        if stamp is not None:
+            stamp(sub)
+        n_keep = int(keep.sum())
+        keys = _matrix_keys(f)
+        with atomic_path(out, suffix=".h5ad") as tmp:
+            sub.write_h5ad(tmp)
+            with h5py.File(tmp, "a") as g:
+                for key in ("X", "raw", "varp"):
+                    if key in g:
+                        del g[key]
+                if "varp" in f:
+                    f.copy(f["varp"], g, name="varp")
+                if "raw" in f and "X" in f["raw"]:
+                    raw = g.create_group("raw")
+                    for k, v in f["raw"].attrs.items():
+                        raw.attrs[k] = v
+                    for k in f["raw"]:
+                        if k != "X":
+                            f.copy(f["raw"][k], raw, name=k)
+                    keys.append("raw/X")
+                for key in keys:
+                    reader = _reader(f[key])
+                    writer = _MatrixWriter(g, key, n_keep, int(reader.shape[1]), compression)
+                    for a in range(0, keep.shape[0], chunk_size):
+                        b = min(a + chunk_size, keep.shape[0])
+                        rows = keep[a:b]
+                        if not rows.any():
+                            continue
+                        block = _block(reader, a, b)
+                        writer.append(block if rows.all() else block[rows])
+                    writer.finish()
+    finally:
+        if own:
+            f.close()
+    logger.info("filter: kept %d of %d cells -> %s", int(keep.sum()), keep.shape[0], out)
     return Path(out)

@@ -31,13 +31,32 @@ The number of detected genes is unchanged by normalisation and log transforms
 ribosomal percentages are computed on ``expm1(X)``, which is exact for
 log1p(normalize_total) data (per-cell scaling cancels in a fraction) and an
 approximation for other log transforms.
+
+Out of core
+-----------
+:func:`qc` also accepts a backed AnnData (:func:`cafclassify.io._lazy.open_lazy`,
+or ``anndata.read_h5ad(path, backed="r")``): the matrix is read from disk in row
+blocks of ``chunk_size`` cells (the metrics are per cell, so the result is
+identical to the in-memory run) and only ``obs``/``uns`` are written, in memory.
+:func:`filter_cells_to_h5ad` then writes the passing cells to a new file block by
+block (:func:`cafclassify.io._shard.filter_cells_h5ad`). Scrublet on a backed
+object reads one sample at a time into memory and refuses samples of more than
+:data:`MAX_CELLS_DOUBLETS_BACKED` cells.
+
+The thresholds, marks and per-sample table are computed from the per-cell metric
+columns by one function, :func:`qc_thresholds_from_metrics`, used by :func:`qc` and
+by the shard merge (:func:`cafclassify.io._shard.requalify_qc`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -48,6 +67,7 @@ from .. import _keys as K
 from .._errors import DataError
 
 __all__ = [
+    "MAX_CELLS_DOUBLETS_BACKED",
     "MIN_GENES_FOR_PCT",
     "MT_FLOOR",
     "OBS_N_GENES",
@@ -56,8 +76,11 @@ __all__ = [
     "OBS_PREDICTED_DOUBLET",
     "OBS_TOTAL_COUNTS",
     "QC_REASONS",
+    "QCMarks",
     "filter_cells",
+    "filter_cells_to_h5ad",
     "qc",
+    "qc_thresholds_from_metrics",
 ]
 
 logger = logging.getLogger(__name__)
@@ -85,7 +108,9 @@ MT_FLOOR = 20.0
 #: automatic mt threshold only for (near) whole-transcriptome data: on a gene panel the
 #: percentages are relative to the panel, not to the cell's transcriptome
 MIN_GENES_FOR_PCT = 10000
-_CHUNK = 10000
+#: Scrublet on a backed AnnData loads one sample at a time; larger samples are refused
+MAX_CELLS_DOUBLETS_BACKED = 200_000
+_CHUNK = 10_000  # cells per block: same speed as 50k on disk, a fifth of the memory
 _MIN_CELLS_SCRUBLET = 100
 
 # ribosomal protein genes: RPL3, RPL7A, RPL36AL, RPL22L1, RPS4X, RPS4Y1, RPLP0, RPSA ...
@@ -131,16 +156,21 @@ def _gene_masks(symbols: np.ndarray, species: str) -> tuple[np.ndarray, np.ndarr
     return mt, ribo
 
 
-def _metrics(X, mt: np.ndarray, ribo: np.ndarray, *, expm1: bool) -> dict[str, np.ndarray]:
-    """n_genes, total, pct_mt, pct_ribo per cell; chunked, sparse stays sparse."""
+def _metrics(X, mt: np.ndarray, ribo: np.ndarray, *, expm1: bool, chunk_size: int = _CHUNK) -> dict[str, np.ndarray]:
+    """n_genes, total, pct_mt, pct_ribo per cell; chunked, sparse stays sparse.
+
+    ``X`` may be in memory or on disk (a backed dataset): it is only read in row
+    blocks ``X[start:stop]`` of ``chunk_size`` cells. Every metric of a cell depends on
+    its row only, so the result does not depend on ``chunk_size``.
+    """
     n = X.shape[0]
     n_genes = np.zeros(n, dtype=np.int64)
     total = np.zeros(n, dtype=np.float64)
     mt_sum = np.zeros(n, dtype=np.float64)
     ribo_sum = np.zeros(n, dtype=np.float64)
     mt_idx, ribo_idx = np.flatnonzero(mt), np.flatnonzero(ribo)
-    for start in range(0, n, _CHUNK):
-        stop = min(start + _CHUNK, n)
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
         block = X[start:stop]
         if sp.issparse(block):
             block = sp.csr_matrix(block, dtype=np.float64)
@@ -161,6 +191,7 @@ def _metrics(X, mt: np.ndarray, ribo: np.ndarray, *, expm1: bool) -> dict[str, n
             total[start:stop] = block.sum(axis=1)
             mt_sum[start:stop] = block[:, mt_idx].sum(axis=1)
             ribo_sum[start:stop] = block[:, ribo_idx].sum(axis=1)
+        del block
     with np.errstate(divide="ignore", invalid="ignore"):
         pct_mt = np.where(total > 0, 100.0 * mt_sum / total, 0.0)
         pct_ribo = np.where(total > 0, 100.0 * ribo_sum / total, 0.0)
@@ -173,22 +204,46 @@ def _mad_bounds(x: np.ndarray, nmads: float) -> tuple[float, float, float, float
     return med - nmads * mad, med + nmads * mad, med, mad
 
 
+def _is_backed(adata: AnnData) -> bool:
+    return bool(getattr(adata, "isbacked", False))
+
+
+def _layer_names(adata: AnnData) -> list[str]:
+    if _is_backed(adata):
+        from ..io._lazy import lazy_layer_names
+
+        return lazy_layer_names(adata)
+    return list(adata.layers.keys())
+
+
+def _get_layer(adata: AnnData, layer: str):
+    if _is_backed(adata):
+        from ..io._lazy import lazy_layer
+
+        return lazy_layer(adata, layer)  # row-sliceable on-disk dataset
+    return adata.layers[layer]
+
+
 def _choose_matrix(adata: AnnData, layer: str | None):
-    """Return (matrix, description, has_counts)."""
+    """Return (matrix, description, value type); on disk for a backed AnnData."""
     from ..io import detect_value_type
 
+    names = _layer_names(adata)
     if layer is not None:
-        if layer not in adata.layers:
+        if layer not in names:
             raise DataError(
-                f"layer {layer!r} is not in the data (layers: {list(adata.layers.keys()) or 'none'}).",
+                f"layer {layer!r} is not in the data (layers: {names or 'none'}).",
                 path="adata.layers",
                 fix="pass one of the existing layers, or layer=None.",
             )
-        X, desc = adata.layers[layer], f"layers[{layer!r}]"
-    elif K.LAYER_COUNTS in adata.layers:
-        X, desc = adata.layers[K.LAYER_COUNTS], f"layers[{K.LAYER_COUNTS!r}]"
+        X, desc = _get_layer(adata, layer), f"layers[{layer!r}]"
+    elif K.LAYER_COUNTS in names:
+        X, desc = _get_layer(adata, K.LAYER_COUNTS), f"layers[{K.LAYER_COUNTS!r}]"
     else:
         X, desc = adata.X, "X"
+    if X is None:
+        raise DataError("the data have no expression matrix (X is None) and no counts layer.",
+                        path="adata.X", fix="pass data with counts in X or layers['counts'].")
     vt = detect_value_type(X)
     if vt == "scaled":
         raise DataError(
@@ -198,6 +253,194 @@ def _choose_matrix(adata: AnnData, layer: str | None):
             fix="pass layer= with counts, or run QC before scaling.",
         )
     return X, desc, vt
+
+
+def _sample_labels(obs: pd.DataFrame, sample_key: str | None, *, where: str = "adata.obs") -> np.ndarray:
+    """Sample label (str) of every cell; one sample "all" without ``sample_key``."""
+    if sample_key is None:
+        return np.full(obs.shape[0], "all", dtype=object)
+    if sample_key not in obs.columns:
+        raise DataError(
+            f"sample_key={sample_key!r} is not an obs column.",
+            path=where,
+            fix=f"use one of {list(obs.columns)[:20]} or sample_key=None.",
+        )
+    if obs[sample_key].isna().any():
+        raise DataError(
+            f"obs[{sample_key!r}] has missing values.",
+            path=where,
+            fix="give every cell a sample label.",
+        )
+    return obs[sample_key].astype(str).to_numpy()
+
+
+def auto_mt_threshold(n_mt_genes: int, n_vars: int) -> bool:
+    """Whether the automatic (MAD + floor) mitochondrial threshold applies.
+
+    Parameters
+    ----------
+    n_mt_genes
+        Number of mitochondrial genes in the data.
+    n_vars
+        Number of genes in the data.
+
+    Returns
+    -------
+    True for (near) whole-transcriptome data (at least :data:`MIN_GENES_FOR_PCT`
+    genes) with mitochondrial genes.
+    """
+    return int(n_mt_genes) > 0 and int(n_vars) >= MIN_GENES_FOR_PCT
+
+
+class QCMarks(NamedTuple):
+    """Result of :func:`qc_thresholds_from_metrics` (a named tuple)."""
+
+    #: bool per cell: passes every threshold
+    qc_pass: np.ndarray
+    #: categorical per cell: ``"pass"`` or the first failing reason (categories :data:`QC_REASONS`)
+    qc_reason: pd.Categorical
+    #: per sample (``/`` replaced by ``_``): the thresholds applied and the medians they came from
+    thresholds: dict[str, dict]
+    #: per-sample table as a dict of columns (``sample``, ``n_cells``, ``n_kept``, ``n_removed``,
+    #: ``removed_<reason>``)
+    table: dict[str, list]
+    #: samples in order of first appearance
+    samples: list[str]
+
+
+def qc_thresholds_from_metrics(
+    obs: pd.DataFrame,
+    *,
+    sample_key: str | None = None,
+    nmads: float = 5.0,
+    min_genes: float | None = None,
+    max_genes: float | None = None,
+    min_counts: float | None = None,
+    max_pct_mt: float | None = None,
+    max_pct_ribo: float | None = None,
+    has_counts: bool = True,
+    n_mt_genes: int = 0,
+    n_vars: int = 0,
+    predicted_doublet: np.ndarray | None = None,
+) -> QCMarks:
+    """Per-sample QC thresholds, marks and table from the per-cell metric columns.
+
+    The one place where the QC rules live: :func:`qc` calls it after computing the
+    metrics, and the shard merge (:func:`cafclassify.io._shard.requalify_qc`) calls
+    it on the metrics of all shards. Rules, per sample (all cells of the sample):
+    MAD bounds on ``log1p(n_genes_by_counts)`` and (counts only) ``log1p(total_counts)``,
+    a zero MAD meaning no bound; explicit bounds replace the MAD bounds (all samples);
+    no automatic upper bound on total counts is replaced by ``min_counts``; the
+    mitochondrial bound is median + ``nmads`` x MAD but at least :data:`MT_FLOOR`,
+    only when :func:`auto_mt_threshold` holds (else only an explicit ``max_pct_mt``);
+    ribosomal only with ``max_pct_ribo``; the first failing reason of
+    :data:`QC_REASONS` wins.
+
+    Parameters
+    ----------
+    obs
+        Cell metadata with ``n_genes_by_counts``, ``total_counts``, ``pct_counts_mt``,
+        ``pct_counts_ribo`` (and the sample column). Not modified.
+    sample_key
+        ``obs`` column with the sample of each cell; ``None``: one sample ``"all"``.
+    nmads
+        Number of median absolute deviations beyond which a cell is an outlier.
+    min_genes, max_genes, min_counts, max_pct_mt, max_pct_ribo
+        Explicit bounds (replace the automatic ones, all samples); ``None``: automatic
+        (or none, for ``max_pct_ribo``).
+    has_counts
+        Whether the metrics come from counts; otherwise the count bounds are skipped.
+    n_mt_genes, n_vars
+        Number of mitochondrial genes and of genes (for :func:`auto_mt_threshold`).
+    predicted_doublet
+        Optional bool per cell (Scrublet's call), marked with reason ``"doublet"``.
+
+    Returns
+    -------
+    :class:`QCMarks` ``(qc_pass, qc_reason, thresholds, table, samples)``.
+
+    Raises
+    ------
+    DataError
+        Missing metric or sample columns, or missing sample labels.
+    """
+    needed = [OBS_N_GENES, OBS_TOTAL_COUNTS, OBS_PCT_MT, OBS_PCT_RIBO]
+    missing = [c for c in needed if c not in obs.columns]
+    if missing:
+        raise DataError(f"the QC metric columns {missing} are missing from obs.", path="obs",
+                        fix="compute the metrics with cafclassify.qc() first.")
+    samples = _sample_labels(obs, sample_key, where="obs")
+    n = obs.shape[0]
+    auto_mt = auto_mt_threshold(n_mt_genes, n_vars)
+    n_genes = obs[OBS_N_GENES].to_numpy()
+    total = obs[OBS_TOTAL_COUNTS].to_numpy()
+    pct_mt = obs[OBS_PCT_MT].to_numpy()
+    pct_ribo = obs[OBS_PCT_RIBO].to_numpy()
+    log_genes = np.log1p(n_genes.astype(np.float64))
+    log_total = np.log1p(total)
+
+    def _lt(v, t):
+        return (v < t) if t is not None else np.zeros_like(v, dtype=bool)
+
+    def _gt(v, t):
+        return (v > t) if t is not None else np.zeros_like(v, dtype=bool)
+
+    fails = {r: np.zeros(n, dtype=bool) for r in QC_REASONS[1:]}
+    thresholds: dict[str, dict] = {}
+    sample_order = [str(s) for s in pd.unique(samples)]
+    for s in sample_order:
+        idx = samples == s
+        th: dict[str, Any] = {"n_cells": int(idx.sum())}
+        lo, hi, med, mad = _mad_bounds(log_genes[idx], nmads)
+        th["median_genes"] = float(np.expm1(med))
+        if mad == 0:
+            lo, hi = -np.inf, np.inf
+        th["min_genes"] = float(min_genes) if min_genes is not None else _finite(np.expm1(lo))
+        th["max_genes"] = float(max_genes) if max_genes is not None else _finite(np.expm1(hi))
+        if has_counts:
+            lo, hi, med, mad = _mad_bounds(log_total[idx], nmads)
+            th["median_counts"] = float(np.expm1(med))
+            if mad == 0:
+                lo, hi = -np.inf, np.inf
+            th["min_counts"] = float(min_counts) if min_counts is not None else _finite(np.expm1(lo))
+            th["max_counts"] = _finite(np.expm1(hi))
+        else:
+            th["min_counts"] = th["max_counts"] = None
+        if max_pct_mt is not None:
+            th["max_pct_mt"] = float(max_pct_mt)
+        elif auto_mt:
+            _, hi, med, mad = _mad_bounds(pct_mt[idx], nmads)
+            th["median_pct_mt"] = float(med)
+            th["max_pct_mt"] = float(max(hi, MT_FLOOR))
+        else:
+            th["max_pct_mt"] = None
+        th["max_pct_ribo"] = float(max_pct_ribo) if max_pct_ribo is not None else None
+        fails["low_genes"][idx] = _lt(n_genes[idx], th["min_genes"])
+        fails["high_genes"][idx] = _gt(n_genes[idx], th["max_genes"])
+        fails["low_counts"][idx] = _lt(total[idx], th["min_counts"])
+        fails["high_counts"][idx] = _gt(total[idx], th["max_counts"])
+        fails["high_mt"][idx] = _gt(pct_mt[idx], th["max_pct_mt"])
+        fails["high_ribo"][idx] = _gt(pct_ribo[idx], th["max_pct_ribo"])
+        thresholds[s.replace("/", "_")] = th  # '/' is not allowed in h5ad keys
+    if predicted_doublet is not None:
+        fails["doublet"] = np.asarray(predicted_doublet, dtype=bool)
+
+    reason = np.full(n, "pass", dtype=object)
+    for r in reversed(QC_REASONS[1:]):  # first failing reason wins
+        reason[fails[r]] = r
+    table: dict[str, list] = {"sample": [], "n_cells": [], "n_kept": [], "n_removed": []}
+    for r in QC_REASONS[1:]:
+        table[f"removed_{r}"] = []
+    for s in sample_order:
+        idx = samples == s
+        table["sample"].append(s)
+        table["n_cells"].append(int(idx.sum()))
+        table["n_kept"].append(int((reason[idx] == "pass").sum()))
+        table["n_removed"].append(int((reason[idx] != "pass").sum()))
+        for r in QC_REASONS[1:]:
+            table[f"removed_{r}"].append(int((reason[idx] == r).sum()))
+    return QCMarks(reason == "pass", pd.Categorical(reason, categories=list(QC_REASONS)),
+                   thresholds, table, sample_order)
 
 
 def qc(
@@ -212,6 +455,7 @@ def qc(
     max_pct_ribo: float | None = None,
     doublets: bool = False,
     layer: str | None = None,
+    chunk_size: int = _CHUNK,
     random_state: int = 0,
     copy: bool = False,
 ) -> AnnData | None:
@@ -220,9 +464,12 @@ def qc(
     Parameters
     ----------
     adata
-        Cells x genes. Counts are taken from ``layer``, else ``layers["counts"]``,
-        else ``X``; if they are not counts (log-normalised data), the count-based
-        parts are skipped (see the module docstring).
+        Cells x genes, in memory or backed (:func:`cafclassify.io._lazy.open_lazy`:
+        the matrix is then read from disk in blocks of ``chunk_size`` cells and only
+        ``obs``/``uns`` are written, in memory). Counts are taken from ``layer``,
+        else ``layers["counts"]``, else ``X``; if they are not counts
+        (log-normalised data), the count-based parts are skipped (see the module
+        docstring).
     sample_key
         ``obs`` column with the sample of each cell; thresholds are computed per
         sample. Defaults to the ``sample_column`` recorded by :func:`cafclassify.read`,
@@ -238,13 +485,17 @@ def qc(
     max_pct_ribo
         Upper bound on the ribosomal percentage; no ribosomal filter by default.
     doublets
-        Run Scrublet (``scanpy.pp.scrublet``) per sample on the counts.
+        Run Scrublet (``scanpy.pp.scrublet``) per sample on the counts. On a backed
+        AnnData each sample is loaded into memory in turn; samples of more than
+        :data:`MAX_CELLS_DOUBLETS_BACKED` cells are refused.
     layer
         Layer holding counts (or the values to use).
+    chunk_size
+        Cells per block read to compute the metrics (results do not depend on it).
     random_state
         Seed for Scrublet.
     copy
-        Return a modified copy instead of modifying ``adata``.
+        Return a modified copy instead of modifying ``adata`` (in-memory data only).
 
     Returns
     -------
@@ -264,8 +515,23 @@ def qc(
     ------
     DataError
         For an unknown ``sample_key`` or ``layer``, missing sample labels,
-        scaled values, or ``doublets=True`` without counts.
+        scaled values, ``doublets=True`` without counts (or with a backed sample
+        too large for memory), or ``copy=True``/a view on a backed AnnData.
     """
+    backed = _is_backed(adata)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
+        raise DataError(f"chunk_size must be a positive integer, got {chunk_size!r}.",
+                        path="qc(chunk_size=)", fix="pass a positive number of cells per block.")
+    if backed and (copy or adata.is_view):
+        what = "copy=True" if copy else "a view (subset)"
+        raise DataError(
+            f"qc() cannot work on {what} of a backed AnnData: its matrix stays on disk and "
+            "cannot be copied or subset in memory.",
+            path=str(getattr(adata, "filename", "adata")),
+            fix="run qc(adata) (copy=False) on the backed object itself; its obs and uns "
+            "are updated in memory (write them with cafclassify.io._lazy.write_annotated or "
+            "filter_cells_to_h5ad), or load the file into memory first.",
+        )
     if copy:
         adata = adata.copy()
     elif adata.is_view:
@@ -274,28 +540,31 @@ def qc(
     if sample_key is None and isinstance(read_rec, dict) and read_rec.get("sample_column"):
         sample_key = read_rec["sample_column"]
         logger.info("qc: using sample column %r recorded at read time", sample_key)
-    if sample_key is not None:
-        if sample_key not in adata.obs.columns:
-            raise DataError(
-                f"sample_key={sample_key!r} is not an obs column.",
-                path="adata.obs",
-                fix=f"use one of {list(adata.obs.columns)[:20]} or sample_key=None.",
-            )
-        if adata.obs[sample_key].isna().any():
-            raise DataError(
-                f"obs[{sample_key!r}] has missing values.",
-                path="adata.obs",
-                fix="give every cell a sample label.",
-            )
-        samples = adata.obs[sample_key].astype(str).to_numpy()
-    else:
-        samples = np.full(adata.n_obs, "all", dtype=object)
+    samples = _sample_labels(adata.obs, sample_key)
 
     X, desc, vt = _choose_matrix(adata, layer)
     has_counts = vt == "counts"
     symbols, species, sym_src = _symbols_and_species(adata)
     mt, ribo = _gene_masks(symbols, species)
-    m = _metrics(X, mt, ribo, expm1=not has_counts and vt == "lognorm")
+    if doublets and not has_counts:
+        raise DataError(
+            "doublet detection (Scrublet) needs raw counts, and these data hold "
+            f"{vt} values in {desc}.",
+            path=f"adata.{desc}",
+            fix="pass layer= with raw counts, or doublets=False.",
+        )
+    if doublets and backed:
+        sizes = pd.Series(samples).value_counts()
+        if int(sizes.iloc[0]) > MAX_CELLS_DOUBLETS_BACKED:
+            raise DataError(
+                f"doublet detection on a backed (on-disk) AnnData loads one sample at a time, "
+                f"and sample {sizes.index[0]!r} has {int(sizes.iloc[0])} cells (more than "
+                f"{MAX_CELLS_DOUBLETS_BACKED}); Scrublet on it would need too much memory.",
+                path=str(adata.filename),
+                fix="pass sample_key= with a finer sample column, run qc without doublets, or "
+                "load the file into memory (cafclassify.read) if the machine has the memory.",
+            )
+    m = _metrics(X, mt, ribo, expm1=not has_counts and vt == "lognorm", chunk_size=int(chunk_size))
     skipped: dict[str, str] = {}
     if not has_counts:
         skipped["count_thresholds"] = (
@@ -304,7 +573,7 @@ def qc(
             "computed on expm1(values)"
         )
         logger.info("qc: %s", skipped["count_thresholds"])
-    auto_mt = bool(mt.any()) and adata.n_vars >= MIN_GENES_FOR_PCT
+    auto_mt = auto_mt_threshold(int(mt.sum()), adata.n_vars)
     if not mt.any():
         skipped["mt"] = "no mitochondrial genes (MT-/mt-) in the data"
         logger.info("qc: no mitochondrial genes found; no mitochondrial threshold.")
@@ -315,13 +584,6 @@ def qc(
             "automatic threshold (pass max_pct_mt= to apply one)"
         )
         logger.info("qc: %s", skipped["mt"])
-    if doublets and not has_counts:
-        raise DataError(
-            "doublet detection (Scrublet) needs raw counts, and these data hold "
-            f"{vt} values in {desc}.",
-            path=f"adata.{desc}",
-            fix="pass layer= with raw counts, or doublets=False.",
-        )
 
     obs = adata.obs
     obs[OBS_N_GENES] = m["n_genes"]
@@ -329,78 +591,25 @@ def qc(
     obs[OBS_PCT_MT] = m["pct_mt"]
     obs[OBS_PCT_RIBO] = m["pct_ribo"]
 
-    fails = {r: np.zeros(adata.n_obs, dtype=bool) for r in QC_REASONS[1:]}
-    thresholds: dict[str, dict] = {}
-    log_genes = np.log1p(m["n_genes"].astype(np.float64))
-    log_total = np.log1p(m["total"])
-    sample_order = list(pd.unique(samples))
-    for s in sample_order:
-        idx = samples == s
-        th: dict = {"n_cells": int(idx.sum())}
-        lo, hi, med, mad = _mad_bounds(log_genes[idx], nmads)
-        th["median_genes"] = float(np.expm1(med))
-        if mad == 0:
-            lo, hi = -np.inf, np.inf
-        th["min_genes"] = float(min_genes) if min_genes is not None else _finite(np.expm1(lo))
-        th["max_genes"] = float(max_genes) if max_genes is not None else _finite(np.expm1(hi))
-        if has_counts:
-            lo, hi, med, mad = _mad_bounds(log_total[idx], nmads)
-            th["median_counts"] = float(np.expm1(med))
-            if mad == 0:
-                lo, hi = -np.inf, np.inf
-            th["min_counts"] = float(min_counts) if min_counts is not None else _finite(np.expm1(lo))
-            th["max_counts"] = _finite(np.expm1(hi))
-        else:
-            th["min_counts"] = th["max_counts"] = None
-        if max_pct_mt is not None:
-            th["max_pct_mt"] = float(max_pct_mt)
-        elif auto_mt:
-            _, hi, med, mad = _mad_bounds(m["pct_mt"][idx], nmads)
-            th["median_pct_mt"] = float(med)
-            th["max_pct_mt"] = float(max(hi, MT_FLOOR))
-        else:
-            th["max_pct_mt"] = None
-        th["max_pct_ribo"] = float(max_pct_ribo) if max_pct_ribo is not None else None
-
-        def _lt(v, t):
-            return (v < t) if t is not None else np.zeros_like(v, dtype=bool)
-
-        def _gt(v, t):
-            return (v > t) if t is not None else np.zeros_like(v, dtype=bool)
-
-        fails["low_genes"][idx] = _lt(m["n_genes"][idx], th["min_genes"])
-        fails["high_genes"][idx] = _gt(m["n_genes"][idx], th["max_genes"])
-        fails["low_counts"][idx] = _lt(m["total"][idx], th["min_counts"])
-        fails["high_counts"][idx] = _gt(m["total"][idx], th["max_counts"])
-        fails["high_mt"][idx] = _gt(m["pct_mt"][idx], th["max_pct_mt"])
-        fails["high_ribo"][idx] = _gt(m["pct_ribo"][idx], th["max_pct_ribo"])
-        thresholds[str(s).replace("/", "_")] = th  # '/' is not allowed in h5ad keys
-
+    predicted = doublet_info = None
     if doublets:
-        scores, predicted, doublet_info = _scrublet(X, samples, sample_order, random_state)
+        order = [str(s) for s in pd.unique(samples)]
+        scores, predicted, doublet_info = _scrublet(X, samples, order, random_state,
+                                                    chunk_size=int(chunk_size), backed=backed)
         obs[K.OBS_DOUBLET_SCORE] = scores
         obs[OBS_PREDICTED_DOUBLET] = predicted
-        fails["doublet"] = predicted
-        for s, msg in doublet_info.items():
-            thresholds[str(s).replace("/", "_")]["doublets"] = msg
 
-    reason = np.full(adata.n_obs, "pass", dtype=object)
-    for r in reversed(QC_REASONS[1:]):  # first failing reason wins
-        reason[fails[r]] = r
-    obs[K.OBS_QC_PASS] = reason == "pass"
-    obs[K.OBS_QC_REASON] = pd.Categorical(reason, categories=list(QC_REASONS))
-
-    table: dict[str, list] = {"sample": [], "n_cells": [], "n_kept": [], "n_removed": []}
-    for r in QC_REASONS[1:]:
-        table[f"removed_{r}"] = []
-    for s in sample_order:
-        idx = samples == s
-        table["sample"].append(str(s))
-        table["n_cells"].append(int(idx.sum()))
-        table["n_kept"].append(int((reason[idx] == "pass").sum()))
-        table["n_removed"].append(int((reason[idx] != "pass").sum()))
-        for r in QC_REASONS[1:]:
-            table[f"removed_{r}"].append(int((reason[idx] == r).sum()))
+    marks = qc_thresholds_from_metrics(
+        obs, sample_key=sample_key, nmads=nmads, min_genes=min_genes, max_genes=max_genes,
+        min_counts=min_counts, max_pct_mt=max_pct_mt, max_pct_ribo=max_pct_ribo,
+        has_counts=has_counts, n_mt_genes=int(mt.sum()), n_vars=adata.n_vars,
+        predicted_doublet=predicted,
+    )
+    thresholds = marks.thresholds
+    for s, msg in (doublet_info or {}).items():
+        thresholds[str(s).replace("/", "_")]["doublets"] = msg
+    obs[K.OBS_QC_PASS] = marks.qc_pass
+    obs[K.OBS_QC_REASON] = marks.qc_reason
 
     sec = K.uns_section(adata, K.UNS_QC)
     sec.clear()
@@ -426,12 +635,13 @@ def qc(
     sec["n_mt_genes"] = int(mt.sum())
     sec["n_ribo_genes"] = int(ribo.sum())
     sec["thresholds"] = thresholds
-    sec["table"] = table
+    sec["table"] = marks.table
     sec["skipped"] = skipped
-    n_pass = int((reason == "pass").sum())
+    reason = np.asarray(marks.qc_reason)
     logger.info(
-        "qc: %d of %d cells pass in %d sample(s) (%s)",
-        n_pass, adata.n_obs, len(sample_order),
+        "qc: %d of %d cells pass in %d sample(s)%s (%s)",
+        int(marks.qc_pass.sum()), adata.n_obs, len(marks.samples),
+        f", read from disk in blocks of {int(chunk_size)} cells" if backed else "",
         ", ".join(f"{r} {int((reason == r).sum())}" for r in QC_REASONS[1:] if (reason == r).any())
         or "no outliers",
     )
@@ -442,7 +652,25 @@ def _finite(v: float) -> float | None:
     return float(v) if np.isfinite(v) else None
 
 
-def _scrublet(X, samples: np.ndarray, order: list, random_state: int):
+def _sample_rows(X, idx: np.ndarray, *, chunk_size: int, backed: bool):
+    """CSR float32 of the rows ``idx`` (sorted) of ``X``; on disk: read in row blocks."""
+    if not backed:
+        return sp.csr_matrix(X[idx], dtype=np.float32)
+    parts = []
+    lo, hi = int(idx[0]), int(idx[-1]) + 1
+    for start in range(lo, hi, chunk_size):
+        stop = min(start + chunk_size, hi)
+        rows = idx[(idx >= start) & (idx < stop)] - start
+        if len(rows) == 0:
+            continue
+        block = X[start:stop]
+        block = block[rows] if sp.issparse(block) else np.asarray(block)[rows]
+        parts.append(sp.csr_matrix(block, dtype=np.float32))
+    return sp.vstack(parts, format="csr")
+
+
+def _scrublet(X, samples: np.ndarray, order: list, random_state: int, *,
+              chunk_size: int = _CHUNK, backed: bool = False):
     import scanpy as sc
 
     n = X.shape[0]
@@ -455,7 +683,7 @@ def _scrublet(X, samples: np.ndarray, order: list, random_state: int):
             info[str(s)] = f"skipped: {len(idx)} cells (< {_MIN_CELLS_SCRUBLET})"
             logger.warning("qc: sample %s has %d cells; doublet detection skipped.", s, len(idx))
             continue
-        sub = AnnData(X=sp.csr_matrix(X[idx], dtype=np.float32))
+        sub = AnnData(X=_sample_rows(X, idx, chunk_size=chunk_size, backed=backed))
         error = None
         # fewer principal components if the sample has few cells or variable genes
         for n_comps in (30, 10):
@@ -478,29 +706,12 @@ def _scrublet(X, samples: np.ndarray, order: list, random_state: int):
         pred = sub.obs["predicted_doublet"].to_numpy()
         predicted[idx] = np.asarray(pred, dtype=bool)
         info[str(s)] = f"scrublet: {int(predicted[idx].sum())} predicted doublets"
+        del sub
     return scores, predicted, info
 
 
-def filter_cells(adata: AnnData, *, copy: bool = False) -> AnnData | None:
-    """Remove the cells :func:`qc` marked as failing (``obs["qc_pass"] == False``).
-
-    Parameters
-    ----------
-    adata
-        Data on which :func:`qc` was run.
-    copy
-        Return a filtered copy instead of subsetting ``adata`` in place.
-
-    Returns
-    -------
-    ``None`` (or the filtered copy); records ``uns["cafclassify"]["qc"]["filtered"]``
-    = ``{"n_before", "n_after"}``.
-
-    Raises
-    ------
-    DataError
-        If :func:`qc` has not been run, or if no cell would remain.
-    """
+def _check_marked(adata: AnnData) -> np.ndarray:
+    """``obs["qc_pass"]`` as bool; refuses unmarked data and data where no cell passes."""
     if K.OBS_QC_PASS not in adata.obs.columns:
         raise DataError(
             f"obs[{K.OBS_QC_PASS!r}] is missing: cells have not been marked.",
@@ -508,8 +719,8 @@ def filter_cells(adata: AnnData, *, copy: bool = False) -> AnnData | None:
             fix="run cafclassify.qc(adata) first.",
         )
     keep = adata.obs[K.OBS_QC_PASS].to_numpy(dtype=bool)
-    n_before, n_after = int(adata.n_obs), int(keep.sum())
-    if n_after == 0:
+    if not keep.any():
+        n_before = int(adata.n_obs)
         sec = adata.uns.get(K.UNS, {}).get(K.UNS_QC, {})
         th = sec.get("thresholds", {})
         reasons = adata.obs[K.OBS_QC_REASON].value_counts()
@@ -529,6 +740,39 @@ def filter_cells(adata: AnnData, *, copy: bool = False) -> AnnData | None:
             "MT- genes); relax the thresholds (larger nmads, or explicit min_genes=, "
             "min_counts=, max_pct_mt=) and run qc() again.",
         )
+    return keep
+
+
+def filter_cells(adata: AnnData, *, copy: bool = False) -> AnnData | None:
+    """Remove the cells :func:`qc` marked as failing (``obs["qc_pass"] == False``).
+
+    Parameters
+    ----------
+    adata
+        Data on which :func:`qc` was run (in memory; for a backed AnnData use
+        :func:`filter_cells_to_h5ad`).
+    copy
+        Return a filtered copy instead of subsetting ``adata`` in place.
+
+    Returns
+    -------
+    ``None`` (or the filtered copy); records ``uns["cafclassify"]["qc"]["filtered"]``
+    = ``{"n_before", "n_after"}``.
+
+    Raises
+    ------
+    DataError
+        If :func:`qc` has not been run, if no cell would remain, or for a backed AnnData.
+    """
+    keep = _check_marked(adata)
+    if _is_backed(adata):
+        raise DataError(
+            "filter_cells() cannot subset a backed AnnData in memory (its matrix is on disk).",
+            path=str(adata.filename),
+            fix="write the passing cells to a new file with "
+            "cafclassify.pp.filter_cells_to_h5ad(adata, out).",
+        )
+    n_before, n_after = int(adata.n_obs), int(keep.sum())
     if copy:
         out = adata[keep].copy()
     else:
@@ -538,3 +782,61 @@ def filter_cells(adata: AnnData, *, copy: bool = False) -> AnnData | None:
     logger.info("filter_cells: kept %d of %d cells (%d removed).", n_after, n_before,
                 n_before - n_after)
     return out if copy else None
+
+
+def filter_cells_to_h5ad(
+    adata: AnnData,
+    out: str | os.PathLike,
+    *,
+    chunk_size: int = _CHUNK,
+    compression: str | None = "gzip",
+    stamp: Callable[[AnnData], None] | None = None,
+) -> Path:
+    """Write the cells :func:`qc` marked as passing to a new ``.h5ad``, block by block.
+
+    The out-of-core counterpart of ``filter_cells(adata, copy=True)`` followed by
+    writing: the result file equals that copy written with anndata (same checks,
+    same ``uns["cafclassify"]["qc"]["filtered"]`` record), but the matrices are
+    copied from the source file in blocks of ``chunk_size`` cells
+    (:func:`cafclassify.io._shard.filter_cells_h5ad`). ``adata`` is not modified.
+
+    Parameters
+    ----------
+    adata
+        Backed AnnData (:func:`cafclassify.io._lazy.open_lazy`) on which :func:`qc` was
+        run; its in-memory ``obs``, ``obsm``, ``var``, ``varm`` and ``uns`` are written
+        (subset to the passing cells), its matrices are read from its file.
+    out
+        Output ``.h5ad`` (written atomically; must differ from the source file).
+    chunk_size
+        Cells per block read and written.
+    compression
+        h5py compression of the matrices (``"gzip"`` or ``None``).
+    stamp
+        Called with the filtered AnnData without its matrices just before it is
+        written (e.g. provenance).
+
+    Returns
+    -------
+    The path written.
+
+    Raises
+    ------
+    DataError
+        If :func:`qc` has not been run, or no cell passes.
+    """
+    from ..io._shard import filter_cells_h5ad
+
+    keep = _check_marked(adata)
+    n_before, n_after = int(adata.n_obs), int(keep.sum())
+
+    def _stamp(sub: AnnData) -> None:
+        K.uns_section(sub, K.UNS_QC)["filtered"] = {"n_before": n_before, "n_after": n_after}
+        if stamp is not None:
+            stamp(sub)
+
+    path = filter_cells_h5ad(adata, out, keep, chunk_size=chunk_size, compression=compression,
+                             stamp=_stamp)
+    logger.info("filter_cells_to_h5ad: kept %d of %d cells (%d removed) -> %s", n_after, n_before,
+                n_before - n_after, out)
+    return path
