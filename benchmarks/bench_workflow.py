@@ -241,6 +241,8 @@ def main(argv=None) -> int:
     p.add_argument("--backed", action="store_true", help="also measure backed scoring and prediction")
     p.add_argument("--out-of-core", action="store_true",
                    help="run every step with --backed yes (matrices on disk, blocks of cells)")
+    p.add_argument("--compression", choices=("gzip", "lzf", "none"), default=None,
+                   help="compression of the .h5ad files the steps write (CLI --compression)")
     p.add_argument("--replicate-from", type=int, default=None, metavar="N",
                    help="build sizes above N by replicating the N-cell simulation (faster than simulating)")
     p.add_argument("--work", default=str(DATA_DIR / "workflow"))
@@ -252,11 +254,14 @@ def main(argv=None) -> int:
         return 0
     if args.out_of_core:
         GLOBAL_OPTS[:] = ["--backed", "yes"]
+    if args.compression:
+        GLOBAL_OPTS.extend(["--compression", args.compression])
     sizes = [int(s) for s in args.sizes.split(",")]
     steps = [s for s in args.steps.split(",") if s]
     work = Path(args.work)
     print(f"# cafclassify workflow benchmark; {os.cpu_count()} CPUs (shared machine: timings are noisy)"
-          + ("; out of core (--backed yes)" if args.out_of_core else ""))
+          + ("; out of core (--backed yes)" if args.out_of_core else "")
+          + (f"; --compression {args.compression}" if args.compression else ""))
     results: dict[int, dict] = {}
     for n in sizes:
         results[n] = run_size(n, steps, work, args.sharded, args.replicate_from)

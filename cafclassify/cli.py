@@ -214,14 +214,20 @@ def _stamp(adata, record: dict[str, Any]) -> None:
     root[UNS_PROVENANCE] = _h5ad_safe(record)
 
 
-def _write_h5ad(adata, path: str | os.PathLike) -> None:
+def _compression(args: argparse.Namespace) -> str | None:
+    value = getattr(args, "compression", "gzip") or "gzip"
+    return None if value == "none" else value
+
+
+def _write_h5ad(adata, path: str | os.PathLike, *, compression: str | None = "gzip") -> None:
+    """Write atomically; a backed object keeps its file's matrices as stored (copied)."""
     from ._atomic import write_h5ad_atomic
     from .io._lazy import is_lazy, write_annotated
 
     if is_lazy(adata):
         write_annotated(adata, path)
     else:
-        write_h5ad_atomic(adata, path)
+        write_h5ad_atomic(adata, path, compression=compression)
     logger.info("wrote %s (%d cells x %d genes)", path, adata.n_obs, adata.n_vars)
 
 
@@ -288,6 +294,13 @@ def _cmd_read(args: argparse.Namespace) -> int:
     src = _require_input(args.input)
     if args.sha256:
         _verify_input(src, args.sha256)
+    if _use_backed(args, src):
+        from .io._stream import streamable
+
+        ok, why = streamable(src, format=args.format, layer=args.layer)
+        if ok:
+            return _read_streamed(args, src)
+        logger.info("%s is read into memory: %s", src, why)
     adata = _call(
         read,
         src,
@@ -300,7 +313,14 @@ def _cmd_read(args: argparse.Namespace) -> int:
         orientation=args.orientation,
         layer=args.layer,
     )
-    if args.label_column and args.label_column not in adata.obs.columns:
+    _check_label_column(args, adata.obs, src)
+    _stamp(adata, _provenance(args, [src]))
+    _write_h5ad(adata, args.output, compression=_compression(args))
+    return 0
+
+
+def _check_label_column(args: argparse.Namespace, obs, src: Path) -> None:
+    if args.label_column and args.label_column not in obs.columns:
         from ._errors import DataError
 
         raise DataError(
@@ -308,8 +328,34 @@ def _cmd_read(args: argparse.Namespace) -> int:
             path=src,
             fix="set label_column to one of the obs columns, or leave it empty.",
         )
-    _stamp(adata, _provenance(args, [src]))
-    _write_h5ad(adata, args.output)
+
+
+def _read_streamed(args: argparse.Namespace, src: Path) -> int:
+    """``read`` block by block (h5ad / 10x h5): the matrix is never held as a whole."""
+    from .io._stream import read_to_h5ad
+
+    prov = _provenance(args, [src])
+
+    def stamp(skeleton) -> None:
+        _check_label_column(args, skeleton.obs, src)
+        _stamp(skeleton, prov)
+
+    record = _call(
+        read_to_h5ad,
+        src,
+        args.output,
+        format=args.format,
+        species=args.species,
+        symbol_column=args.symbol_column,
+        sample_column=args.sample_column,
+        value_type=args.value_type,
+        normalize=not args.no_normalize,
+        layer=args.layer,
+        compression=_compression(args),
+        stamp=stamp,
+    )
+    logger.info("wrote %s (%d cells x %d genes, read in %d blocks)", args.output,
+                record.get("n_cells", -1), record.get("n_genes", -1), record.get("n_blocks", -1))
     return 0
 
 
@@ -329,9 +375,10 @@ def _verify_input(path: Path, expected: str) -> None:
 
 
 def _cmd_qc(args: argparse.Namespace) -> int:
-    from .pp import filter_cells, qc
+    from .io._lazy import is_lazy
+    from .pp import filter_cells, filter_cells_to_h5ad, qc
 
-    adata = _read_h5ad(args.input)
+    adata = _open_h5ad(args, args.input)
     _call(
         qc,
         adata,
@@ -342,13 +389,21 @@ def _cmd_qc(args: argparse.Namespace) -> int:
         doublets=args.doublets,
         copy=False,
     )
+    if is_lazy(adata) and args.filter:
+        # the passing cells are copied block by block into the output
+        prov = _provenance(args, [args.input])
+        _call(filter_cells_to_h5ad, adata, args.output, compression=_compression(args),
+              stamp=lambda a: _stamp(a, prov))
+        logger.info("qc: kept %d of %d cells; wrote %s", int(adata.obs["qc_pass"].sum()), adata.n_obs,
+                    args.output)
+        return 0
     if args.filter:
         n = adata.n_obs
         filtered = filter_cells(adata, copy=True)
         adata = filtered if filtered is not None else adata
         logger.info("qc: kept %d of %d cells", adata.n_obs, n)
     _stamp(adata, _provenance(args, [args.input]))
-    _write_h5ad(adata, args.output)
+    _write_h5ad(adata, args.output, compression=_compression(args))
     return 0
 
 
@@ -368,7 +423,7 @@ def _cmd_gate(args: argparse.Namespace) -> int:
         copy=False,
     )
     _stamp(adata, _provenance(args, [args.input], signatures=args.signatures))
-    _write_h5ad(adata, args.output)
+    _write_h5ad(adata, args.output, compression=_compression(args))
     return 0
 
 
@@ -399,7 +454,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         cov = adata.uns.get(UNS, {}).get(UNS_SCORE, {}).get(args.key_added, {}).get("coverage")
         _write_table(_records(cov), args.coverage_csv)
     _stamp(adata, _provenance(args, [args.input], signatures=args.signatures))
-    _write_h5ad(adata, args.output)
+    _write_h5ad(adata, args.output, compression=_compression(args))
     return 0
 
 
@@ -524,7 +579,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     # the library actually used: the model's when one is given, else the training library
     used = args.signatures or (model.signature_name if model is not None else "caf_v1")
     _stamp(adata, _provenance(args, inputs, signatures=used))
-    _write_h5ad(adata, args.output)
+    _write_h5ad(adata, args.output, compression=_compression(args))
     sample_key = args.sample_key or _sample_key_from(adata)
     if args.cells_csv:
         _write_table(cell_table(adata, sample_key=sample_key), args.cells_csv)
@@ -866,7 +921,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         random_state=args.seed,
     )
     _stamp(adata, _provenance(args, []))
-    _write_h5ad(adata, args.output)
+    _write_h5ad(adata, args.output, compression=_compression(args))
     return 0
 
 
@@ -879,7 +934,7 @@ def _cmd_shard(args: argparse.Namespace) -> int:
     def stamp(adata) -> None:
         _stamp(adata, record)
 
-    compression = None if args.compression == "none" else args.compression
+    compression = _compression(args)
     if args.index is not None:
         if args.n_shards is None:
             from ._errors import ConfigError
@@ -907,7 +962,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
     merge_h5ad(inputs, args.output, requalify=False if args.keep_qc else None, filter=args.filter,
                chunk_size=args.chunk_size,
-               compression=None if args.compression == "none" else args.compression, stamp=stamp)
+               compression=_compression(args), stamp=stamp)
     logger.info("wrote %s", args.output)
     if args.coverage_csv:
         import h5py
@@ -955,6 +1010,14 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         metavar="N",
         default=d(BACKED_MIN_CELLS),
         help=f"cell count from which --backed auto works out of core (default: {BACKED_MIN_CELLS})",
+    )
+    g.add_argument(
+        "--compression",
+        choices=("gzip", "lzf", "none"),
+        default=d("gzip"),
+        help="compression of the matrices in .h5ad outputs: gzip (portable, default), lzf "
+        "(several times faster to write, larger, readable with h5py only) or none; a backed "
+        "step copies its input's matrices as stored",
     )
     g.add_argument(
         "--threads",
@@ -1374,12 +1437,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--chunk-size", type=_positive_int, default=50000, help="cells per block (default: 50000)"
     )
-    p.add_argument(
-        "--compression",
-        default="none",
-        choices=["none", "gzip"],
-        help="matrix compression of the shards (default: none; shards are temporary)",
-    )
 
     # merge
     p = add(
@@ -1411,12 +1468,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--chunk-size", type=_positive_int, default=50000, help="cells per block (default: 50000)"
-    )
-    p.add_argument(
-        "--compression",
-        default="gzip",
-        choices=["none", "gzip"],
-        help="matrix compression of the merged file (default: gzip)",
     )
 
     # methods
