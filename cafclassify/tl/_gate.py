@@ -53,6 +53,7 @@ _MIN_GENES = 2  # a lineage set needs >= 2 genes in the data (one gene is no sig
 _PREGATED_FRACTION = 0.9  # auto-detect pre-gated input: >= 90% of cells gate fibroblast
 _FEW_FIBROBLASTS = 50  # fewer fibroblasts than this: warn that subtyping is unreliable
 _MIN_CELLS_GRAPH = 30  # fewer cells: decide per cell (no clustering)
+_MAX_RANK = 1500  # UCell rank cap of the gate (scoring's default)
 _NULL_CHUNK = 50_000
 
 
@@ -89,12 +90,15 @@ def _value_type(X) -> str:
 
 
 def _null_scores(X, matched: dict, *, method: str, n_null: int, rng: np.random.Generator,
-                 max_rank: int) -> tuple[np.ndarray, np.ndarray]:
+                 max_rank: int, with_sets: bool = False):
     """Per-cell mean and pooled SD of scores of random gene sets of the same sizes.
 
     Random genes are drawn uniformly from all genes of the matrix (not matched on
     expression), so the null does not depend on which cell types the dataset holds.
-    Returns ``mu`` (cells x sets) and ``sigma`` (sets,).
+    Returns ``mu`` (cells x sets) and ``sigma`` (sets,). With ``with_sets`` the sets'
+    own scores are computed in the same pass over the matrix (one read and one
+    per-cell ranking for both; identical to scoring them separately) and
+    ``(S, mu, sigma)`` is returned.
     """
     from ..scoring import _kernels as kern
 
@@ -113,23 +117,29 @@ def _null_scores(X, matched: dict, *, method: str, n_null: int, rng: np.random.G
         aucell_kw = dict(n_up=kern.default_n_up(int(nonempty.sum())),
                          tie_order=kern.decoupler_tie_order(nonempty),
                          n_ranked=int(nonempty.sum()))
+    n_real = len(names) if with_sets else 0
+    all_sets = dict(null_sets)
+    if with_sets:
+        all_sets = {**{f"real\t{n}": (matched[n].indices, matched[n].weights) for n in names}, **null_sets}
+    S = np.zeros((n_cells, n_real))
     mu = np.zeros((n_cells, len(names)))
     ss = np.zeros(len(names))
     for start in range(0, n_cells, _NULL_CHUNK):
         stop = min(start + _NULL_CHUNK, n_cells)
         block = X[start:stop]
         if method == "ucell":
-            s = kern.ucell_scores(block, null_sets, max_rank=max_rank)
+            s = kern.ucell_scores(block, all_sets, max_rank=max_rank)
         else:
-            s = kern.aucell_scores(block, null_sets, **aucell_kw)
-        s = s.reshape(stop - start, len(names), n_null)
+            s = kern.aucell_scores(block, all_sets, **aucell_kw)
+        S[start:stop] = s[:, :n_real]
+        s = s[:, n_real:].reshape(stop - start, len(names), n_null)
         m = s.mean(axis=2)
         mu[start:stop] = m
         ss += ((s - m[:, :, None]) ** 2).sum(axis=(0, 2))
     sigma = np.sqrt(ss / max(n_cells * (n_null - 1), 1))
     # a set whose random draws never vary (e.g. an all-zero matrix) gets a tiny floor
     sigma = np.maximum(sigma, 1e-6)
-    return mu, sigma
+    return (S, mu, sigma) if with_sets else (mu, sigma)
 
 
 def _embed_and_cluster(X, *, value_type: str, n_pcs: int, resolution: float,
@@ -546,16 +556,21 @@ def gate(
         warnings.append(msg)
         logger.warning("%s.", msg)
     sets_used = usable_lin + usable_state
-    score(tmp, wanted, method=method, sets=sets_used, key_added="_gate", min_coverage=0.0,
-          on_low_coverage="keep", random_state=random_state, **gene_kw)
-    S_all = tmp.obsm["_gate"]
-    missing_cols = [n for n in sets_used if n not in S_all.columns]
-    if missing_cols:  # pragma: no cover - score() and match_signatures() disagree
-        raise SignatureError(f"scoring returned no column for {missing_cols}.")
-    S = S_all[sets_used].to_numpy(dtype=float)
     rng = np.random.default_rng(random_state)
-    mu, sigma = _null_scores(X, {n: matched[n] for n in sets_used}, method=method,
-                             n_null=n_null, rng=rng, max_rank=1500)
+    if method == "ucell":
+        # the sets' UCell scores and their random-set null in one pass over the matrix
+        S, mu, sigma = _null_scores(X, {n: matched[n] for n in sets_used}, method=method,
+                                    n_null=n_null, rng=rng, max_rank=_MAX_RANK, with_sets=True)
+    else:
+        score(tmp, wanted, method=method, sets=sets_used, key_added="_gate", min_coverage=0.0,
+              on_low_coverage="keep", random_state=random_state, **gene_kw)
+        S_all = tmp.obsm["_gate"]
+        missing_cols = [n for n in sets_used if n not in S_all.columns]
+        if missing_cols:  # pragma: no cover - score() and match_signatures() disagree
+            raise SignatureError(f"scoring returned no column for {missing_cols}.")
+        S = S_all[sets_used].to_numpy(dtype=float)
+        mu, sigma = _null_scores(X, {n: matched[n] for n in sets_used}, method=method,
+                                 n_null=n_null, rng=rng, max_rank=_MAX_RANK)
 
     # ---- clusters ---------------------------------------------------------------
     n = adata.n_obs
