@@ -301,22 +301,18 @@ def _cmd_read(args: argparse.Namespace) -> int:
         if ok:
             return _read_streamed(args, src)
         logger.info("%s is read into memory: %s", src, why)
-    adata = _call(
-        read,
-        src,
-        format=args.format,
-        species=args.species,
-        symbol_column=args.symbol_column,
-        sample_column=args.sample_column,
-        value_type=args.value_type,
-        normalize=not args.no_normalize,
-        orientation=args.orientation,
-        layer=args.layer,
-    )
+    adata = _call(read, src, orientation=args.orientation, **_read_options(args))
     _check_label_column(args, adata.obs, src)
     _stamp(adata, _provenance(args, [src]))
     _write_h5ad(adata, args.output, compression=_compression(args))
     return 0
+
+
+def _read_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Options shared by read() and its block-by-block twin read_to_h5ad()."""
+    return dict(format=args.format, species=args.species, symbol_column=args.symbol_column,
+                sample_column=args.sample_column, value_type=args.value_type,
+                normalize=not args.no_normalize, layer=args.layer)
 
 
 def _check_label_column(args: argparse.Namespace, obs, src: Path) -> None:
@@ -340,20 +336,8 @@ def _read_streamed(args: argparse.Namespace, src: Path) -> int:
         _check_label_column(args, skeleton.obs, src)
         _stamp(skeleton, prov)
 
-    record = _call(
-        read_to_h5ad,
-        src,
-        args.output,
-        format=args.format,
-        species=args.species,
-        symbol_column=args.symbol_column,
-        sample_column=args.sample_column,
-        value_type=args.value_type,
-        normalize=not args.no_normalize,
-        layer=args.layer,
-        compression=_compression(args),
-        stamp=stamp,
-    )
+    record = _call(read_to_h5ad, src, args.output, compression=_compression(args), stamp=stamp,
+                   **_read_options(args))
     logger.info("wrote %s (%d cells x %d genes, read in %d blocks)", args.output,
                 record.get("n_cells", -1), record.get("n_genes", -1), record.get("n_blocks", -1))
     return 0

@@ -24,7 +24,8 @@ import anndata as ad
 
 from .._errors import DataError, InputFileError
 
-__all__ = ["is_lazy", "lazy_layer", "lazy_source", "open_lazy", "write_annotated"]
+__all__ = ["is_lazy", "lazy_layer", "lazy_layer_names", "lazy_source", "open_h5ad_file", "open_lazy",
+           "write_annotated"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,26 @@ logger = logging.getLogger(__name__)
 _IN_MEMORY = ("obs", "var", "obsm", "varm", "uns")
 #: elements copied verbatim (compressed HDF5 objects) by :func:`write_annotated`
 _MATRICES = ("X", "layers", "raw", "obsp", "varp")
+
+
+def open_h5ad_file(path: str | os.PathLike):
+    """Open an ``.h5ad`` file read-only with h5py, with clear errors for wrong files."""
+    import h5py
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputFileError("the input .h5ad file does not exist.", path=p,
+                             fix="check the path (relative paths are resolved from the working directory).")
+    try:
+        f = h5py.File(p, "r")
+    except OSError as exc:
+        raise InputFileError(f"cannot be opened as an .h5ad (HDF5) file ({exc}).", path=p,
+                             fix="pass an .h5ad file written by anndata (`cafclassify read`).") from None
+    if "obs" not in f or "var" not in f:
+        f.close()
+        raise InputFileError("is an HDF5 file but not an .h5ad (no obs/var).", path=p,
+                             fix="pass an .h5ad file written by anndata (`cafclassify read`).")
+    return f
 
 
 def open_lazy(path: str | os.PathLike) -> ad.AnnData:
@@ -56,21 +77,13 @@ def open_lazy(path: str | os.PathLike) -> ad.AnnData:
     InputFileError
         If the file cannot be opened as an ``.h5ad`` file.
     """
-    import h5py
     from anndata.io import read_elem
 
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise InputFileError("the input .h5ad file does not exist.", path=p,
-                             fix="check the path (relative paths are resolved from the working directory).")
+    f = open_h5ad_file(p)
     try:
-        f = h5py.File(p, "r")
-    except OSError as exc:
-        raise InputFileError(f"cannot be opened as an .h5ad (HDF5) file ({exc}).", path=p,
-                             fix="pass an .h5ad file written by anndata (`cafclassify read`).") from None
-    try:
-        if "obs" not in f or "var" not in f or "X" not in f:
-            raise InputFileError("is an HDF5 file but not an .h5ad with a matrix (no obs/var/X).", path=p,
+        if "X" not in f:
+            raise InputFileError("is an .h5ad file without an expression matrix (no X).", path=p,
                                  fix="pass an .h5ad file written by anndata (`cafclassify read`).")
         d = {k: read_elem(f[k]) for k in _IN_MEMORY if k in f}
         if "raw" in f:  # raw/X stays on disk; anndata needs raw's var (and varm)

@@ -149,22 +149,9 @@ def _mtx_cells(path: Path) -> int | None:
 
 
 def _open(path: str | os.PathLike):
-    import h5py
+    from ._lazy import open_h5ad_file
 
-    p = Path(path)
-    if not p.is_file():
-        raise InputFileError("the input .h5ad file does not exist.", path=p,
-                             fix="check the path (relative paths are resolved from the working directory).")
-    try:
-        f = h5py.File(p, "r")
-    except OSError as exc:
-        raise InputFileError(f"cannot be opened as an .h5ad (HDF5) file ({exc}).", path=p,
-                             fix="pass an .h5ad file written by anndata (`cafclassify read`).") from None
-    if "obs" not in f or "var" not in f:
-        f.close()
-        raise InputFileError("is an HDF5 file but not an .h5ad (no obs/var).", path=p,
-                             fix="pass an .h5ad file written by anndata (`cafclassify read`).")
-    return f
+    return open_h5ad_file(path)
 
 
 def _matrix_keys(f) -> list[str]:
