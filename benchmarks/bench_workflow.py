@@ -45,6 +45,7 @@ STEPS = ("read", "qc", "gate", "score", "classify", "report")
 DATA_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "cafclassify_bench"
 #: global CLI options added to every step (--out-of-core sets --backed yes)
 GLOBAL_OPTS: list[str] = []
+KEEP_INTERMEDIATES = False
 
 
 def replicate_h5ad(base: Path, out: Path, n: int, chunk_size: int = 50_000) -> Path:
@@ -144,13 +145,20 @@ def run_size(n: int, steps: list[str], work: Path, sharded: int,
         "report": _cli("report", f["classify"], "-o", d / "report.html"),
     }
     out: dict[str, dict] = {}
+    # the file each step reads; deleted once the next step has run unless --keep-intermediates
+    # (at 1M cells every intermediate .h5ad is >10 GB); score/classify are kept (backed runs)
+    consumed = {"qc": f["read"], "gate": f["qc"], "score": f["gate"]}
     for s in steps:
         res = _timed(cmds[s], d / f"{s}.log")
         out[s] = res
-        print(f"  {n:>8} {s:<10} {res['seconds']:8.1f} s {res['peak_mb']:8.0f} MB"
+        size = f[s].stat().st_size / 1e9 if s in f and f[s].exists() else float("nan")
+        res["output_gb"] = size
+        print(f"  {n:>8} {s:<10} {res['seconds']:8.1f} s {res['peak_mb']:8.0f} MB  output {size:5.1f} GB"
               f"{'' if res['ok'] else '  FAILED (see ' + res['log'] + ')'}", flush=True)
         if not res["ok"]:
             break
+        if not KEEP_INTERMEDIATES and s in consumed and sharded <= 1:
+            consumed[s].unlink(missing_ok=True)
     if sharded > 1 and f["read"].exists():
         per_shard: list[float] = []
         peak, total = 0.0, 0.0
@@ -245,6 +253,8 @@ def main(argv=None) -> int:
                    help="compression of the .h5ad files the steps write (CLI --compression)")
     p.add_argument("--replicate-from", type=int, default=None, metavar="N",
                    help="build sizes above N by replicating the N-cell simulation (faster than simulating)")
+    p.add_argument("--keep-intermediates", action="store_true",
+                   help="keep read/qc/gate outputs (deleted by default once used: disk space at 1M cells)")
     p.add_argument("--work", default=str(DATA_DIR / "workflow"))
     p.add_argument("--json", default=None, help="also write the results as JSON")
     p.add_argument("--backed-worker", nargs=3, help=argparse.SUPPRESS)
@@ -252,6 +262,8 @@ def main(argv=None) -> int:
     if args.backed_worker:
         print(json.dumps(backed_worker(*args.backed_worker)))
         return 0
+    global KEEP_INTERMEDIATES
+    KEEP_INTERMEDIATES = bool(args.keep_intermediates)
     if args.out_of_core:
         GLOBAL_OPTS[:] = ["--backed", "yes"]
     if args.compression:
