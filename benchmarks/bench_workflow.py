@@ -84,7 +84,9 @@ def replicate_h5ad(base: Path, out: Path, n: int, chunk_size: int = 50_000) -> P
 
                 block = sp.csr_matrix(sp.vstack(parts, format="csr"))
                 if first:
-                    write_elem(f, "X", block)
+                    from cafclassify.io._shard import wide_indptr
+
+                    write_elem(f, "X", wide_indptr(block, n * var.shape[0]))
                     first = False
                 else:
                     sparse_dataset(f["X"]).append(block)

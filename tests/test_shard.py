@@ -307,3 +307,25 @@ def test_dry_run_shards_large_datasets_only(tmp_path):
     assert jobs["qc"] == 2 and jobs["score"] == 2 and jobs["gate"] == 2  # the other two
     jobs = _dry_run(tmp_path, 0)
     assert "shard" not in jobs and jobs["qc"] == 3 and jobs["score"] == 3
+
+
+def test_streamed_matrices_get_a_64_bit_indptr_when_they_may_outgrow_32_bits(tmp_path):
+    """anndata refuses to append past 2**31 - 1 values to a 32-bit indptr (1M cells x
+    ~2,000 genes): the first block decides, from an upper bound on the final size."""
+    import h5py
+    from anndata.io import read_elem
+
+    from cafclassify.io._shard import _MatrixWriter, wide_indptr
+
+    X = sp.random(900, 40, density=0.2, format="csr", dtype=np.float32, random_state=1)
+    assert wide_indptr(X, 10**6).indptr.dtype == X.indptr.dtype  # small: unchanged
+    wide = wide_indptr(X, 2**31)
+    assert wide.indptr.dtype == np.int64 and X.indptr.dtype == np.int32  # input not modified
+    for n_rows, want in ((900, np.int32), (60_000_000, np.int64)):  # 60M x 40 > 2**31
+        with h5py.File(tmp_path / f"{n_rows}.h5", "w") as f:
+            w = _MatrixWriter(f, "X", n_rows, 40, "gzip")
+            for a in range(0, 900, 300):
+                w.append(X[a:a + 300])
+            assert f["X/indptr"].dtype == want
+            back = read_elem(f["X"])
+        assert (back != X).nnz == 0

@@ -798,7 +798,9 @@ def simulate_to_h5ad(
                     chunks = map(_chunk_worker, bounds)
                 for (start, stop), chunk in zip(bounds, chunks, strict=True):
                     if not written:
-                        write_elem(f, "X", chunk, dataset_kwargs=ds_kw)
+                        from ..io._shard import wide_indptr
+
+                        write_elem(f, "X", wide_indptr(chunk, n * len(design.genes)), dataset_kwargs=ds_kw)
                         written = True
                     else:
                         sparse_dataset(f["X"]).append(chunk)

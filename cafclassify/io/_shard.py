@@ -186,6 +186,20 @@ def _block(reader, start: int, stop: int):
     return np.asarray(block)
 
 
+def wide_indptr(block: sp.csr_matrix, max_nnz: int) -> sp.csr_matrix:
+    """``block`` with a 64-bit ``indptr`` when the matrix it starts may exceed 2**31 - 1 values.
+
+    anndata cannot append to an on-disk CSR matrix once its non-zeros outgrow a 32-bit
+    ``indptr`` (e.g. 1M cells x ~2,000 detected genes), so the first block written
+    decides. ``max_nnz`` is an upper bound on the final non-zeros (e.g. rows x columns).
+    """
+    if max_nnz < np.iinfo(np.int32).max or block.indptr.dtype == np.int64:
+        return block
+    block = block.copy()
+    block.indptr = block.indptr.astype(np.int64)  # indices (column numbers) stay 32-bit
+    return block
+
+
 class _MatrixWriter:
     """Append row blocks to an on-disk matrix (CSR or dense) in an open h5py file."""
 
@@ -203,7 +217,8 @@ class _MatrixWriter:
         if self.sparse is None:
             self.sparse = sp.issparse(block)
             if self.sparse:
-                write_elem(self.f, self.key, sp.csr_matrix(block), dataset_kwargs=self.kw)
+                first = wide_indptr(sp.csr_matrix(block), self.n_rows * self.n_cols)
+                write_elem(self.f, self.key, first, dataset_kwargs=self.kw)
             else:
                 ds = self.f.create_dataset(self.key, shape=(self.n_rows, self.n_cols),
                                            dtype=block.dtype, **self.kw)
