@@ -219,3 +219,26 @@ def test_backed_auto_switches_on_the_cell_count(read_file, tmp_path):
     assert "matrices kept on disk" in log  # 1,200 cells >= 1,000
     log = _run(["--backed-min-cells", "5000", "gate", str(read_file), "-o", str(tmp_path / "b.h5ad")])
     assert "matrices kept on disk" not in log
+
+
+def test_files_with_64_bit_indptr_run_out_of_core(read_file, chains, tmp_path):
+    """Atlas-sized files (> 2**31 stored values) carry a 64-bit indptr: same results."""
+    import shutil
+
+    import h5py
+
+    wide = tmp_path / "wide.h5ad"
+    shutil.copy(chains["yes"][0] / "qc.h5ad", wide)
+    with h5py.File(wide, "a") as f:
+        for key in ("X", f"layers/{K.LAYER_COUNTS}"):
+            ptr = f[f"{key}/indptr"][()].astype(np.int64)
+            del f[f"{key}/indptr"]
+            f.create_dataset(f"{key}/indptr", data=ptr)
+        assert f["X/indptr"].dtype == np.int64
+    _run(["--backed", "yes", "qc", str(wide), "-o", str(tmp_path / "qc.h5ad"), "--filter"])
+    _run(["--backed", "yes", "gate", str(wide), "-o", str(tmp_path / "gate.h5ad")])
+    _run(["--backed", "yes", "score", str(tmp_path / "gate.h5ad"), "-o", str(tmp_path / "score.h5ad")])
+    ref = ad.read_h5ad(chains["yes"][0] / "score.h5ad")
+    got = ad.read_h5ad(tmp_path / "score.h5ad")
+    assert np.array_equal(got.obs[K.OBS_LINEAGE].astype(str), ref.obs[K.OBS_LINEAGE].astype(str))
+    assert np.array_equal(got.obsm["caf_scores"].to_numpy(), ref.obsm["caf_scores"].to_numpy())
