@@ -105,12 +105,14 @@ def _features(X, rows, genes: np.ndarray, sd: np.ndarray, value_type: str):
     return b * (np.sqrt(genes.size) / norm)[:, None]
 
 
-def _fit_predict(X, y: np.ndarray, train: np.ndarray, genes, sd, value_type: str,
-                 random_state: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Probabilities for every cell (cross-fitted for the training cells).
+def _fit_predict(X, y: np.ndarray, trains: list[np.ndarray], genes, sd, value_type: str,
+                 random_state: int) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Probabilities for every cell (cross-fitted for the training cells), per model.
 
-    Returns ``P`` (cells x classes), the class codes and the balanced accuracy of
-    the cross-fitted predictions on the training seeds.
+    One model per training set in ``trains``; all of them are applied in a single pass
+    over the matrix (features computed once per block). Returns, per model, ``P``
+    (cells x classes), the class codes and the balanced accuracy of the cross-fitted
+    predictions on its training seeds.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
@@ -118,26 +120,34 @@ def _fit_predict(X, y: np.ndarray, train: np.ndarray, genes, sd, value_type: str
     def model():
         return LogisticRegression(C=C_REG, class_weight="balanced", max_iter=1000)
 
-    Ftr = _features(X, train, genes, sd, value_type)
-    ytr = y[train]
-    full = model().fit(Ftr, ytr)
-    classes = full.classes_
+    fits = []
+    for train in trains:
+        Ftr = _features(X, train, genes, sd, value_type)
+        ytr = y[train]
+        full = model().fit(Ftr, ytr)
+        fits.append((train, Ftr, ytr, full))
     n = X.shape[0]
-    P = np.zeros((n, classes.size))
+    Ps = [np.zeros((n, full.classes_.size)) for _, _, _, full in fits]
     for start in range(0, n, CHUNK):
         rows = np.arange(start, min(start + CHUNK, n))
-        P[rows] = full.predict_proba(_features(X, rows, genes, sd, value_type))
-    oof = np.zeros((train.size, classes.size))
-    folds = StratifiedKFold(n_splits=N_FOLDS, shuffle=True, random_state=random_state)
-    for fit_idx, test_idx in folds.split(np.zeros(train.size), ytr):
-        m = model().fit(Ftr[fit_idx], ytr[fit_idx])
-        # a fold may lack no class (>= MIN_SEEDS >= N_FOLDS per class), but be safe
-        cols = np.searchsorted(classes, m.classes_)
-        oof[np.ix_(test_idx, cols)] = m.predict_proba(Ftr[test_idx])
-    P[train] = oof
-    pred = classes[oof.argmax(1)]
-    recalls = [(pred[ytr == c] == c).mean() for c in classes]
-    return P, classes, float(np.mean(recalls))
+        F = _features(X, rows, genes, sd, value_type)
+        for P, (_, _, _, full) in zip(Ps, fits, strict=True):
+            P[rows] = full.predict_proba(F)
+    out = []
+    for P, (train, Ftr, ytr, full) in zip(Ps, fits, strict=True):
+        classes = full.classes_
+        oof = np.zeros((train.size, classes.size))
+        folds = StratifiedKFold(n_splits=N_FOLDS, shuffle=True, random_state=random_state)
+        for fit_idx, test_idx in folds.split(np.zeros(train.size), ytr):
+            m = model().fit(Ftr[fit_idx], ytr[fit_idx])
+            # a fold may lack no class (>= MIN_SEEDS >= N_FOLDS per class), but be safe
+            cols = np.searchsorted(classes, m.classes_)
+            oof[np.ix_(test_idx, cols)] = m.predict_proba(Ftr[test_idx])
+        P[train] = oof
+        pred = classes[oof.argmax(1)]
+        recalls = [(pred[ytr == c] == c).mean() for c in classes]
+        out.append((P, classes, float(np.mean(recalls))))
+    return out
 
 
 def refine_lineages(X, *, value_type: str, final: np.ndarray, own: np.ndarray, codes: np.ndarray,
@@ -206,14 +216,16 @@ def refine_lineages(X, *, value_type: str, final: np.ndarray, own: np.ndarray, c
 
     sd = _gene_sd(X, genes, value_type)
     tr_a = train_rows(lin_learnt)
-    PA, cls_a, cv_a = _fit_predict(X, y, tr_a, genes, sd, value_type, random_state)
+    tr_b = train_rows(learnt) if L in learnt else None
+    fitted = _fit_predict(X, y, [tr_a] if tr_b is None else [tr_a, tr_b], genes, sd, value_type,
+                          random_state)
+    PA, cls_a, cv_a = fitted[0]
     a_pred = cls_a[PA.argmax(1)]
     a_p = PA.max(1)
     info["n_train"] = {labels[c]: int((y[tr_a] == c).sum()) for c in lin_learnt}
     info["cv_balanced_accuracy"] = {"lineage_model": cv_a}
-    if L in learnt:
-        tr_b = train_rows(learnt)
-        PB, cls_b, cv_b = _fit_predict(X, y, tr_b, genes, sd, value_type, random_state)
+    if tr_b is not None:
+        PB, cls_b, cv_b = fitted[1]
         b_pred = cls_b[PB.argmax(1)]
         b_p = PB.max(1)
         info["n_train"][UNMARKED] = int((y[tr_b] == L).sum())
