@@ -242,3 +242,27 @@ def test_files_with_64_bit_indptr_run_out_of_core(read_file, chains, tmp_path):
     got = ad.read_h5ad(tmp_path / "score.h5ad")
     assert np.array_equal(got.obs[K.OBS_LINEAGE].astype(str), ref.obs[K.OBS_LINEAGE].astype(str))
     assert np.array_equal(got.obsm["caf_scores"].to_numpy(), ref.obsm["caf_scores"].to_numpy())
+
+
+@pytest.mark.parametrize("case", ["contiguous", "dense_window", "sparse_window", "mixed", "repeats", "empty"])
+def test_take_rows_equals_indexing_on_disk(read_file, case, monkeypatch):
+    from cafclassify import _utils
+
+    monkeypatch.setattr(_utils, "TAKE_BLOCK", 100)  # several windows on a small file
+    mem = ad.read_h5ad(read_file).X
+    rng = np.random.default_rng(3)
+    rows = {
+        "contiguous": np.arange(130, 420),
+        "dense_window": rng.choice(np.arange(200, 300), 80, replace=False),  # >= half of a window
+        "sparse_window": rng.choice(mem.shape[0], 25, replace=False),  # a few rows per window
+        "mixed": np.r_[np.arange(0, 90), rng.choice(np.arange(400, 1100), 30, replace=False)],
+        "repeats": np.r_[np.arange(50, 60), [55, 3, 3, 999]],
+        "empty": np.array([], dtype=int),
+    }[case]
+    lazy = open_lazy(read_file)
+    try:
+        got = _utils.take_rows(lazy.X, rows)
+    finally:
+        lazy.file.close()
+    assert got.shape == (rows.size, mem.shape[1])
+    assert (sp.csr_matrix(got) != mem[rows]).nnz == 0
