@@ -97,6 +97,9 @@ AXIS_SETS = ("LTBP2_CAF",)
 STATE_SETS = ("senescence", "cycling")
 _FALLBACK_CLASSES = ("myCAF", "iCAF", "apCAF", "meCAF", "vCAF", "dCAF")
 _CHUNK = 20000
+#: fibroblasts per prediction block: per-cell work, so the block size changes memory only
+#: (dense blocks of cells x model genes, several copies), never the results
+_PREDICT_CHUNK = 5000
 _LTBP2_CAVEAT = (
     "LTBP2+ CAF calls rest on ONE seed gene (LTBP2; Zhan et al. 2025, ESCC). The call is based on "
     "LTBP2 expression itself (two-component mixture among LTBP2-detected fibroblasts); the "
@@ -937,15 +940,15 @@ def _predict_proba(adata, model: CafModel, fib_rows: np.ndarray, *, layer, batch
         for g in np.unique(groups):
             pos = np.flatnonzero(groups == g)
             mu, s = feats.stats(fib_rows[pos])
-            for start in range(0, pos.size, _CHUNK):
-                p = pos[start:start + _CHUNK]
+            for start in range(0, pos.size, _PREDICT_CHUNK):
+                p = pos[start:start + _PREDICT_CHUNK]
                 Z = _scale(feats.raw_block(fib_rows[p]), mu, s)
                 proba[p] = model.predict_proba(Z)
                 if keep_features:
                     Zkeep.append((p, Z))
     else:
-        for start in range(0, fib_rows.size, _CHUNK):
-            p = np.arange(start, min(start + _CHUNK, fib_rows.size))
+        for start in range(0, fib_rows.size, _PREDICT_CHUNK):
+            p = np.arange(start, min(start + _PREDICT_CHUNK, fib_rows.size))
             Z = _scale(feats.raw_block(fib_rows[p]), model.feature_mean, model.feature_scale)
             proba[p] = model.predict_proba(Z)
             if keep_features:
@@ -974,8 +977,8 @@ def _ltbp2_axis(adata, fib_rows, layer, module_scores: pd.Series | None, random_
     X = _matrix(adata, layer)
     counts = _value_type(X) == "counts"
     x = np.zeros(fib_rows.size)
-    for start in range(0, fib_rows.size, _CHUNK):
-        r = fib_rows[start:start + _CHUNK]
+    for start in range(0, fib_rows.size, _PREDICT_CHUNK):
+        r = fib_rows[start:start + _PREDICT_CHUNK]
         x[start:start + r.size] = _lognorm(_rows_csr(X, r), counts)[:, hit[0]].toarray().ravel()
     sdv = x.std()
     score[fib_rows] = (x - x.mean()) / (sdv if sdv > 0 else 1.0)
