@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 import scipy.io
 import scipy.sparse as sp
+from _tenx_fixtures import write_10x_h5_v2 as _write_10x_h5_v2
+from _tenx_fixtures import write_10x_h5_v3 as _write_10x_h5_v3
 
 import cafclassify
 from cafclassify import _keys as K
@@ -74,46 +76,6 @@ def _write_mtx_folder(
         for b in adata.obs_names:
             fh.write(b + "\n")
     return folder
-
-
-def _write_10x_h5_v3(path: Path, adata: ad.AnnData, *, antibody: int = 0) -> Path:
-    X = sp.csr_matrix(adata.X).astype(np.int32)
-    names = list(adata.var_names)
-    ftypes = ["Gene Expression"] * len(names)
-    if antibody:
-        ab = sp.csr_matrix(np.full((adata.n_obs, antibody), 3, dtype=np.int32))
-        X = sp.hstack([X, ab]).tocsr()
-        names += [f"CD{i}_TotalSeqB" for i in range(antibody)]
-        ftypes += ["Antibody Capture"] * antibody
-    csc = X.T.tocsc()  # genes x cells, compressed by cell
-    with h5py.File(path, "w") as f:
-        g = f.create_group("matrix")
-        g["barcodes"] = np.array(adata.obs_names, dtype="S")
-        g["data"] = csc.data.astype(np.int32)
-        g["indices"] = csc.indices.astype(np.int64)
-        g["indptr"] = csc.indptr.astype(np.int64)
-        g["shape"] = np.array(csc.shape, dtype=np.int32)
-        fg = g.create_group("features")
-        fg["_all_tag_keys"] = np.array([b"genome"])
-        fg["feature_type"] = np.array(ftypes, dtype="S")
-        fg["genome"] = np.array([b"GRCh38"] * len(names))
-        fg["id"] = np.array([f"ENSG{i:011d}" for i in range(len(names))], dtype="S")
-        fg["name"] = np.array(names, dtype="S")
-    return path
-
-
-def _write_10x_h5_v2(path: Path, adata: ad.AnnData) -> Path:
-    csc = sp.csr_matrix(adata.X).astype(np.int32).T.tocsc()
-    with h5py.File(path, "w") as f:
-        g = f.create_group("GRCh38")
-        g["barcodes"] = np.array(adata.obs_names, dtype="S")
-        g["data"] = csc.data
-        g["indices"] = csc.indices.astype(np.int64)
-        g["indptr"] = csc.indptr.astype(np.int64)
-        g["shape"] = np.array(csc.shape, dtype=np.int32)
-        g["genes"] = np.array([f"ENSG{i:011d}" for i in range(adata.n_vars)], dtype="S")
-        g["gene_names"] = np.array(adata.var_names, dtype="S")
-    return path
 
 
 def _write_table(path: Path, adata: ad.AnnData, *, genes_in_rows=True, sep=",", gz=False,

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from _tenx_fixtures import write_10x_h5_v2 as _write_10x_h5_v2
+from _tenx_fixtures import write_10x_h5_v3
 
 from cafclassify import _keys as K
 from cafclassify._errors import CafClassifyError, InputFileError
@@ -248,48 +250,14 @@ def test_stamp_sees_the_annotations_before_writing(tmp_path):
 # ---------------------------------------------------------------------------
 # 10x HDF5
 # ---------------------------------------------------------------------------
-def _write_10x_h5_v3(path: Path, adata: ad.AnnData, *, antibody: int = 0) -> Path:
-    X = sp.csr_matrix(adata.X).astype(np.int32)
-    names = list(adata.var_names)
-    ftypes = ["Gene Expression"] * len(names)
-    if antibody:
-        ab = sp.csr_matrix(np.full((adata.n_obs, antibody), 3, dtype=np.int32))
-        X = sp.hstack([X[:, :5], ab, X[:, 5:]]).tocsr()  # antibodies between genes
-        names = names[:5] + [f"CD{i}_TotalSeqB" for i in range(antibody)] + names[5:]
-        ftypes = ftypes[:5] + ["Antibody Capture"] * antibody + ftypes[5:]
-    csc = X.T.tocsc()  # genes x cells, compressed by cell
-    with h5py.File(path, "w") as f:
-        g = f.create_group("matrix")
-        g["barcodes"] = np.array(adata.obs_names, dtype="S")
-        g.create_dataset("data", data=csc.data.astype(np.int32), chunks=True, compression="gzip")
-        g["indices"] = csc.indices.astype(np.int64)
-        g["indptr"] = csc.indptr.astype(np.int64)
-        g["shape"] = np.array(csc.shape, dtype=np.int32)
-        fg = g.create_group("features")
-        fg["_all_tag_keys"] = np.array([b"genome"])
-        fg["feature_type"] = np.array(ftypes, dtype="S")
-        fg["genome"] = np.array([b"GRCh38"] * len(names))
-        fg["id"] = np.array([f"ENSG{i:011d}" for i in range(len(names))], dtype="S")
-        fg["name"] = np.array(names, dtype="S")
-    return path
-
-
-def _write_10x_h5_v2(path: Path, adata: ad.AnnData) -> Path:
-    csc = sp.csr_matrix(adata.X).astype(np.int32).T.tocsc()
-    with h5py.File(path, "w") as f:
-        g = f.create_group("GRCh38")
-        g["barcodes"] = np.array(adata.obs_names, dtype="S")
-        g["data"] = csc.data
-        g["indices"] = csc.indices.astype(np.int64)
-        g["indptr"] = csc.indptr.astype(np.int64)
-        g["shape"] = np.array(csc.shape, dtype=np.int32)
-        g["genes"] = np.array([f"ENSG{i:011d}" for i in range(adata.n_vars)], dtype="S")
-        g["gene_names"] = np.array(adata.var_names, dtype="S")
-    return path
+def _10x_v3(path, adata):
+    """Cell Ranger v3 file with gzip-compressed chunked values (as Cell Ranger writes)."""
+    return write_10x_h5_v3(path, adata, compressed=True)
 
 
 def test_10x_h5_v3_equals_read(tmp_path, count_blocks):
-    src = _write_10x_h5_v3(tmp_path / "filtered_feature_bc_matrix.h5", _counts(seed=6), antibody=3)
+    src = write_10x_h5_v3(tmp_path / "filtered_feature_bc_matrix.h5", _counts(seed=6), antibody=3,
+                          antibody_at=5, compressed=True)
     ref = _reference(src, tmp_path)
     got, rec = _stream(src, tmp_path, chunk_size=CHUNK)
     _assert_same(ref, got)
@@ -342,7 +310,7 @@ def _messages_match(src: Path, tmp: Path, chunk_size: int = CHUNK, **kw) -> Inpu
 
 
 def test_malformed_10x_reports_like_read(tmp_path):
-    src = _write_10x_h5_v3(tmp_path / "broken.h5", _counts(seed=8, n_cells=300))
+    src = _10x_v3(tmp_path / "broken.h5", _counts(seed=8, n_cells=300))
     with h5py.File(src, "a") as f:
         del f["matrix/features/name"]  # the gene names are missing
     err = _messages_match(src, tmp_path)
@@ -354,7 +322,7 @@ def test_malformed_10x_reports_like_read(tmp_path):
 
 
 def test_inconsistent_10x_matrix_is_an_input_error(tmp_path):
-    src = _write_10x_h5_v3(tmp_path / "cut.h5", _counts(seed=8, n_cells=300))
+    src = _10x_v3(tmp_path / "cut.h5", _counts(seed=8, n_cells=300))
     with h5py.File(src, "a") as f:  # indptr cut short: a truncated export
         indptr = f["matrix/indptr"][:-20]
         del f["matrix/indptr"]
