@@ -29,13 +29,17 @@ def get_matrix(adata: AnnData, layer: str | None):
     if layer is None:
         X, where = adata.X, "adata.X"
     else:
-        if layer not in adata.layers:
+        from .io._lazy import lazy_layer, lazy_layer_names
+
+        # a backed AnnData from open_lazy() keeps its layers on disk: read them from there
+        names = lazy_layer_names(adata)
+        if layer not in names:
             raise DataError(
-                f"layer {layer!r} not found (available layers: {sorted(adata.layers) or 'none'}).",
+                f"layer {layer!r} not found (available layers: {names or 'none'}).",
                 path="adata.layers",
                 fix="pass layer=None to use adata.X, or one of the available layers.",
             )
-        X, where = adata.layers[layer], f"adata.layers[{layer!r}]"
+        X, where = lazy_layer(adata, layer), f"adata.layers[{layer!r}]"
     if X is None:
         raise DataError(
             "the AnnData object has no expression matrix.",

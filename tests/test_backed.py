@@ -266,3 +266,18 @@ def test_take_rows_equals_indexing_on_disk(read_file, case, monkeypatch):
         lazy.file.close()
     assert got.shape == (rows.size, mem.shape[1])
     assert (sp.csr_matrix(got) != mem[rows]).nnz == 0
+
+
+def test_layer_of_a_backed_object_is_read_from_disk(read_file):
+    """score(layer="counts") on open_lazy(): the shared matrix accessor finds on-disk layers."""
+    import cafclassify as cc
+
+    mem = ad.read_h5ad(read_file)
+    cc.score(mem, layer=K.LAYER_COUNTS)
+    lazy = open_lazy(read_file)
+    try:
+        cc.score(lazy, layer=K.LAYER_COUNTS)
+        got = lazy.obsm["caf_scores"]
+    finally:
+        lazy.file.close()
+    assert np.array_equal(got.to_numpy(), mem.obsm["caf_scores"].to_numpy())

@@ -65,6 +65,7 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .._errors import DataError
+from ..io._lazy import is_lazy, lazy_layer, lazy_layer_names
 
 __all__ = [
     "MAX_CELLS_DOUBLETS_BACKED",
@@ -204,31 +205,11 @@ def _mad_bounds(x: np.ndarray, nmads: float) -> tuple[float, float, float, float
     return med - nmads * mad, med + nmads * mad, med, mad
 
 
-def _is_backed(adata: AnnData) -> bool:
-    return bool(getattr(adata, "isbacked", False))
-
-
-def _layer_names(adata: AnnData) -> list[str]:
-    if _is_backed(adata):
-        from ..io._lazy import lazy_layer_names
-
-        return lazy_layer_names(adata)
-    return list(adata.layers.keys())
-
-
-def _get_layer(adata: AnnData, layer: str):
-    if _is_backed(adata):
-        from ..io._lazy import lazy_layer
-
-        return lazy_layer(adata, layer)  # row-sliceable on-disk dataset
-    return adata.layers[layer]
-
-
 def _choose_matrix(adata: AnnData, layer: str | None):
     """Return (matrix, description, value type); on disk for a backed AnnData."""
     from ..io import detect_value_type
 
-    names = _layer_names(adata)
+    names = lazy_layer_names(adata)  # on disk too for a backed AnnData
     if layer is not None:
         if layer not in names:
             raise DataError(
@@ -236,9 +217,9 @@ def _choose_matrix(adata: AnnData, layer: str | None):
                 path="adata.layers",
                 fix="pass one of the existing layers, or layer=None.",
             )
-        X, desc = _get_layer(adata, layer), f"layers[{layer!r}]"
+        X, desc = lazy_layer(adata, layer), f"layers[{layer!r}]"
     elif K.LAYER_COUNTS in names:
-        X, desc = _get_layer(adata, K.LAYER_COUNTS), f"layers[{K.LAYER_COUNTS!r}]"
+        X, desc = lazy_layer(adata, K.LAYER_COUNTS), f"layers[{K.LAYER_COUNTS!r}]"
     else:
         X, desc = adata.X, "X"
     if X is None:
@@ -518,7 +499,7 @@ def qc(
         scaled values, ``doublets=True`` without counts (or with a backed sample
         too large for memory), or ``copy=True``/a view on a backed AnnData.
     """
-    backed = _is_backed(adata)
+    backed = is_lazy(adata)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
         raise DataError(f"chunk_size must be a positive integer, got {chunk_size!r}.",
                         path="qc(chunk_size=)", fix="pass a positive number of cells per block.")
@@ -765,7 +746,7 @@ def filter_cells(adata: AnnData, *, copy: bool = False) -> AnnData | None:
         If :func:`qc` has not been run, if no cell would remain, or for a backed AnnData.
     """
     keep = _check_marked(adata)
-    if _is_backed(adata):
+    if is_lazy(adata):
         raise DataError(
             "filter_cells() cannot subset a backed AnnData in memory (its matrix is on disk).",
             path=str(adata.filename),
