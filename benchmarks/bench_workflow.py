@@ -58,7 +58,10 @@ def replicate_h5ad(base: Path, out: Path, n: int, chunk_size: int = 50_000) -> P
     import anndata as ad
     import h5py
     import pandas as pd
-    from anndata.io import read_elem, sparse_dataset, write_elem
+    import scipy.sparse as sp
+    from anndata.io import read_elem, sparse_dataset
+
+    from cafclassify.io._shard import _MatrixWriter
 
     tmp = out.with_name(f".{out.name}.part")
     with h5py.File(base, "r") as fb:
@@ -73,23 +76,14 @@ def replicate_h5ad(base: Path, out: Path, n: int, chunk_size: int = 50_000) -> P
         with h5py.File(tmp, "a") as f:
             if "X" in f:
                 del f["X"]
-            first = True
+            writer = _MatrixWriter(f, "X", n, var.shape[0], None)  # 64-bit indptr when needed
             for start in range(0, n, chunk_size):
                 stop = min(n, start + chunk_size)
                 rows = idx[start:stop]
                 # contiguous runs of base rows (a chunk wraps around the base at most once)
                 cut = np.flatnonzero(np.diff(rows) != 1) + 1
                 parts = [src[int(r[0]):int(r[-1]) + 1] for r in np.split(rows, cut)]
-                import scipy.sparse as sp
-
-                block = sp.csr_matrix(sp.vstack(parts, format="csr"))
-                if first:
-                    from cafclassify.io._shard import wide_indptr
-
-                    write_elem(f, "X", wide_indptr(block, n * var.shape[0]))
-                    first = False
-                else:
-                    sparse_dataset(f["X"]).append(block)
+                writer.append(sp.vstack(parts, format="csr"))
     os.replace(tmp, out)
     return out
 
