@@ -8,7 +8,7 @@ from anndata import AnnData
 
 from ._errors import DataError
 
-__all__ = ["get_matrix", "take_rows"]
+__all__ = ["GatheredRows", "get_matrix", "stored_row_bytes", "take_rows"]
 
 
 def get_matrix(adata: AnnData, layer: str | None):
@@ -93,6 +93,8 @@ def take_rows(X, rows) -> np.ndarray | sp.spmatrix:
     The rows, in the given order: CSR for sparse input, ndarray for dense.
     """
     rows = np.asarray(rows, dtype=np.int64).ravel()
+    if isinstance(X, GatheredRows):
+        return X.take(rows)
     if not _is_backed_matrix(X):
         return X[rows]
     if rows.size == 0:
@@ -125,3 +127,63 @@ def take_rows(X, rows) -> np.ndarray | sp.spmatrix:
     if uniq.size == rows.size and np.array_equal(uniq, rows):
         return got
     return got[inverse]
+
+
+def stored_row_bytes(X, rows) -> int:
+    """Bytes that ``rows`` of ``X`` take in memory once read (CSR: values + indices)."""
+    rows = np.asarray(rows, dtype=np.int64).ravel()
+    if rows.size == 0:
+        return 0
+    group = getattr(X, "group", None)
+    if group is not None and "indptr" in group:  # anndata backed sparse dataset
+        indptr = group["indptr"][:]
+        nnz = int((indptr[rows + 1] - indptr[rows]).sum())
+        return nnz * (np.dtype(group["data"].dtype).itemsize + np.dtype(group["indices"].dtype).itemsize)
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        nnz = int((X.indptr[rows + 1] - X.indptr[rows]).sum())
+        return nnz * (X.data.dtype.itemsize + X.indices.dtype.itemsize)
+    return int(rows.size) * int(X.shape[1]) * np.dtype(X.dtype).itemsize
+
+
+class GatheredRows:
+    """Some rows of an on-disk matrix, read once into memory.
+
+    An analysis that visits the same scattered rows of a backed file several times
+    (the fibroblasts of a tumour file when a classifier is trained: HVGs, feature
+    statistics, seeds, prediction) reads them once here instead of once per visit.
+    :func:`take_rows` on this object returns rows by their row numbers in the
+    full matrix; rows that were not gathered are read from the source.
+
+    Parameters
+    ----------
+    X
+        The full matrix (on disk or in memory).
+    rows
+        Row numbers to hold in memory.
+    """
+
+    def __init__(self, X, rows):
+        self.source = X
+        self.rows = np.unique(np.asarray(rows, dtype=np.int64))
+        block = take_rows(X, self.rows)
+        self.block = sp.csr_matrix(block) if sp.issparse(block) else np.asarray(block)
+        self.shape = tuple(X.shape)
+        self.dtype = self.block.dtype
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the gathered rows."""
+        b = self.block
+        return int(b.data.nbytes + b.indices.nbytes + b.indptr.nbytes) if sp.issparse(b) else int(b.nbytes)
+
+    def take(self, rows) -> np.ndarray | sp.spmatrix:
+        """Rows by their numbers in the full matrix, in the given order."""
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        if rows.size == 0:
+            return self.block[:0]
+        pos = np.searchsorted(self.rows, rows)
+        inside = pos < self.rows.size
+        if not (inside.all() and np.array_equal(self.rows[pos], rows)):
+            return take_rows(self.source, rows)
+        return self.block[pos]

@@ -71,8 +71,10 @@ Separate axes (never competing with the subtype)
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -81,7 +83,7 @@ import scipy.sparse as sp
 
 from .. import _keys as K
 from .._errors import DataError, ModelError
-from .._utils import get_matrix, take_rows
+from .._utils import GatheredRows, _is_backed_matrix, get_matrix, stored_row_bytes, take_rows
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -111,18 +113,57 @@ _LTBP2_CAVEAT = (
 # =========================================================================== helpers
 
 
+#: training on a backed file gathers the fibroblasts' rows into memory once when they take
+#: at most this much (CSR values + indices); above it they are re-read from disk per use
+GATHER_MAX_BYTES = 4 * 2**30
+
+#: rows gathered for the current train/classify call: {(id(adata), layer): GatheredRows}
+_GATHERED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("cafclassify_gathered", default=None)
+
+
 def _matrix(adata: AnnData, layer: str | None):
-    return get_matrix(adata, layer)[0]
+    gathered = (_GATHERED.get() or {}).get((id(adata), layer))
+    return gathered if gathered is not None else get_matrix(adata, layer)[0]
 
 
-def _fibroblast_mask(adata: AnnData, lineage_key: str | None) -> tuple[np.ndarray, bool]:
+@contextlib.contextmanager
+def _fibroblasts_in_memory(adata: AnnData, layer: str | None, rows: np.ndarray) -> Iterator[None]:
+    """Read the fibroblasts of an on-disk matrix once for the duration of a training run.
+
+    Training visits the fibroblasts' rows several times (HVGs, feature statistics, seeds,
+    self-training, prediction, the LTBP2 axis); on a backed file each visit re-reads
+    scattered rows. In memory, and for rows above :data:`GATHER_MAX_BYTES`, nothing
+    changes. The results are the same either way.
+    """
+    X = get_matrix(adata, layer)[0]
+    if not _is_backed_matrix(X) or rows.size == 0:
+        yield
+        return
+    need = stored_row_bytes(X, rows)
+    if need > GATHER_MAX_BYTES:
+        logger.info("fibroblast rows take %.1f GB (> %.1f GB): read from disk per use",
+                    need / 2**30, GATHER_MAX_BYTES / 2**30)
+        yield
+        return
+    gathered = GatheredRows(X, rows)
+    gathered.value_type = _value_type(X)
+    logger.info("read %d fibroblasts (%.2f GB) from disk once for training", rows.size, gathered.nbytes / 2**30)
+    token = _GATHERED.set({**(_GATHERED.get() or {}), (id(adata), layer): gathered})
+    try:
+        yield
+    finally:
+        _GATHERED.reset(token)
+
+
+def _fibroblast_mask(adata: AnnData, lineage_key: str | None, *, warn: bool = True) -> tuple[np.ndarray, bool]:
     if lineage_key is not None and lineage_key in adata.obs:
         mask = (adata.obs[lineage_key].astype(str) == "fibroblast").to_numpy()
         return mask, True
-    logger.warning(
-        "obs[%r] not found: treating ALL %d cells as fibroblasts. Run cafclassify.gate first "
-        "unless the data are already fibroblast-only.", lineage_key, adata.n_obs,
-    )
+    if warn:
+        logger.warning(
+            "obs[%r] not found: treating ALL %d cells as fibroblasts. Run cafclassify.gate first "
+            "unless the data are already fibroblast-only.", lineage_key, adata.n_obs,
+        )
     return np.ones(adata.n_obs, dtype=bool), False
 
 
@@ -142,6 +183,8 @@ def _symbols(adata: AnnData) -> np.ndarray:
 
 
 def _value_type(X) -> str:
+    if isinstance(X, GatheredRows):  # decided once, on the whole matrix
+        return X.value_type
     try:
         from ..io import detect_value_type
     except ImportError:  # pragma: no cover - io not installed
@@ -676,7 +719,10 @@ def train(
     -------
     The trained :class:`~cafclassify.model.CafModel` (training summary in ``.summary``).
     """
-    return _train_impl(**locals())[0]
+    kw = dict(locals())
+    fib, _ = _fibroblast_mask(adata, lineage_key, warn=False)
+    with _fibroblasts_in_memory(adata, layer, np.flatnonzero(fib)):
+        return _train_impl(**kw)[0]
 
 
 def _train_impl(adata, *, signatures, score_key, lineage_key, layer, estimator, n_hvg, batch_key,
@@ -1139,51 +1185,54 @@ def classify(
         raise DataError("no cells are labelled 'fibroblast', so there is nothing to classify.",
                         path=f"obs[{lineage_key!r}]",
                         fix="check the gate (cafclassify.gate) or pass pre-gated fibroblasts.")
-    trained_here = False
-    if model is None:
-        model, labels_full, seed_report = _train_impl(
-            adata, **_train_defaults(signatures=signatures, score_key=score_key,
-                                     lineage_key=lineage_key, layer=layer, batch_key=batch_key,
-                                     random_state=random_state, **train_kwargs),
-        )
-        _write_seeds(adata, labels_full, seed_report, K.OBS_SEED)
-        trained_here = True
-    elif isinstance(model, str | bytes) or hasattr(model, "__fspath__"):
-        model = CafModel.load(model)
-    elif train_kwargs:
-        raise DataError(f"training options {sorted(train_kwargs)} given together with a model.",
-                        fix="pass either a model or training options, not both.")
-    proba, overlap, Z = _predict_proba(adata, model, fib_rows, layer=layer, batch_key=batch_key,
-                                       min_gene_overlap=min_gene_overlap, keep_features=smooth and smooth_key is None)
-    classes = list(model.classes)
-    conf = proba.max(axis=1)
-    lab_fib = np.where(conf >= threshold, np.asarray(classes, dtype=object)[proba.argmax(axis=1)],
-                       K.UNASSIGNED)
-    labels = np.full(adata.n_obs, K.NOT_FIBROBLAST, dtype=object)
-    labels[fib_rows] = lab_fib
-    cats = [*classes, K.UNASSIGNED, K.NOT_FIBROBLAST]
-    conf_key = K.OBS_SUBTYPE_CONF if key_added == K.OBS_SUBTYPE else f"{key_added}_confidence"
-    proba_key = K.OBSM_SUBTYPE_PROBA if key_added == K.OBS_SUBTYPE else f"{key_added}_proba"
-    adata.obs[key_added] = pd.Categorical(labels, categories=cats)
-    conf_full = np.full(adata.n_obs, np.nan)
-    conf_full[fib_rows] = conf
-    adata.obs[conf_key] = conf_full
-    pfull = np.full((adata.n_obs, len(classes)), np.nan)
-    pfull[fib_rows] = proba
-    adata.obsm[proba_key] = pd.DataFrame(pfull, index=adata.obs_names, columns=classes)
+    with contextlib.ExitStack() as stack:
+        if model is None:  # training reads the fibroblasts several times: read them once
+            stack.enter_context(_fibroblasts_in_memory(adata, layer, fib_rows))
+        trained_here = False
+        if model is None:
+            model, labels_full, seed_report = _train_impl(
+                adata, **_train_defaults(signatures=signatures, score_key=score_key,
+                                         lineage_key=lineage_key, layer=layer, batch_key=batch_key,
+                                         random_state=random_state, **train_kwargs),
+            )
+            _write_seeds(adata, labels_full, seed_report, K.OBS_SEED)
+            trained_here = True
+        elif isinstance(model, str | bytes) or hasattr(model, "__fspath__"):
+            model = CafModel.load(model)
+        elif train_kwargs:
+            raise DataError(f"training options {sorted(train_kwargs)} given together with a model.",
+                            fix="pass either a model or training options, not both.")
+        proba, overlap, Z = _predict_proba(adata, model, fib_rows, layer=layer, batch_key=batch_key,
+                                           min_gene_overlap=min_gene_overlap, keep_features=smooth and smooth_key is None)
+        classes = list(model.classes)
+        conf = proba.max(axis=1)
+        lab_fib = np.where(conf >= threshold, np.asarray(classes, dtype=object)[proba.argmax(axis=1)],
+                           K.UNASSIGNED)
+        labels = np.full(adata.n_obs, K.NOT_FIBROBLAST, dtype=object)
+        labels[fib_rows] = lab_fib
+        cats = [*classes, K.UNASSIGNED, K.NOT_FIBROBLAST]
+        conf_key = K.OBS_SUBTYPE_CONF if key_added == K.OBS_SUBTYPE else f"{key_added}_confidence"
+        proba_key = K.OBSM_SUBTYPE_PROBA if key_added == K.OBS_SUBTYPE else f"{key_added}_proba"
+        adata.obs[key_added] = pd.Categorical(labels, categories=cats)
+        conf_full = np.full(adata.n_obs, np.nan)
+        conf_full[fib_rows] = conf
+        adata.obs[conf_key] = conf_full
+        pfull = np.full((adata.n_obs, len(classes)), np.nan)
+        pfull[fib_rows] = proba
+        adata.obsm[proba_key] = pd.DataFrame(pfull, index=adata.obs_names, columns=classes)
 
-    # ---- separate axes: LTBP2, senescence, cycling
-    try:
-        axis_scores, axis_src = _get_scores(adata, fib, score_key=score_key, signatures=signatures,
-                                            layer=layer, needed=[*AXIS_SETS, *STATE_SETS],
-                                            random_state=random_state)
-    except (DataError, ImportError, KeyError) as exc:
-        logger.warning("state/LTBP2 scores unavailable (%s); flags will be False.", exc)
-        axis_scores, axis_src = pd.DataFrame(index=adata.obs_names[fib_rows]), "unavailable"
-    module = axis_scores["LTBP2_CAF"] if "LTBP2_CAF" in axis_scores else None
-    lt_pos, lt_score, lt_info = _ltbp2_axis(adata, fib_rows, layer, module, random_state)
-    adata.obs[K.OBS_LTBP2] = lt_pos
-    adata.obs[K.OBS_LTBP2_SCORE] = lt_score
+        # ---- separate axes: LTBP2, senescence, cycling
+        try:
+            axis_scores, axis_src = _get_scores(adata, fib, score_key=score_key, signatures=signatures,
+                                                layer=layer, needed=[*AXIS_SETS, *STATE_SETS],
+                                                random_state=random_state)
+        except (DataError, ImportError, KeyError) as exc:
+            logger.warning("state/LTBP2 scores unavailable (%s); flags will be False.", exc)
+            axis_scores, axis_src = pd.DataFrame(index=adata.obs_names[fib_rows]), "unavailable"
+        module = axis_scores["LTBP2_CAF"] if "LTBP2_CAF" in axis_scores else None
+        lt_pos, lt_score, lt_info = _ltbp2_axis(adata, fib_rows, layer, module, random_state)
+        adata.obs[K.OBS_LTBP2] = lt_pos
+        adata.obs[K.OBS_LTBP2_SCORE] = lt_score
     flags_info = {}
     for st, key in (("senescence", K.OBS_SENESCENT), ("cycling", K.OBS_CYCLING)):
         flag = np.zeros(adata.n_obs, dtype=bool)
