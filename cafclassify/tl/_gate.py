@@ -23,7 +23,7 @@ from scipy import stats
 from .. import _keys as K
 from .._errors import ConfigError, DataError, SignatureError
 from .._utils import get_matrix, take_rows
-from ._gate_refine import log_block, refine_lineages
+from ._gate_refine import col_sums, log_block, refine_lineages
 from ._gate_stroma import recluster_stroma
 
 __all__ = ["gate"]
@@ -90,7 +90,8 @@ def _value_type(X) -> str:
 
 
 def _null_scores(X, matched: dict, *, method: str, n_null: int, rng: np.random.Generator,
-                 max_rank: int, with_sets: bool = False):
+                 max_rank: int, with_sets: bool = False, collect: np.ndarray | None = None,
+                 collected: list | None = None):
     """Per-cell mean and pooled SD of scores of random gene sets of the same sizes.
 
     Random genes are drawn uniformly from all genes of the matrix (not matched on
@@ -98,7 +99,9 @@ def _null_scores(X, matched: dict, *, method: str, n_null: int, rng: np.random.G
     Returns ``mu`` (cells x sets) and ``sigma`` (sets,). With ``with_sets`` the sets'
     own scores are computed in the same pass over the matrix (one read and one
     per-cell ranking for both; identical to scoring them separately) and
-    ``(S, mu, sigma)`` is returned.
+    ``(S, mu, sigma)`` is returned. The rows ``collect`` (sorted row numbers) are
+    appended to ``collected`` as they pass by, so that the clustering subsample
+    costs no second read of an on-disk matrix.
     """
     from ..scoring import _kernels as kern
 
@@ -127,6 +130,10 @@ def _null_scores(X, matched: dict, *, method: str, n_null: int, rng: np.random.G
     for start in range(0, n_cells, _NULL_CHUNK):
         stop = min(start + _NULL_CHUNK, n_cells)
         block = X[start:stop]
+        if collect is not None:
+            a, b = np.searchsorted(collect, [start, stop])
+            if b > a:
+                collected.append(block[collect[a:b] - start])
         if method == "ucell":
             s = kern.ucell_scores(block, all_sets, max_rank=max_rank)
         else:
@@ -142,25 +149,43 @@ def _null_scores(X, matched: dict, *, method: str, n_null: int, rng: np.random.G
     return (S, mu, sigma) if with_sets else (mu, sigma)
 
 
+def _stack_rows(parts: list):
+    """Row blocks collected by :func:`_null_scores`, as one matrix (CSR or ndarray)."""
+    if sp.issparse(parts[0]):
+        return sp.vstack([sp.csr_matrix(p) for p in parts], format="csr")
+    return np.vstack([np.asarray(p) for p in parts])
+
+
+def _graph_subsample(n: int, max_cells_graph: int, random_state: int) -> np.ndarray:
+    """Sorted rows of the cells the kNN graph is built on (all cells up to ``max_cells_graph``)."""
+    if n <= max_cells_graph:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(random_state).choice(n, size=max_cells_graph, replace=False))
+
+
 def _embed_and_cluster(X, *, value_type: str, n_pcs: int, resolution: float,
-                       max_cells_graph: int, random_state: int) -> tuple[np.ndarray, dict]:
+                       max_cells_graph: int, random_state: int, sub_rows=None) -> tuple[np.ndarray, dict]:
     """HVG -> PCA -> kNN -> Leiden on (a subsample of) the cells.
 
-    Above ``max_cells_graph`` cells the graph is built on a random subsample and the
-    other cells join the cluster with the nearest centroid in PCA space.
+    Above ``max_cells_graph`` cells the graph is built on a random subsample
+    (:func:`_graph_subsample`) and the other cells join the cluster with the nearest
+    centroid in PCA space. ``sub_rows``: the subsample's rows if already read. The
+    returned info holds ``_colsums``, per-gene sums of the log-normalised values and of
+    their squares over all cells (for the stage-2 gene SDs, without another pass).
     """
     import scanpy as sc
 
-    n = X.shape[0]
-    rng = np.random.default_rng(random_state)
+    n, n_genes = X.shape
     info: dict[str, Any] = {"n_cells_graph": int(min(n, max_cells_graph)), "subsampled": n > max_cells_graph}
-    sub_idx = np.sort(rng.choice(n, size=max_cells_graph, replace=False)) if n > max_cells_graph else np.arange(n)
+    sub_idx = _graph_subsample(n, max_cells_graph, random_state)
 
     def _prep(block):
         # embedding only: counts are normalised + log1p'd on a copy (scores are rank-based)
         return log_block(block, value_type)
 
-    sub = AnnData(_prep(take_rows(X, sub_idx)))
+    sub = AnnData(_prep(take_rows(X, sub_idx) if sub_rows is None else sub_rows))
+    del sub_rows
+    s1, s2 = col_sums(sub.X, n_genes)
     n_top = int(min(2000, sub.n_vars))
     try:
         sc.pp.highly_variable_genes(sub, n_top_genes=n_top, flavor="seurat")
@@ -189,6 +214,7 @@ def _embed_and_cluster(X, *, value_type: str, n_pcs: int, resolution: float,
     sub_lab = emb.obs["c"].astype(int).to_numpy()
     info.update(n_hvg=int(hvg.size), n_pcs=n_comps, n_neighbors=n_neighbors, _hvg=hvg)
     if not info["subsampled"]:
+        info["_colsums"] = (s1, s2)
         return sub_lab, info
 
     # assign the remaining cells to the nearest cluster centroid in PCA space
@@ -201,10 +227,15 @@ def _embed_and_cluster(X, *, value_type: str, n_pcs: int, resolution: float,
     rest = np.setdiff1d(np.arange(n), sub_idx)
     for start in range(0, rest.size, _NULL_CHUNK):
         rows = rest[start:start + _NULL_CHUNK]
-        blk = _prep(take_rows(X, rows))[:, hvg]
+        blk = _prep(take_rows(X, rows))
+        b1, b2 = col_sums(blk, n_genes)
+        s1 += b1
+        s2 += b2
+        blk = blk[:, hvg]
         proj = np.asarray(blk @ loadings) - mean @ loadings
         d = (proj**2).sum(1)[:, None] - 2 * proj @ cent.T + (cent**2).sum(1)[None, :]
         labels[rows] = d.argmin(axis=1)
+    info["_colsums"] = (s1, s2)
     return labels, info
 
 
@@ -557,10 +588,16 @@ def gate(
         logger.warning("%s.", msg)
     sets_used = usable_lin + usable_state
     rng = np.random.default_rng(random_state)
+    n = adata.n_obs
+    # the clustering subsample is read during the scoring pass (no second read from disk)
+    clustering = cluster_key is None and n >= _MIN_CELLS_GRAPH
+    sub_idx = _graph_subsample(n, int(max_cells_graph), random_state) if clustering else None
+    sub_parts: list = []
+    pass_kw = dict(method=method, n_null=n_null, rng=rng, max_rank=_MAX_RANK, collect=sub_idx,
+                   collected=sub_parts)
     if method == "ucell":
         # the sets' UCell scores and their random-set null in one pass over the matrix
-        S, mu, sigma = _null_scores(X, {n: matched[n] for n in sets_used}, method=method,
-                                    n_null=n_null, rng=rng, max_rank=_MAX_RANK, with_sets=True)
+        S, mu, sigma = _null_scores(X, {n: matched[n] for n in sets_used}, with_sets=True, **pass_kw)
     else:
         score(tmp, wanted, method=method, sets=sets_used, key_added="_gate", min_coverage=0.0,
               on_low_coverage="keep", random_state=random_state, **gene_kw)
@@ -569,12 +606,11 @@ def gate(
         if missing_cols:  # pragma: no cover - score() and match_signatures() disagree
             raise SignatureError(f"scoring returned no column for {missing_cols}.")
         S = S_all[sets_used].to_numpy(dtype=float)
-        mu, sigma = _null_scores(X, {n: matched[n] for n in sets_used}, method=method,
-                                 n_null=n_null, rng=rng, max_rank=_MAX_RANK)
+        mu, sigma = _null_scores(X, {n: matched[n] for n in sets_used}, **pass_kw)
 
     # ---- clusters ---------------------------------------------------------------
-    n = adata.n_obs
     hvg: np.ndarray | None = None
+    gene_sums = None
     if cluster_key is not None:
         clusters = adata.obs[cluster_key].astype(str).to_numpy()
         emb_info: dict[str, Any] = {"source": f"obs[{cluster_key!r}]"}
@@ -583,10 +619,14 @@ def gate(
         emb_info = {"source": "per-cell (fewer than 30 cells)"}
         logger.info("Only %d cells: deciding every cell on its own (no clustering).", n)
     else:
+        sub_rows = _stack_rows(sub_parts)
+        sub_parts.clear()
         labels_cl, emb_info = _embed_and_cluster(
             X, value_type=value_type, n_pcs=int(n_pcs), resolution=float(resolution),
-            max_cells_graph=int(max_cells_graph), random_state=random_state)
+            max_cells_graph=int(max_cells_graph), random_state=random_state, sub_rows=sub_rows)
+        del sub_rows
         clusters = labels_cl.astype(str)
+        gene_sums = emb_info.pop("_colsums")
         emb_info["source"] = "leiden"
         hvg = emb_info.pop("_hvg", None)
 
@@ -627,7 +667,7 @@ def gate(
         ref = refine_lineages(X, value_type=value_type, final=res["final"], own=res["own"],
                               codes=res["codes"], cl_call=res["cl_call"],
                               margin=res.get("margin", res["table"]["margin"].to_numpy()), labels=lab_names,
-                              genes=feat, random_state=random_state)
+                              genes=feat, random_state=random_state, gene_sums=gene_sums)
         refine_info = ref["info"]
         final_codes = ref["final"]
         conf = np.where(ref["changed"], ref["prob"], conf)

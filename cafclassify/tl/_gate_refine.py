@@ -31,7 +31,7 @@ import scipy.sparse as sp
 
 from .._utils import take_rows
 
-__all__ = ["refine_lineages"]
+__all__ = ["col_sums", "log_block", "refine_lineages"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ P_SWITCH = 0.9  # probability needed to give a stage-1-uncertain cell the stage-
 P_OVERRIDE = 0.99  # probability needed to overturn a confident (seed) stage-1 call
 CLIP = 10.0  # standardised values are clipped at 10 SD (scanpy's scale() convention)
 CHUNK = 20_000  # cells per prediction chunk
+_SUM_STEP = 1 << 22  # values per segment of col_sums (bounds its float64 temporaries)
 
 UNMARKED = "unmarked"
 
@@ -64,19 +65,45 @@ def log_block(block, value_type: str):
     return block
 
 
-def _gene_sd(X, genes: np.ndarray, value_type: str) -> np.ndarray:
-    """Per-gene SD over all cells, chunk-wise (sparse stays sparse)."""
+def col_sums(block, n_genes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene sums of the values of a block of cells and of their squares (float64)."""
+    s1 = np.zeros(n_genes)
+    s2 = np.zeros(n_genes)
+    if sp.issparse(block):
+        block = sp.csr_matrix(block)
+        nnz = block.indptr[-1]
+        for a in range(0, nnz, _SUM_STEP):  # float64 temporaries of one segment at a time
+            idx = block.indices[a:a + _SUM_STEP]
+            v = block.data[a:a + _SUM_STEP].astype(np.float64)
+            s1 += np.bincount(idx, weights=v, minlength=n_genes)
+            s2 += np.bincount(idx, weights=v * v, minlength=n_genes)
+        return s1, s2
+    b = np.asarray(block)
+    for a in range(0, b.shape[0], max(1, _SUM_STEP // max(n_genes, 1))):
+        part = b[a:a + max(1, _SUM_STEP // max(n_genes, 1))].astype(np.float64)
+        s1 += part.sum(axis=0)
+        s2 += (part * part).sum(axis=0)
+    return s1, s2
+
+
+def _gene_sd(X, genes: np.ndarray, value_type: str, sums: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Per-gene SD of the log-normalised values over all cells.
+
+    ``sums``: :func:`col_sums` over all cells (all genes) when the caller has them
+    already (the gate accumulates them while it assigns cells to clusters); otherwise
+    one chunk-wise pass over ``X`` (sparse stays sparse).
+    """
     n = X.shape[0]
-    s1 = np.zeros(genes.size)
-    s2 = np.zeros(genes.size)
-    for start in range(0, n, CHUNK):
-        b = log_block(X[start:start + CHUNK], value_type)[:, genes]
-        if sp.issparse(b):
-            s1 += np.asarray(b.sum(axis=0)).ravel()
-            s2 += np.asarray(b.multiply(b).sum(axis=0)).ravel()
-        else:
-            s1 += b.sum(axis=0)
-            s2 += (b.astype(np.float64) ** 2).sum(axis=0)
+    if sums is None:
+        s1 = np.zeros(X.shape[1])
+        s2 = np.zeros(X.shape[1])
+        for start in range(0, n, CHUNK):
+            b1, b2 = col_sums(log_block(X[start:start + CHUNK], value_type), X.shape[1])
+            s1 += b1
+            s2 += b2
+    else:
+        s1, s2 = sums
+    s1, s2 = s1[genes], s2[genes]
     var = np.maximum(s2 / n - (s1 / n) ** 2, 0.0)
     sd = np.sqrt(var)
     sd[sd == 0] = 1.0
@@ -152,7 +179,8 @@ def _fit_predict(X, y: np.ndarray, trains: list[np.ndarray], genes, sd, value_ty
 
 def refine_lineages(X, *, value_type: str, final: np.ndarray, own: np.ndarray, codes: np.ndarray,
                     cl_call: np.ndarray, margin: np.ndarray, labels: list[str], genes: np.ndarray,
-                    random_state: int = 0) -> dict[str, Any]:
+                    random_state: int = 0, gene_sums: tuple[np.ndarray, np.ndarray] | None = None,
+                    ) -> dict[str, Any]:
     """Second-stage lineage calls from the whole expression profile.
 
     Parameters
@@ -170,6 +198,9 @@ def refine_lineages(X, *, value_type: str, final: np.ndarray, own: np.ndarray, c
         Feature gene indices (HVGs without the lineage markers).
     random_state
         Seed of the seed subsampling and the cross-fitting folds.
+    gene_sums
+        Per-gene sums of the log-normalised values and their squares over all cells
+        (:func:`col_sums`), if already computed; otherwise ``X`` is read once for them.
 
     Returns
     -------
@@ -214,7 +245,7 @@ def refine_lineages(X, *, value_type: str, final: np.ndarray, own: np.ndarray, c
             rows.append(idx)
         return np.sort(np.concatenate(rows))
 
-    sd = _gene_sd(X, genes, value_type)
+    sd = _gene_sd(X, genes, value_type, gene_sums)
     tr_a = train_rows(lin_learnt)
     tr_b = train_rows(learnt) if L in learnt else None
     fitted = _fit_predict(X, y, [tr_a] if tr_b is None else [tr_a, tr_b], genes, sd, value_type,

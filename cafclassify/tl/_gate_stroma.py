@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._utils import take_rows
+
 __all__ = ["recluster_stroma"]
 
 logger = logging.getLogger(__name__)
@@ -74,10 +76,11 @@ def recluster_stroma(X, *, value_type: str, S: np.ndarray, mu: np.ndarray, sigma
     if rows.size < MIN_COMPARTMENT:
         info["reason"] = f"only {rows.size} cells in the mesenchymal compartment (< {MIN_COMPARTMENT})"
         return {"applied": False, "info": info}
-    sub_lab, emb = _embed_and_cluster(X[rows], value_type=value_type, n_pcs=n_pcs,
+    sub_lab, emb = _embed_and_cluster(take_rows(X, rows), value_type=value_type, n_pcs=n_pcs,
                                       resolution=resolution, max_cells_graph=max_cells_graph,
                                       random_state=random_state)
     emb.pop("_hvg", None)
+    emb.pop("_colsums", None)
     prefix = "stroma."
     while any(str(t).startswith(prefix) for t in taken):
         prefix = "_" + prefix
