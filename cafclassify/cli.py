@@ -337,7 +337,7 @@ def _read_streamed(args: argparse.Namespace, src: Path) -> int:
         _stamp(skeleton, prov)
 
     record = _call(read_to_h5ad, src, args.output, compression=_compression(args), stamp=stamp,
-                   **_read_options(args))
+                   n_jobs=args.threads or 1, **_read_options(args))
     logger.info("wrote %s (%d cells x %d genes, read in %d blocks)", args.output,
                 record.get("n_cells", -1), record.get("n_genes", -1), record.get("n_blocks", -1))
     return 0
@@ -377,7 +377,7 @@ def _cmd_qc(args: argparse.Namespace) -> int:
         # the passing cells are copied block by block into the output
         prov = _provenance(args, [args.input])
         _call(filter_cells_to_h5ad, adata, args.output, compression=_compression(args),
-              stamp=lambda a: _stamp(a, prov))
+              stamp=lambda a: _stamp(a, prov), n_jobs=args.threads or 1)
         logger.info("qc: kept %d of %d cells; wrote %s", int(adata.obs["qc_pass"].sum()), adata.n_obs,
                     args.output)
         return 0
@@ -1008,7 +1008,8 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         type=_positive_int,
         metavar="N",
         default=d(None),
-        help="threads for numba/BLAS/OpenMP (default: library defaults)",
+        help="threads for numba/BLAS/OpenMP (default: library defaults); with --backed, also the "
+        "processes that write X and the layers of an .h5ad at the same time (default 1)",
     )
 
 

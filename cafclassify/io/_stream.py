@@ -402,6 +402,38 @@ def _wide_index(block, nnz_total: int):
     return block
 
 
+def _source_of(f, p: Path, fmt: str, layer: str | None):
+    """The source matrix of an open h5ad / 10x file, as :func:`read_to_h5ad` reads it."""
+    if fmt == "h5ad":
+        return _h5ad_plan(f, p, layer)[1]
+    _, group, keep = _tenx_annotations(f, p)
+    return _TenxMatrix(group, p, keep)
+
+
+def _counts_part(path: str, fmt: str, layer: str | None, vtype: str, normalize: bool, chunk_size: int,
+                 compression: str | None, part: str) -> None:
+    """Worker process of :func:`read_to_h5ad`: ``layers["counts"]`` into the file ``part``.
+
+    Reads the input again, block by block, and writes the counts that the parent's
+    blocks hold (the parent checks the values and writes ``X``).
+    """
+    import h5py
+
+    from ._shard import PART_KEY, _MatrixWriter
+
+    p = Path(path)
+    with _open_h5(p, "input file") as f:
+        source = _source_of(f, p, fmt, layer)
+        n = source.shape[0]
+        with h5py.File(part, "w") as g:
+            w = _MatrixWriter(g, PART_KEY, n, source.shape[1], compression)
+            for a in range(0, n, chunk_size):
+                counts = _normalise_block(_read_block(source, a, min(a + chunk_size, n)), vtype, normalize)[1]
+                w.append(_wide_index(counts, source.nnz) if a == 0 else counts)
+                del counts
+            w.finish()
+
+
 def read_to_h5ad(
     path: str | os.PathLike,
     out: str | os.PathLike,
@@ -416,6 +448,7 @@ def read_to_h5ad(
     chunk_size: int = _DEFAULT_CHUNK,
     compression: str | None = "gzip",
     stamp: Callable[[ad.AnnData], None] | None = None,
+    n_jobs: int = 1,
 ) -> dict:
     """Read an ``.h5ad`` or 10x ``.h5`` file into an ``.h5ad`` file, ``chunk_size`` cells at a time.
 
@@ -444,6 +477,10 @@ def read_to_h5ad(
         Called with the output AnnData *without* its matrices (``obs``, ``var``, ``uns``
         incl. the read record, ``obsm``, ``varm``) just before it is written, e.g. to
         add provenance to ``uns``.
+    n_jobs
+        With 2 or more and counts as input, a second process reads the input too and
+        writes ``layers["counts"]`` while this one writes ``X``
+        (:class:`~cafclassify.io._shard.PartWriter`); same output, about half the time.
 
     Returns
     -------
@@ -547,32 +584,43 @@ def read_to_h5ad(
         if stamp is not None:
             stamp(skel)
 
-        from ._shard import _MatrixWriter
+        from ._shard import PartWriter, _MatrixWriter
 
+        counts_key = f"layers/{K.LAYER_COUNTS}"
         with atomic_path(out, suffix=".h5ad") as tmp:
             skel.write_h5ad(tmp, compression=compression)
-            with h5py.File(tmp, "a") as g:
-                if "X" in g:
-                    del g["X"]
-                wx = _MatrixWriter(g, "X", n, skel.n_vars, compression)
-                wc = (_MatrixWriter(g, f"layers/{K.LAYER_COUNTS}", n, skel.n_vars, compression)
-                      if keeps_counts else None)
-                nxt = (_wide_index(first[0], source.nnz), _wide_index(first[1], source.nnz))
-                del first
-                while nxt is not None:
-                    wx.append(nxt[0])
+            part = None
+            try:
+                if keeps_counts and int(n_jobs) > 1:
+                    part = PartWriter(_counts_part, (str(p), fmt, layer, vtype, normalize, chunk_size, compression),
+                                      tmp.with_name(f"{tmp.name}.counts"))
+                with h5py.File(tmp, "a") as g:
+                    if "X" in g:
+                        del g["X"]
+                    wx = _MatrixWriter(g, "X", n, skel.n_vars, compression)
+                    wc = (_MatrixWriter(g, counts_key, n, skel.n_vars, compression)
+                          if keeps_counts and part is None else None)
+                    nxt = (_wide_index(first[0], source.nnz), _wide_index(first[1], source.nnz))
+                    del first
+                    while nxt is not None:
+                        wx.append(nxt[0])
+                        if wc is not None:
+                            wc.append(nxt[1])
+                        nxt = None  # release the written block before the next one is read
+                        nxt = next(it, None)
+                    wx.finish()
                     if wc is not None:
-                        wc.append(nxt[1])
-                    nxt = None  # release the written block before the next one is read
-                    nxt = next(it, None)
-                wx.finish()
-                if wc is not None:
-                    wc.finish()
-                for src_key, dst_key in copies:
-                    if dst_key in g:
-                        del g[dst_key]
-                    parent, _, name = dst_key.rpartition("/")
-                    f.copy(f[src_key], g[parent] if parent else g, name=name)
+                        wc.finish()
+                    if part is not None:
+                        part.collect(g, counts_key)
+                    for src_key, dst_key in copies:
+                        if dst_key in g:
+                            del g[dst_key]
+                        parent, _, name = dst_key.rpartition("/")
+                        f.copy(f[src_key], g[parent] if parent else g, name=name)
+            finally:
+                if part is not None:
+                    part.close()
     R._log_read(p, fmt, skel, record, identity, vtype, normalisation, dups, how="read (streamed)")
     logger.info("%s: %d cells written in %d block(s) of <= %d cells to %s",
                 p, n, len(starts), chunk_size, out)

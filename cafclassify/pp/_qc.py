@@ -772,6 +772,7 @@ def filter_cells_to_h5ad(
     chunk_size: int = _CHUNK,
     compression: str | None = "gzip",
     stamp: Callable[[AnnData], None] | None = None,
+    n_jobs: int = 1,
 ) -> Path:
     """Write the cells :func:`qc` marked as passing to a new ``.h5ad``, block by block.
 
@@ -796,6 +797,8 @@ def filter_cells_to_h5ad(
     stamp
         Called with the filtered AnnData without its matrices just before it is
         written (e.g. provenance).
+    n_jobs
+        Processes writing the matrices (``X`` and each layer) at the same time.
 
     Returns
     -------
@@ -817,7 +820,7 @@ def filter_cells_to_h5ad(
             stamp(sub)
 
     path = filter_cells_h5ad(adata, out, keep, chunk_size=chunk_size, compression=compression,
-                             stamp=_stamp)
+                             stamp=_stamp, n_jobs=n_jobs)
     logger.info("filter_cells_to_h5ad: kept %d of %d cells (%d removed) -> %s", n_after, n_before,
                 n_before - n_after, out)
     return path
