@@ -31,12 +31,12 @@ SIM_KW = dict(
 )
 
 
-def _run(argv: list[str]) -> str:
+def _run(argv: list[str], threads: int = 1) -> str:
     from cafclassify.cli import main
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = main(["--threads", "1", *argv])
+        code = main(["--threads", str(threads), *argv])
     assert code == 0, err.getvalue()[-3000:]
     return err.getvalue()
 
@@ -146,9 +146,12 @@ def chains(read_file):
     for mode in ("no", "yes"):
         d = work / mode
         d.mkdir()
-        _run(["--backed", mode, "read", str(sim), "-o", str(d / "read.h5ad")])
+        # out of core with 2 threads: read and qc --filter write the counts layer in a
+        # second process (PartWriter); the result must not change
+        threads = 2 if mode == "yes" else 1
+        _run(["--backed", mode, "read", str(sim), "-o", str(d / "read.h5ad")], threads)
         _run(["--backed", mode, "qc", str(d / "read.h5ad"), "-o", str(d / "qc.h5ad"), "--filter",
-              "--nmads", "2.5"])
+              "--nmads", "2.5"], threads)
         log = _run(["--backed", mode, "gate", str(d / "qc.h5ad"), "-o", str(d / "gate.h5ad")])
         _run(["--backed", mode, "score", str(d / "gate.h5ad"), "-o", str(d / "score.h5ad")])
         _run(["--backed", mode, "classify", str(d / "score.h5ad"), "-o", str(d / "cls.h5ad"),
@@ -281,3 +284,88 @@ def test_layer_of_a_backed_object_is_read_from_disk(read_file):
     finally:
         lazy.file.close()
     assert np.array_equal(got.to_numpy(), mem.obsm["caf_scores"].to_numpy())
+
+
+def test_no_part_files_are_left_next_to_the_outputs(chains):
+    names = [p.name for p in chains["yes"][0].iterdir()]
+    assert not [n for n in names if ".part" in n or n.endswith(".counts")], names
+
+
+def test_gathered_rows_equal_the_rows_on_disk(read_file):
+    from cafclassify._utils import GatheredRows, take_rows
+
+    mem = ad.read_h5ad(read_file).X
+    rows = np.random.default_rng(0).choice(mem.shape[0], 300, replace=False)
+    lazy = open_lazy(read_file)
+    try:
+        g = GatheredRows(lazy.X, rows)
+        assert g.nbytes > 0
+        some = rows[::-1][:50]  # any order, a subset
+        assert (take_rows(g, some) != mem[some]).nnz == 0
+        outside = np.setdiff1d(np.arange(mem.shape[0]), rows)[:7]  # not gathered: read from disk
+        assert (take_rows(g, np.r_[some[:3], outside]) != mem[np.r_[some[:3], outside]]).nnz == 0
+        assert take_rows(g, np.array([], dtype=int)).shape == (0, mem.shape[1])
+    finally:
+        lazy.file.close()
+
+
+def test_training_on_a_backed_file_reads_fibroblasts_once_or_per_use_alike(chains, monkeypatch, caplog):
+    """The fibroblasts are gathered into memory once (default) or re-read per use: same result."""
+    import logging
+
+    import cafclassify as cc
+    from cafclassify.tl import _classify
+
+    path = chains["yes"][0] / "score.h5ad"
+    results = {}
+    for limit in (_classify.GATHER_MAX_BYTES, 0):
+        monkeypatch.setattr(_classify, "GATHER_MAX_BYTES", limit)
+        lazy = open_lazy(path)
+        try:
+            with caplog.at_level(logging.INFO, logger="cafclassify"):
+                caplog.clear()
+                cc.classify(lazy)
+            results[limit] = (lazy.obs[K.OBS_SUBTYPE].astype(str).to_numpy(),
+                              lazy.obsm[K.OBSM_SUBTYPE_PROBA].to_numpy())
+            gathered = "from disk once" in caplog.text
+        finally:
+            lazy.file.close()
+        assert gathered == (limit > 0)
+    (a_lab, a_p), (b_lab, b_p) = results.values()
+    assert np.array_equal(a_lab, b_lab)
+    assert np.array_equal(a_p, b_p, equal_nan=True)
+
+
+def test_gate_collects_its_subsample_while_scoring(read_file):
+    """The clustering subsample read during the scoring pass equals the rows read directly."""
+    from cafclassify.genesets import load_signatures, match_signatures
+    from cafclassify.tl._gate import _graph_subsample, _null_scores, _stack_rows
+
+    mem = ad.read_h5ad(read_file)
+    lib = load_signatures("caf_v1").subset(names=["fibroblast", "immune"])
+    matched = match_signatures(lib, mem, min_genes=2)
+    lazy = open_lazy(read_file)
+    try:
+        for cap in (100, 5000):  # a subsample, and all cells
+            idx = _graph_subsample(mem.n_obs, cap, 0)
+            parts: list = []
+            _null_scores(lazy.X, matched, method="ucell", n_null=5, rng=np.random.default_rng(0),
+                         max_rank=1500, collect=idx, collected=parts)
+            assert (_stack_rows(parts) != mem.X[idx]).nnz == 0
+    finally:
+        lazy.file.close()
+
+
+def test_gene_sd_from_sums_equals_a_pass_over_the_matrix(read_file):
+    from cafclassify.tl._gate_refine import _gene_sd, col_sums, log_block
+
+    X = ad.read_h5ad(read_file).layers[K.LAYER_COUNTS]
+    genes = np.arange(0, X.shape[1], 7)
+    one_pass = _gene_sd(X, genes, "counts")
+    half = X.shape[0] // 2  # sums accumulated over two blocks, as the gate does
+    s = [a + b for a, b in zip(col_sums(log_block(X[:half], "counts"), X.shape[1]),
+                               col_sums(log_block(X[half:], "counts"), X.shape[1]), strict=True)]
+    np.testing.assert_allclose(_gene_sd(X, genes, "counts", tuple(s)), one_pass, rtol=1e-10)
+    dense = col_sums(log_block(X[:50].toarray(), "counts"), X.shape[1])
+    sparse = col_sums(log_block(X[:50], "counts"), X.shape[1])
+    np.testing.assert_allclose(dense, sparse, rtol=1e-6)

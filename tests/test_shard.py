@@ -329,3 +329,42 @@ def test_streamed_matrices_get_a_64_bit_indptr_when_they_may_outgrow_32_bits(tmp
             assert f["X/indptr"].dtype == want
             back = read_elem(f["X"])
         assert (back != X).nnz == 0
+
+
+def test_filter_with_two_processes_equals_one_process(tmp_path):
+    """filter_cells_h5ad(n_jobs=2) writes the counts layer in a second process: same file."""
+    from cafclassify.io._shard import filter_cells_h5ad
+
+    a = _toy(150)
+    a.layers["counts"] = sp.csr_matrix(a.X.copy())
+    a.layers["counts"].data = np.round(a.layers["counts"].data * 3)
+    a.write_h5ad(tmp_path / "in.h5ad")
+    keep = np.random.default_rng(1).random(a.n_obs) < 0.7
+    for jobs in (1, 2):
+        filter_cells_h5ad(tmp_path / "in.h5ad", tmp_path / f"out{jobs}.h5ad", keep, chunk_size=40,
+                          compression="lzf", n_jobs=jobs)
+    one, two = ad.read_h5ad(tmp_path / "out1.h5ad"), ad.read_h5ad(tmp_path / "out2.h5ad")
+    ref = a[keep]
+    for got in (one, two):
+        assert (got.X != ref.X).nnz == 0
+        assert (got.layers["counts"] != ref.layers["counts"]).nnz == 0
+    with h5py.File(tmp_path / "out2.h5ad") as f:
+        assert f["layers/counts/data"].compression == "lzf"
+        assert f["layers/counts"].attrs["encoding-type"] == "csr_matrix"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.h5ad", "out1.h5ad", "out2.h5ad"]
+
+
+def test_a_failing_part_writer_raises_and_leaves_nothing(tmp_path):
+    """The second process's error reaches the caller; no part file and no output remain."""
+    from cafclassify._errors import InputFileError
+    from cafclassify.io._shard import PartWriter, _copy_rows_to_part
+
+    part = tmp_path / "out.h5ad.part0"
+    w = PartWriter(_copy_rows_to_part, (str(tmp_path / "missing.h5ad"), "X", np.ones(3, bool), 10, None), part)
+    try:
+        with h5py.File(tmp_path / "out.h5ad", "w") as g, pytest.raises((InputFileError, RuntimeError)) as exc:
+            w.collect(g, "X")
+    finally:
+        w.close()
+    assert "missing.h5ad" in str(exc.value)
+    assert not part.exists()

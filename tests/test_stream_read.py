@@ -255,11 +255,12 @@ def _10x_v3(path, adata):
     return write_10x_h5_v3(path, adata, compressed=True)
 
 
-def test_10x_h5_v3_equals_read(tmp_path, count_blocks):
+@pytest.mark.parametrize("n_jobs", [1, 2])  # 2: the counts layer is written by a second process
+def test_10x_h5_v3_equals_read(tmp_path, count_blocks, n_jobs):
     src = write_10x_h5_v3(tmp_path / "filtered_feature_bc_matrix.h5", _counts(seed=6), antibody=3,
                           antibody_at=5, compressed=True)
     ref = _reference(src, tmp_path)
-    got, rec = _stream(src, tmp_path, chunk_size=CHUNK)
+    got, rec = _stream(src, tmp_path, chunk_size=CHUNK, n_jobs=n_jobs)
     _assert_same(ref, got)
     assert rec["format"] == "10x_h5" and rec["details"]["n_features_not_gene_expression"] == 3
     assert not any(v.endswith("TotalSeqB") for v in got.var_names)
@@ -296,12 +297,12 @@ def test_real_files_equal_read(tmp_path, name, chunk, vtype):
 # ---------------------------------------------------------------------------
 # refusals: same messages as read(), nothing written
 # ---------------------------------------------------------------------------
-def _messages_match(src: Path, tmp: Path, chunk_size: int = CHUNK, **kw) -> InputFileError:
+def _messages_match(src: Path, tmp: Path, chunk_size: int = CHUNK, n_jobs: int = 1, **kw) -> InputFileError:
     with pytest.raises(InputFileError) as ref:
         read(src, **kw)
     out = tmp / "out" / "never.h5ad"
     with pytest.raises(InputFileError) as got:
-        read_to_h5ad(src, out, chunk_size=chunk_size, **kw)
+        read_to_h5ad(src, out, chunk_size=chunk_size, n_jobs=n_jobs, **kw)
     assert got.value.message == ref.value.message
     assert not out.exists()
     if out.parent.exists():  # no temporary file left behind
@@ -335,7 +336,8 @@ def test_inconsistent_10x_matrix_is_an_input_error(tmp_path):
         read(src)
 
 
-def test_nan_outside_the_value_type_sample_is_refused_like_read(tmp_path):
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_nan_outside_the_value_type_sample_is_refused_like_read(tmp_path, n_jobs):
     a = _counts(seed=9, dup_genes=False, dup_cells=False)
     sampled = set(_sample_rows(a.X, 2000, 0).tolist())
     late = [i for i in range(N_CELLS - 1, 0, -1) if i not in sampled][:2]  # last blocks
@@ -345,7 +347,7 @@ def test_nan_outside_the_value_type_sample_is_refused_like_read(tmp_path):
     a.X = X.tocsr()
     src = tmp_path / "nan.h5ad"
     a.write_h5ad(src)
-    err = _messages_match(src, tmp_path)
+    err = _messages_match(src, tmp_path, n_jobs=n_jobs)
     assert "2 NaN or infinite" in err.problem
 
 
