@@ -18,7 +18,8 @@ rule read:
             sha256=row(wc)["sha256"] if not is_url(row(wc)["path_or_url"]) else None,
             no_normalize=not config["read"]["normalize"],
         ),
-    threads: 1
+    # out of core (backed), a second process writes the counts layer while X is written
+    threads: 2
     resources:
         mem_mb=mem_mb(12),
     conda:
@@ -46,7 +47,8 @@ rule qc:
             doublets=config["qc"]["doublets"],
             filter=config["qc"]["filter"],
         ),
-    threads: 1
+    # out of core (backed), a second process writes the counts layer while X is written
+    threads: 2
     resources:
         mem_mb=mem_mb(10),
     conda:
