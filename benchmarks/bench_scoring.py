@@ -10,6 +10,7 @@ wall time and peak RSS (``VmHWM`` from ``/proc/self/status``).
     python benchmarks/bench_scoring.py --n-cells 20000
     python benchmarks/bench_scoring.py --peer-cells 20000    # peers on the first 20k cells, time x5
     python benchmarks/bench_scoring.py --backed --no-peers   # stream a backed .h5ad chunk by chunk
+    python benchmarks/bench_scoring.py --sizes 10000,100000,1000000 --peer-cells 20000  # one table
 
 Columns: ``ours s`` / ``peer s`` wall time of the scoring call; ``speed-up``;
 ``peak RSS`` of our subprocess; ``mem/matrix`` = (peak RSS - RSS before the data
@@ -56,41 +57,49 @@ def _rss_mb() -> float:
 
 
 def make_data(path: Path, n_cells: int, n_genes: int, nnz: int, seed: int = 0) -> None:
-    """Write a synthetic log-normalised CSR .h5ad without ever building a dense matrix."""
+    """Write a synthetic log-normalised CSR .h5ad block by block (never the whole matrix).
+
+    Blocks of 10,000 cells are appended to the file as they are drawn (1M cells x
+    1,200 values would be ~10 GB in memory twice over if stacked first).
+    """
     import anndata as ad
+    import h5py
     import pandas as pd
     from scipy import sparse
+
+    from cafclassify.io._shard import _MatrixWriter
 
     rng = np.random.default_rng(seed)
     popularity = rng.gamma(0.6, 1.0, n_genes) + 0.02
     cdf = np.cumsum(popularity) / popularity.sum()
-    blocks = []
-    step = 10_000
-    for start in range(0, n_cells, step):
-        stop = min(start + step, n_cells)
-        indptr = [0]
-        idx_parts, val_parts = [], []
-        for _ in range(start, stop):
-            k = int(rng.normal(nnz, nnz * 0.25))
-            k = int(np.clip(k, 50, min(n_genes, 3 * nnz)))
-            cols = np.unique(np.searchsorted(cdf, rng.random(int(k * 1.6))))
-            cols = cols[cols < n_genes]
-            if cols.size > k:
-                cols = np.sort(rng.choice(cols, k, replace=False))
-            counts = 1 + rng.geometric(0.45, cols.size) - 1 + (rng.random(cols.size) < 0.3)
-            vals = np.log1p(counts / counts.sum() * 1e4).astype(np.float32)
-            idx_parts.append(cols.astype(np.int32))
-            val_parts.append(vals)
-            indptr.append(indptr[-1] + cols.size)
-        blocks.append(sparse.csr_matrix(
-            (np.concatenate(val_parts), np.concatenate(idx_parts), np.array(indptr, dtype=np.int64)),
-            shape=(stop - start, n_genes)))
-    X = sparse.vstack(blocks, format="csr")
-    del blocks
-    a = ad.AnnData(X, obs=pd.DataFrame(index=[f"c{i}" for i in range(n_cells)]),
-                   var=pd.DataFrame(index=[f"G{i}" for i in range(n_genes)]))
     tmp = path.with_suffix(".tmp.h5ad")
-    a.write_h5ad(tmp)
+    ad.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(n_cells)]),
+               var=pd.DataFrame(index=[f"G{i}" for i in range(n_genes)])).write_h5ad(tmp)
+    step = 10_000
+    with h5py.File(tmp, "a") as f:
+        if "X" in f:
+            del f["X"]
+        writer = _MatrixWriter(f, "X", n_cells, n_genes, None)
+        for start in range(0, n_cells, step):
+            stop = min(start + step, n_cells)
+            indptr = [0]
+            idx_parts, val_parts = [], []
+            for _ in range(start, stop):
+                k = int(rng.normal(nnz, nnz * 0.25))
+                k = int(np.clip(k, 50, min(n_genes, 3 * nnz)))
+                cols = np.unique(np.searchsorted(cdf, rng.random(int(k * 1.6))))
+                cols = cols[cols < n_genes]
+                if cols.size > k:
+                    cols = np.sort(rng.choice(cols, k, replace=False))
+                counts = 1 + rng.geometric(0.45, cols.size) - 1 + (rng.random(cols.size) < 0.3)
+                vals = np.log1p(counts / counts.sum() * 1e4).astype(np.float32)
+                idx_parts.append(cols.astype(np.int32))
+                val_parts.append(vals)
+                indptr.append(indptr[-1] + cols.size)
+            writer.append(sparse.csr_matrix(
+                (np.concatenate(val_parts), np.concatenate(idx_parts), np.array(indptr, dtype=np.int64)),
+                shape=(stop - start, n_genes)))
+        writer.finish()
     os.replace(tmp, path)
 
 
@@ -172,8 +181,10 @@ def run_one(args, method: str, who: str) -> dict | None:
            "--chunk-size", str(args.chunk_size)]
     if args.backed:
         cmd.append("--backed")
-    if args.peer_cells:
-        cmd += ["--peer-cells", str(args.peer_cells)]
+    peer_cells = getattr(args, "peer_cells_now", 0)
+    if who == "peer" and peer_cells:
+        cmd += ["--peer-cells", str(peer_cells)]
+        args.peer_cells_now = 0
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     if r.returncode != 0:
         sys.stderr.write(f"[{who} {method}] failed:\n{r.stderr[-2000:]}\n")
@@ -181,8 +192,21 @@ def run_one(args, method: str, who: str) -> dict | None:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def _data_path(args, n_cells: int) -> Path:
+    d = Path(args.data_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"synth_{n_cells}x{args.n_genes}_{args.nnz_per_cell}.h5ad"
+    if not path.exists():
+        t = time.perf_counter()
+        make_data(path, n_cells, args.n_genes, args.nnz_per_cell)
+        print(f"# wrote {path} in {time.perf_counter() - t:.0f} s", flush=True)
+    return path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default=None,
+                   help="comma-separated cell numbers, one table for all (default: --n-cells)")
     p.add_argument("--n-cells", type=int, default=100_000)
     p.add_argument("--n-genes", type=int, default=20_000)
     p.add_argument("--nnz-per-cell", type=int, default=1_200)
@@ -191,7 +215,8 @@ def main(argv=None) -> int:
     p.add_argument("--backed", action="store_true", help="score a backed .h5ad chunk by chunk")
     p.add_argument("--no-peers", action="store_true", help="skip the reference implementations")
     p.add_argument("--peer-cells", type=int, default=0,
-                   help="run peers on the first N cells only and scale their time linearly")
+                   help="run peers on at most the first N cells and scale their time linearly to the "
+                   "size (marked *); one peer run serves every size above N")
     p.add_argument("--data-dir", default=os.environ.get("TMPDIR", "/tmp") + "/cafclassify_bench")
     p.add_argument("--timeout", type=float, default=3600)
     # worker mode (internal)
@@ -205,48 +230,61 @@ def main(argv=None) -> int:
         print(json.dumps(worker(args)))
         return 0
 
-    d = Path(args.data_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    args.data = d / f"synth_{args.n_cells}x{args.n_genes}_{args.nnz_per_cell}.h5ad"
-    if not args.data.exists():
-        t = time.perf_counter()
-        make_data(args.data, args.n_cells, args.n_genes, args.nnz_per_cell)
-        print(f"# wrote {args.data} in {time.perf_counter() - t:.0f} s", flush=True)
-    print(f"# {args.n_cells} cells x {args.n_genes} genes, ~{args.nnz_per_cell} detected genes/cell, "
+    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [args.n_cells]
+    methods = args.methods.split(",")
+    print(f"# sizes {sizes} x {args.n_genes} genes, ~{args.nnz_per_cell} detected genes/cell, "
           f"7 sets of 15-25 genes; chunk_size={args.chunk_size}; backed={args.backed}; "
           f"{os.cpu_count()} CPUs", flush=True)
+    peer_cache: dict[tuple[str, int], dict | None] = {}
     rows = []
-    for m in args.methods.split(","):
-        ours = run_one(args, m, "ours")
-        peer = None if (args.no_peers or args.backed) else run_one(args, m, "peer")
-        peer_s = None
-        if peer:
-            peer_s = peer["seconds"] * (args.n_cells / peer["n_cells"])
-        mem_ratio = None
-        if ours:
-            mat = ours["matrix_mb"] if not np.isnan(ours["matrix_mb"]) else None
-            if mat is None:  # backed: size the matrix from the in-memory equivalent
-                mat = args.n_cells * args.nnz_per_cell * 8 / 2**20
-            mem_ratio = (ours["peak_rss_mb"] - ours["rss_before_data_mb"]) / mat
-        rows.append((m, ours, peer_s, peer, mem_ratio))
-        o = f"{ours['seconds']:.2f}" if ours else "fail"
-        ps = "-" if peer_s is None else f"{peer_s:.1f}" + ("*" if peer and peer["n_cells"] < args.n_cells else "")
-        su = "-" if (peer_s is None or not ours) else f"{peer_s / ours['seconds']:.1f}x"
-        rss = f"{ours['peak_rss_mb']:.0f}" if ours else "-"
-        mr = "-" if mem_ratio is None else f"{mem_ratio:.2f}"
-        rows[-1] = (m, o, ps, su, rss, mr)
-        print(f"{m:8s} ours {o:>8s} s | peer {ps:>9s} s | speed-up {su:>7s} | peak RSS {rss:>6s} MB "
-              f"| mem/matrix {mr}", flush=True)
+    for n in sizes:
+        args.n_cells = n
+        args.data = _data_path(args, n)
+        for m in methods:
+            ours = run_one(args, m, "ours")
+            peer = None
+            if not (args.no_peers or args.backed):
+                run_n = min(n, args.peer_cells) if args.peer_cells else n
+                if (m, run_n) not in peer_cache:
+                    if run_n < n:  # peers read the first run_n cells of this size's file
+                        args.peer_cells_now = run_n
+                    peer_cache[(m, run_n)] = run_one(args, m, "peer")
+                peer = peer_cache[(m, run_n)]
+            peer_s = peer["seconds"] * (n / peer["n_cells"]) if peer else None
+            scaled = bool(peer) and peer["n_cells"] < n
+            mem_ratio = None
+            if ours:
+                mat = ours["matrix_mb"] if not np.isnan(ours["matrix_mb"]) else None
+                if mat is None:  # backed: size the matrix from the in-memory equivalent
+                    mat = n * args.nnz_per_cell * 8 / 2**20
+                mem_ratio = (ours["peak_rss_mb"] - ours["rss_before_data_mb"]) / mat
+            o = f"{ours['seconds']:.2f}" if ours else "fail"
+            if args.no_peers or args.backed:
+                ps = "-"
+            elif peer is None:
+                ps = "failed (see stderr)"
+            else:
+                ps = f"{peer_s:.1f}" + ("*" if scaled else "")
+            su = "-" if (peer_s is None or not ours) else f"{peer_s / ours['seconds']:.1f}x"
+            rss = f"{ours['peak_rss_mb']:.0f}" if ours else "-"
+            prss = "-" if (peer is None or scaled) else f"{peer['peak_rss_mb']:.0f}"
+            mr = "-" if mem_ratio is None else f"{mem_ratio:.2f}"
+            rows.append((f"{n:,}", m, o, ps, su, rss, prss, mr))
+            print(f"{n:>9,} {m:8s} ours {o:>8s} s | peer {ps:>9s} s | speed-up {su:>7s} | "
+                  f"peak RSS {rss:>6s} MB (peer {prss}) | mem/matrix {mr}", flush=True)
     print()
-    print("| method | ours s | peer s | speed-up | our peak RSS MB | (peak - pre-data RSS) / matrix |")
-    print("|---|---|---|---|---|---|")
+    print("| cells | method | ours s | peer s | speed-up | our peak RSS MB | peer peak RSS MB "
+          "| (our peak - pre-data RSS) / matrix |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
     print()
-    for m in args.methods.split(","):
+    for m in methods:
         print(f"- peer for {m}: {PEERS[m]}")
-    if args.peer_cells:
-        print(f"* peer run on the first {args.peer_cells} cells; time scaled linearly to {args.n_cells}.")
+    if args.peer_cells and any(n > args.peer_cells for n in sizes):
+        print(f"* peer run once on the first {args.peer_cells:,} cells (of the smallest size above it) and "
+              "its time scaled linearly (the peers' cost is per cell); peer memory is not shown for "
+              "scaled rows.")
     return 0
 
 
