@@ -143,20 +143,24 @@ def chains(read_file):
     work = read_file.parent
     sim = work / "sim.h5ad"
     out = {}
-    for mode in ("no", "yes"):
-        d = work / mode
-        d.mkdir()
-        # out of core with 2 threads: read and qc --filter write the counts layer in a
-        # second process (PartWriter); the result must not change
-        threads = 2 if mode == "yes" else 1
-        _run(["--backed", mode, "read", str(sim), "-o", str(d / "read.h5ad")], threads)
-        _run(["--backed", mode, "qc", str(d / "read.h5ad"), "-o", str(d / "qc.h5ad"), "--filter",
-              "--nmads", "2.5"], threads)
-        log = _run(["--backed", mode, "gate", str(d / "qc.h5ad"), "-o", str(d / "gate.h5ad")])
-        _run(["--backed", mode, "score", str(d / "gate.h5ad"), "-o", str(d / "score.h5ad")])
-        _run(["--backed", mode, "classify", str(d / "score.h5ad"), "-o", str(d / "cls.h5ad"),
-              "--cells-csv", str(d / "cells.csv")])
-        out[mode] = (d, log)
+    from cafclassify.io import _shard
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_shard, "PARALLEL_MIN_VALUES", 0)  # a second writer even for a small file
+        for mode in ("no", "yes"):
+            d = work / mode
+            d.mkdir()
+            # out of core with 2 threads: read and qc --filter write the counts layer in a
+            # second process (PartWriter); the result must not change
+            threads = 2 if mode == "yes" else 1
+            _run(["--backed", mode, "read", str(sim), "-o", str(d / "read.h5ad")], threads)
+            _run(["--backed", mode, "qc", str(d / "read.h5ad"), "-o", str(d / "qc.h5ad"), "--filter",
+                  "--nmads", "2.5"], threads)
+            log = _run(["--backed", mode, "gate", str(d / "qc.h5ad"), "-o", str(d / "gate.h5ad")])
+            _run(["--backed", mode, "score", str(d / "gate.h5ad"), "-o", str(d / "score.h5ad")])
+            _run(["--backed", mode, "classify", str(d / "score.h5ad"), "-o", str(d / "cls.h5ad"),
+                  "--cells-csv", str(d / "cells.csv")])
+            out[mode] = (d, log)
     return out
 
 

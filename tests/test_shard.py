@@ -331,9 +331,15 @@ def test_streamed_matrices_get_a_64_bit_indptr_when_they_may_outgrow_32_bits(tmp
         assert (back != X).nnz == 0
 
 
-def test_filter_with_two_processes_equals_one_process(tmp_path):
+def test_filter_with_two_processes_equals_one_process(tmp_path, monkeypatch):
     """filter_cells_h5ad(n_jobs=2) writes the counts layer in a second process: same file."""
+    from cafclassify.io import _shard
     from cafclassify.io._shard import filter_cells_h5ad
+
+    started = []
+    monkeypatch.setattr(_shard, "PARALLEL_MIN_VALUES", 0)  # a small file: parallel anyway
+    real = _shard.PartWriter.__init__
+    monkeypatch.setattr(_shard.PartWriter, "__init__", lambda self, *a: (started.append(a), real(self, *a))[1])
 
     a = _toy(150)
     a.layers["counts"] = sp.csr_matrix(a.X.copy())
@@ -352,6 +358,20 @@ def test_filter_with_two_processes_equals_one_process(tmp_path):
         assert f["layers/counts/data"].compression == "lzf"
         assert f["layers/counts"].attrs["encoding-type"] == "csr_matrix"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.h5ad", "out1.h5ad", "out2.h5ad"]
+    assert len(started) == 1  # n_jobs=2: one part writer; n_jobs=1: none
+
+
+def test_small_files_are_written_by_one_process(tmp_path, monkeypatch):
+    from cafclassify.io import _shard
+
+    def refuse(*a, **k):
+        raise AssertionError("no second process for a small file")
+
+    monkeypatch.setattr(_shard, "PartWriter", refuse)
+    a = _toy(60)
+    a.write_h5ad(tmp_path / "in.h5ad")
+    _shard.filter_cells_h5ad(tmp_path / "in.h5ad", tmp_path / "out.h5ad", np.ones(60, bool), n_jobs=2)
+    assert (ad.read_h5ad(tmp_path / "out.h5ad").X != a.X).nnz == 0
 
 
 def test_a_failing_part_writer_raises_and_leaves_nothing(tmp_path):

@@ -255,8 +255,16 @@ def _10x_v3(path, adata):
     return write_10x_h5_v3(path, adata, compressed=True)
 
 
+@pytest.fixture
+def parallel_small(monkeypatch):
+    """n_jobs=2 starts the second process even for the small test files."""
+    from cafclassify.io import _shard
+
+    monkeypatch.setattr(_shard, "PARALLEL_MIN_VALUES", 0)
+
+
 @pytest.mark.parametrize("n_jobs", [1, 2])  # 2: the counts layer is written by a second process
-def test_10x_h5_v3_equals_read(tmp_path, count_blocks, n_jobs):
+def test_10x_h5_v3_equals_read(tmp_path, count_blocks, n_jobs, parallel_small):
     src = write_10x_h5_v3(tmp_path / "filtered_feature_bc_matrix.h5", _counts(seed=6), antibody=3,
                           antibody_at=5, compressed=True)
     ref = _reference(src, tmp_path)
@@ -337,7 +345,7 @@ def test_inconsistent_10x_matrix_is_an_input_error(tmp_path):
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
-def test_nan_outside_the_value_type_sample_is_refused_like_read(tmp_path, n_jobs):
+def test_nan_outside_the_value_type_sample_is_refused_like_read(tmp_path, n_jobs, parallel_small):
     a = _counts(seed=9, dup_genes=False, dup_cells=False)
     sampled = set(_sample_rows(a.X, 2000, 0).tolist())
     late = [i for i in range(N_CELLS - 1, 0, -1) if i not in sampled][:2]  # last blocks

@@ -749,6 +749,18 @@ def _copy_rows_to_part(src_path: str, key: str, keep: np.ndarray, chunk_size: in
 
 #: the matrix of a part file written by a :class:`PartWriter`
 PART_KEY = "m"
+#: matrices with fewer stored values are all written by the calling process, whatever
+#: ``n_jobs``: starting a process (a few seconds of imports) costs more than it saves
+PARALLEL_MIN_VALUES = 50_000_000
+
+
+def stored_values(node) -> int:
+    """Values stored by an on-disk matrix (sparse group or dense dataset)."""
+    import h5py
+
+    if isinstance(node, h5py.Dataset):
+        return int(np.prod(node.shape))
+    return int(node["data"].shape[0]) if "data" in node else 0
 
 
 def _run_part(fn: Callable[..., None], args: tuple, errors) -> None:
@@ -816,9 +828,12 @@ def _copy_matrices(f, src_path: Path, keys: list[str], keep: np.ndarray, g, tmp:
     """Copy the kept rows of every matrix in ``keys``; with ``n_jobs`` > 1, several at once.
 
     Up to ``n_jobs - 1`` matrices are written by :class:`PartWriter` processes while this
-    process writes the first; the result is the same as writing them one by one.
+    process writes the first (not below :data:`PARALLEL_MIN_VALUES` values in all); the
+    result is the same as writing them one by one.
     """
     n_parts = min(max(int(n_jobs), 1), len(keys)) - 1
+    if sum(stored_values(f[k]) for k in keys) < PARALLEL_MIN_VALUES:
+        n_parts = 0
     local, remote = keys[: len(keys) - n_parts], keys[len(keys) - n_parts:]
     writers: dict[str, PartWriter] = {}
     try:

@@ -415,8 +415,11 @@ def _counts_part(path: str, fmt: str, layer: str | None, vtype: str, normalize: 
     """Worker process of :func:`read_to_h5ad`: ``layers["counts"]`` into the file ``part``.
 
     Reads the input again, block by block, and writes the counts that the parent's
-    blocks hold (the parent checks the values and writes ``X``).
+    blocks hold (the parent checks the values and writes ``X``). Only counts input is
+    kept as a counts layer, and ``read()`` keeps it as read.
     """
+    if vtype != "counts" or not normalize:  # the parent starts no worker then
+        raise ValueError(f"no counts layer is written for {vtype} input (normalize={normalize}).")
     import h5py
 
     from ._shard import PART_KEY, _MatrixWriter
@@ -428,7 +431,7 @@ def _counts_part(path: str, fmt: str, layer: str | None, vtype: str, normalize: 
         with h5py.File(part, "w") as g:
             w = _MatrixWriter(g, PART_KEY, n, source.shape[1], compression)
             for a in range(0, n, chunk_size):
-                counts = _normalise_block(_read_block(source, a, min(a + chunk_size, n)), vtype, normalize)[1]
+                counts = _read_block(source, a, min(a + chunk_size, n))
                 w.append(_wide_index(counts, source.nnz) if a == 0 else counts)
                 del counts
             w.finish()
@@ -480,7 +483,8 @@ def read_to_h5ad(
     n_jobs
         With 2 or more and counts as input, a second process reads the input too and
         writes ``layers["counts"]`` while this one writes ``X``
-        (:class:`~cafclassify.io._shard.PartWriter`); same output, about half the time.
+        (:class:`~cafclassify.io._shard.PartWriter`; not for inputs of fewer than
+        ``PARALLEL_MIN_VALUES`` values); same output, less time.
 
     Returns
     -------
@@ -584,6 +588,7 @@ def read_to_h5ad(
         if stamp is not None:
             stamp(skel)
 
+        from . import _shard
         from ._shard import PartWriter, _MatrixWriter
 
         counts_key = f"layers/{K.LAYER_COUNTS}"
@@ -591,7 +596,7 @@ def read_to_h5ad(
             skel.write_h5ad(tmp, compression=compression)
             part = None
             try:
-                if keeps_counts and int(n_jobs) > 1:
+                if keeps_counts and int(n_jobs) > 1 and source.nnz >= _shard.PARALLEL_MIN_VALUES:
                     part = PartWriter(_counts_part, (str(p), fmt, layer, vtype, normalize, chunk_size, compression),
                                       tmp.with_name(f"{tmp.name}.counts"))
                 with h5py.File(tmp, "a") as g:
