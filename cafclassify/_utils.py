@@ -170,6 +170,8 @@ class GatheredRows:
         self.block = sp.csr_matrix(block) if sp.issparse(block) else np.asarray(block)
         self.shape = tuple(X.shape)
         self.dtype = self.block.dtype
+        #: the value type of the whole matrix, when the caller has decided it
+        self.value_type: str | None = None
 
     @property
     def nbytes(self) -> int:
