@@ -248,3 +248,26 @@ def test_list_methods_registry():
     assert list(df.columns) == ["method", "description", "reference"]
     assert set(df["method"]) == {"ucell", "aucell", "scanpy", "zmean"}
     assert df["reference"].str.len().min() > 20
+
+
+def test_64_bit_indptr_and_unsorted_rows_score_like_canonical_csr():
+    """A CSR with a 64-bit indptr (> 2**31 values) is scored in place, as one with a
+    32-bit indptr; a matrix with unsorted or duplicated indices is canonicalised first."""
+    from cafclassify.scoring._kernels import _csr_is_canonical
+
+    X = _lognorm_with_ties(seed=3)
+    sets = {"a": (np.arange(5, 25), np.ones(20)), "b": (np.arange(40, 52), np.ones(12))}
+    ref = {f: f(X, sets) for f in (ucell_scores, aucell_scores, zmean_scores)}
+    wide = X.copy()
+    wide.indptr = wide.indptr.astype(np.int64)  # indices stay int32, as anndata writes them
+    assert _csr_is_canonical(wide.indptr, wide.indices)
+    messy = X.copy()
+    r = next(i for i in range(X.shape[0]) if X.indptr[i + 1] - X.indptr[i] > 2)
+    a, b = messy.indptr[r], messy.indptr[r + 1]
+    messy.indices[a:b] = messy.indices[a:b][::-1].copy()  # unsorted row, same matrix
+    messy.data[a:b] = messy.data[a:b][::-1].copy()
+    messy.has_sorted_indices = False
+    assert not _csr_is_canonical(messy.indptr, messy.indices)
+    for f, want in ref.items():
+        np.testing.assert_array_equal(f(wide, sets), want)
+        np.testing.assert_allclose(f(messy, sets), want, rtol=0, atol=1e-12)
