@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from cafclassify import _keys as K
 from cafclassify._errors import InputFileError
+from cafclassify.io import _shard
 from cafclassify.io._lazy import is_lazy, lazy_layer, lazy_layer_names, open_lazy, write_annotated
 
 SIM_KW = dict(
@@ -143,10 +144,16 @@ def chains(read_file):
     work = read_file.parent
     sim = work / "sim.h5ad"
     out = {}
-    from cafclassify.io import _shard
+    started = []
+    real_init = _shard.PartWriter.__init__
+
+    def counting_init(self, *args):
+        started.append(args[0].__name__)
+        real_init(self, *args)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_shard, "PARALLEL_MIN_VALUES", 0)  # a second writer even for a small file
+        mp.setattr(_shard.PartWriter, "__init__", counting_init)
         for mode in ("no", "yes"):
             d = work / mode
             d.mkdir()
@@ -161,6 +168,8 @@ def chains(read_file):
             _run(["--backed", mode, "classify", str(d / "score.h5ad"), "-o", str(d / "cls.h5ad"),
                   "--cells-csv", str(d / "cells.csv")])
             out[mode] = (d, log)
+    # the backed read and qc --filter each wrote their counts layer in a second process
+    assert sorted(started) == ["_copy_rows_to_part", "_counts_part"]
     return out
 
 
