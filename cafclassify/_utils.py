@@ -8,7 +8,7 @@ from anndata import AnnData
 
 from ._errors import DataError
 
-__all__ = ["GatheredRows", "get_matrix", "stored_row_bytes", "take_rows"]
+__all__ = ["GatheredRows", "get_matrix", "stack_rows", "stored_row_bytes", "take_rows"]
 
 
 def get_matrix(adata: AnnData, layer: str | None):
@@ -70,6 +70,13 @@ TAKE_BLOCK = 20_000
 _WHOLE_WINDOW = 0.5
 
 
+def stack_rows(parts: list) -> np.ndarray | sp.spmatrix:
+    """Blocks of rows, one under the other: CSR if they are sparse, else an ndarray."""
+    if sp.issparse(parts[0]):
+        return sp.vstack([sp.csr_matrix(p) for p in parts], format="csr")
+    return np.vstack([np.asarray(p) for p in parts])
+
+
 def take_rows(X, rows) -> np.ndarray | sp.spmatrix:
     """``X[rows]`` for in-memory *and* on-disk matrices, in the order of ``rows``.
 
@@ -118,8 +125,7 @@ def take_rows(X, rows) -> np.ndarray | sp.spmatrix:
                 parts.append(X[start:stop][want - start])
             else:
                 parts.append(X[want])
-        got = sp.vstack([sp.csr_matrix(p) for p in parts], format="csr") if sp.issparse(parts[0]) \
-            else np.vstack([np.asarray(p) for p in parts])
+        got = stack_rows(parts)
     if sp.issparse(got):
         got = sp.csr_matrix(got)
     else:

@@ -351,8 +351,9 @@ def test_training_on_a_backed_file_reads_fibroblasts_once_or_per_use_alike(chain
 
 def test_gate_collects_its_subsample_while_scoring(read_file):
     """The clustering subsample read during the scoring pass equals the rows read directly."""
+    from cafclassify._utils import stack_rows
     from cafclassify.genesets import load_signatures, match_signatures
-    from cafclassify.tl._gate import _graph_subsample, _null_scores, _stack_rows
+    from cafclassify.tl._gate import _graph_subsample, _null_scores
 
     mem = ad.read_h5ad(read_file)
     lib = load_signatures("caf_v1").subset(names=["fibroblast", "immune"])
@@ -364,7 +365,7 @@ def test_gate_collects_its_subsample_while_scoring(read_file):
             parts: list = []
             _null_scores(lazy.X, matched, method="ucell", n_null=5, rng=np.random.default_rng(0),
                          max_rank=1500, collect=idx, collected=parts)
-            assert (_stack_rows(parts) != mem.X[idx]).nnz == 0
+            assert (stack_rows(parts) != mem.X[idx]).nnz == 0
     finally:
         lazy.file.close()
 

@@ -22,7 +22,7 @@ from scipy import stats
 
 from .. import _keys as K
 from .._errors import ConfigError, DataError, SignatureError
-from .._utils import get_matrix, take_rows
+from .._utils import get_matrix, stack_rows, take_rows
 from ._gate_refine import col_sums, log_block, refine_lineages
 from ._gate_stroma import recluster_stroma
 
@@ -147,13 +147,6 @@ def _null_scores(X, matched: dict, *, method: str, n_null: int, rng: np.random.G
     # a set whose random draws never vary (e.g. an all-zero matrix) gets a tiny floor
     sigma = np.maximum(sigma, 1e-6)
     return (S, mu, sigma) if with_sets else (mu, sigma)
-
-
-def _stack_rows(parts: list):
-    """Row blocks collected by :func:`_null_scores`, as one matrix (CSR or ndarray)."""
-    if sp.issparse(parts[0]):
-        return sp.vstack([sp.csr_matrix(p) for p in parts], format="csr")
-    return np.vstack([np.asarray(p) for p in parts])
 
 
 def _graph_subsample(n: int, max_cells_graph: int, random_state: int) -> np.ndarray:
@@ -619,7 +612,7 @@ def gate(
         emb_info = {"source": "per-cell (fewer than 30 cells)"}
         logger.info("Only %d cells: deciding every cell on its own (no clustering).", n)
     else:
-        sub_rows = _stack_rows(sub_parts)
+        sub_rows = stack_rows(sub_parts)
         sub_parts.clear()
         labels_cl, emb_info = _embed_and_cluster(
             X, value_type=value_type, n_pcs=int(n_pcs), resolution=float(resolution),

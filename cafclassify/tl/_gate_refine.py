@@ -79,8 +79,9 @@ def col_sums(block, n_genes: int) -> tuple[np.ndarray, np.ndarray]:
             s2 += np.bincount(idx, weights=v * v, minlength=n_genes)
         return s1, s2
     b = np.asarray(block)
-    for a in range(0, b.shape[0], max(1, _SUM_STEP // max(n_genes, 1))):
-        part = b[a:a + max(1, _SUM_STEP // max(n_genes, 1))].astype(np.float64)
+    rows = max(1, _SUM_STEP // max(n_genes, 1))
+    for a in range(0, b.shape[0], rows):
+        part = b[a:a + rows].astype(np.float64)
         s1 += part.sum(axis=0)
         s2 += (part * part).sum(axis=0)
     return s1, s2
