@@ -182,16 +182,14 @@ def worker(args) -> dict:
             "matrix_mb": mat_mb}
 
 
-def run_one(args, method: str, who: str) -> dict | None:
+def run_one(args, method: str, who: str, peer_cells: int = 0) -> dict | None:
     cmd = [sys.executable, __file__, "--worker", "--who", who, "--method", method,
            "--data", str(args.data), "--n-genes", str(args.n_genes),
            "--chunk-size", str(args.chunk_size)]
     if args.backed:
         cmd.append("--backed")
-    peer_cells = getattr(args, "peer_cells_now", 0)
     if who == "peer" and peer_cells:
         cmd += ["--peer-cells", str(peer_cells)]
-        args.peer_cells_now = 0
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     if r.returncode != 0:
         sys.stderr.write(f"[{who} {method}] failed:\n{r.stderr[-2000:]}\n")
@@ -252,10 +250,8 @@ def main(argv=None) -> int:
             peer = None
             if not (args.no_peers or args.backed):
                 run_n = min(n, args.peer_cells) if args.peer_cells else n
-                if (m, run_n) not in peer_cache:
-                    if run_n < n:  # peers read the first run_n cells of this size's file
-                        args.peer_cells_now = run_n
-                    peer_cache[(m, run_n)] = run_one(args, m, "peer")
+                if (m, run_n) not in peer_cache:  # a peer reads the first run_n cells of this size's file
+                    peer_cache[(m, run_n)] = run_one(args, m, "peer", run_n if run_n < n else 0)
                 peer = peer_cache[(m, run_n)]
             peer_s = peer["seconds"] * (n / peer["n_cells"]) if peer else None
             scaled = bool(peer) and peer["n_cells"] < n
