@@ -548,6 +548,8 @@ def _cmd_classify(args: argparse.Namespace) -> int:
             model,
             threshold=args.threshold,
             smooth=args.smooth,
+            perivascular=args.perivascular,
+            tissue_key=args.tissue_key,
             signatures=args.signatures,
             estimator=None if model is not None else args.estimator,
             random_state=args.seed,
@@ -1332,6 +1334,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--smooth", action="store_true", help="also write a cluster-majority-smoothed label"
+    )
+    p.add_argument(
+        "--perivascular",
+        default=None,
+        choices=["vcaf", "separate"],
+        help="subtype of mural (perivascular) cells: vCAF (default; the seed review's "
+        "definition: vCAFs originate from perivascular cells) or 'mural', kept apart from "
+        "CAFs (Wu 2021 / Cords 2023). obs caf_lineage keeps fibroblast and mural apart either way",
+    )
+    p.add_argument(
+        "--tissue-key",
+        default=None,
+        metavar="COL",
+        help="obs column with tumour/normal annotation: mural cells of normal tissue "
+        "(values starting normal/adjacent/healthy/non-tumour) are 'mural', never vCAF",
     )
     p.add_argument(
         "--estimator",

@@ -84,6 +84,7 @@ import scipy.sparse as sp
 from .. import _keys as K
 from .._errors import DataError, ModelError
 from .._utils import GatheredRows, _is_backed_matrix, get_matrix, stored_row_bytes, take_rows
+from ._compartment import MURAL_LABEL, VCAF, lineage_confidence, perivascular_labels
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -217,12 +218,14 @@ def _std_z(values: np.ndarray) -> np.ndarray:
     return (v - np.nanmean(v, axis=0)) / np.where(sd > 1e-12, sd, 1.0)
 
 
-def _robust_z(values: np.ndarray) -> np.ndarray:
-    """Column-wise robust z-score (median / 1.4826 MAD; SD if MAD is 0)."""
+def _robust_z(values: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
+    """Robust z-score (median / 1.4826 MAD; SD if MAD is 0) of a 1-D array, or column-wise
+    of a 2-D one; ``ref`` (bool mask of rows) takes the median and MAD from those rows."""
     v = np.asarray(values, dtype=np.float64)
-    med = np.nanmedian(v, axis=0)
-    mad = 1.4826 * np.nanmedian(np.abs(v - med), axis=0)
-    sd = np.nanstd(v, axis=0)
+    r = v if ref is None else v[np.asarray(ref, dtype=bool)]
+    med = np.nanmedian(r, axis=0)
+    mad = 1.4826 * np.nanmedian(np.abs(r - med), axis=0)
+    sd = np.nanstd(r, axis=0)
     scale = np.where(mad > 1e-12, mad, np.where(sd > 1e-12, sd, 1.0))
     return (v - med) / scale
 
@@ -351,6 +354,7 @@ def weak_labels(
     z_min: float = 1.0,
     margin: float = 1.0,
     z_method: str = "std",
+    seed_rule: str = "evidence",
     max_seeds_per_class: int | None = 2000,
     min_seeds: int = 15,
     min_per_fold: int = 3,
@@ -371,10 +375,15 @@ def weak_labels(
         Signature library, scores, gate labels and expression layer.
     classes
         Subtype sets to use (default: the library's subtype sets except LTBP2_CAF).
+    seed_rule
+        ``"evidence"`` (default): programme evidence against random gene sets, read within
+        each cell (see :mod:`cafclassify.tl._evidence`); ``"zscore"``: the first rule,
+        z-scores across fibroblasts (kept to compare with; ``z_min``, ``margin`` and
+        ``z_method`` apply to it only).
     z_min, margin
-        Seed rule thresholds on the z-scores.
+        Thresholds of the ``"zscore"`` rule.
     z_method
-        ``"std"`` (mean/SD, default) or ``"robust"`` (median/MAD) standardisation.
+        ``"std"`` (mean/SD) or ``"robust"`` (median/MAD) standardisation (``"zscore"`` rule).
     max_seeds_per_class
         Cap per class (largest margin kept); ``None`` for no cap.
     min_seeds, min_per_fold, cv
@@ -400,14 +409,15 @@ def weak_labels(
         adata, signatures=signatures, score_key=score_key, lineage_key=lineage_key, layer=layer,
         classes=classes, z_min=z_min, margin=margin, max_seeds_per_class=max_seeds_per_class,
         min_required=max(int(min_seeds), int(min_per_fold) * int(cv)), random_state=random_state,
-        z_method=z_method,
+        z_method=z_method, seed_rule=seed_rule,
     )[:2]
     _write_seeds(adata, labels_full, report, key_added)
     return adata if copy else None
 
 
 def _weak_labels_impl(adata, *, signatures, score_key, lineage_key, layer, classes, z_min, margin,
-                      max_seeds_per_class, min_required, random_state, z_method="std"):
+                      max_seeds_per_class, min_required, random_state, z_method="std",
+                      seed_rule="evidence"):
     fib, gated = _fibroblast_mask(adata, lineage_key)
     if fib.sum() == 0:
         raise DataError("no cells are labelled 'fibroblast', so there is nothing to classify.",
@@ -427,19 +437,63 @@ def _weak_labels_impl(adata, *, signatures, score_key, lineage_key, layer, class
                         fix="score the subtype sets (cafclassify.score) with enough gene coverage.")
     if z_method not in ("std", "robust"):
         raise DataError(f"z_method must be 'std' or 'robust', got {z_method!r}.", fix="pass 'std' (default).")
-    labels, report = _select_seeds(scores[cls], z_min=z_min, margin=margin,
-                                   max_per_class=max_seeds_per_class, min_required=min_required,
-                                   z_method=z_method)
+    if seed_rule not in ("evidence", "zscore"):
+        raise DataError(f"seed_rule must be 'evidence' or 'zscore', got {seed_rule!r}.",
+                        fix="pass seed_rule='evidence' (default).")
+    extras: dict = {}
+    if seed_rule == "evidence" and library is not None:
+        labels, report, extras = _evidence_seeds(adata, fib, library, cls, layer=layer,
+                                                 max_per_class=max_seeds_per_class,
+                                                 min_required=min_required, random_state=random_state)
+    else:
+        labels, report = _select_seeds(scores[cls], z_min=z_min, margin=margin,
+                                       max_per_class=max_seeds_per_class, min_required=min_required,
+                                       z_method=z_method)
+        report["seed_rule"] = "zscore"
     report["score_source"] = source
     report["gated"] = bool(gated)
     for c in report["absent_classes"]:
-        logger.warning(
-            "subtype %s is ABSENT: only %d confident seed cells (need %d). It is not a class of "
-            "the model and will never be called.", c, report["candidate_counts"][c], min_required,
-        )
+        why = report.get("absent_reasons", {}).get(
+            c, f"only {report['candidate_counts'][c]} confident seed cells (need {min_required})")
+        logger.warning("subtype %s is ABSENT: %s. It is not a class of the model and will never "
+                       "be called.", c, why)
     full = np.full(adata.n_obs, None, dtype=object)
     full[np.flatnonzero(fib)] = labels
-    return full, report, fib, scores, library, cls
+    return full, report, fib, scores, library, cls, extras
+
+
+def _fibroblast_lognorm(adata, fib: np.ndarray, layer) -> sp.csr_matrix:
+    X = _matrix(adata, layer)
+    return _lognorm(_rows_csr(X, np.flatnonzero(fib)), _value_type(X) == "counts")
+
+
+def _evidence_seeds(adata, fib, library, cls, *, layer, max_per_class, min_required, random_state):
+    """Seeds from programme evidence against random gene sets (``_evidence`` module)."""
+    from ..genesets import match_signatures
+    from ._evidence import audit_genes, evidence_seeds, fibroblast_graph, programme_evidence
+
+    Xf = _fibroblast_lognorm(adata, fib, layer)
+    matched = match_signatures(library.subset(names=cls), adata, min_coverage=0.0, on_low_coverage="keep")
+    sets = {c: (np.asarray(matched[c].indices), np.asarray(matched[c].weights)) for c in cls if c in matched}
+    W = fibroblast_graph(Xf, random_state=random_state)
+    audited, audit = audit_genes(Xf, W, sets, _symbols(adata))
+    usable = [c for c in cls if c in audited and audited[c][0].size >= 2]
+    for c in cls:
+        if c not in usable:
+            logger.warning("subtype %s: fewer than 2 of its genes agree with the set in these data; "
+                           "it cannot be evidenced here.", c)
+    E, E_null = programme_evidence(Xf, W, {c: audited[c] for c in usable}, random_state=random_state)
+    labels, report = evidence_seeds(E, E_null, usable, max_per_class=max_per_class,
+                                    min_required=min_required)
+    for c in cls:
+        if c not in usable:
+            report["candidate_counts"][c] = 0
+            report["seed_counts"][c] = 0
+            report["absent_classes"].append(c)
+            report["absent_reasons"][c] = "fewer than 2 of its genes agree with the set in these data"
+    report["gene_audit"] = {c: audit[c].tolist() for c in audit.columns}
+    extras = {"graph": W, "evidence": pd.DataFrame(E, columns=usable), "Xf": Xf}
+    return labels, report, extras
 
 
 def _write_seeds(adata, labels_full, report, key_added):
@@ -512,6 +566,15 @@ class _Features:
         return mean, sd
 
 
+def _smoothed(graph: sp.csr_matrix, rows_fn, n: int, n_features: int) -> np.ndarray:
+    """``graph @ Z`` for the features ``Z`` of all ``n`` fibroblasts (``rows_fn(positions)``)."""
+    Z = np.empty((n, n_features), dtype=np.float64)
+    for start in range(0, n, _PREDICT_CHUNK):
+        p = np.arange(start, min(start + _PREDICT_CHUNK, n))
+        Z[p] = rows_fn(p)
+    return np.asarray(graph @ Z)
+
+
 def _scale(raw: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
     safe = np.where(sd > 1e-8, sd, 1.0)
     z = (raw - mean[None, :]) / safe[None, :]
@@ -545,6 +608,8 @@ def _hvg(adata, fib_rows, layer, counts: bool, n_hvg: int, batch_key: str | None
     import anndata as ad
     import scanpy as sc
 
+    if int(n_hvg) <= 0:
+        return np.array([], dtype=np.int64)
     X = _matrix(adata, layer)
     if fib_rows.size > HVG_MAX_CELLS:
         rng = np.random.default_rng(random_state)
@@ -554,8 +619,6 @@ def _hvg(adata, fib_rows, layer, counts: bool, n_hvg: int, batch_key: str | None
     tmp = ad.AnnData(X=sp.csr_matrix(block, dtype=np.float32))
     if batch_key is not None:
         tmp.obs["batch"] = adata.obs[batch_key].to_numpy()[fib_rows].astype(str)
-    if int(n_hvg) <= 0:
-        return np.array([], dtype=np.int64)
     n_top = int(min(n_hvg, adata.n_vars))
     nz = np.asarray((block != 0).sum(axis=0)).ravel()
     try:
@@ -653,7 +716,7 @@ def train(
     lineage_key: str = K.OBS_LINEAGE,
     layer: str | None = None,
     estimator: str = "logreg",
-    n_hvg: int = 2000,
+    n_hvg: int = 0,
     batch_key: str | None = None,
     calibration: str | None = "temperature",
     cv: int = 5,
@@ -661,6 +724,8 @@ def train(
     z_min: float = 1.0,
     margin: float = 1.0,
     z_method: str = "std",
+    seed_rule: str = "evidence",
+    feature_smoothing: bool = False,
     max_seeds_per_class: int | None = 2000,
     min_seeds: int = 15,
     min_per_fold: int = 3,
@@ -696,8 +761,13 @@ def train(
         Number of stratified folds for the out-of-fold metrics and calibration.
     classes
         Subtype sets to use as classes (default: library subtype sets except LTBP2_CAF).
-    z_min, margin, z_method, max_seeds_per_class, min_seeds, min_per_fold
+    z_min, margin, z_method, seed_rule, max_seeds_per_class, min_seeds, min_per_fold
         Seed rule (see :func:`weak_labels`).
+    feature_smoothing
+        Train and predict on kNN-averaged features (each fibroblast's scaled profile
+        averaged with its 15 nearest fibroblasts, the graph of the seed rule): shallow
+        cells are judged on their neighbourhood, not on their dropout. The model
+        remembers it and applies it to new data with their own fibroblast graph.
     C
         Inverse L2 strength of the logistic regression.
     self_training
@@ -727,7 +797,8 @@ def train(
 
 def _train_impl(adata, *, signatures, score_key, lineage_key, layer, estimator, n_hvg, batch_key,
                 calibration, cv, classes, z_min, margin, z_method, max_seeds_per_class, min_seeds,
-                min_per_fold, C, sgd_threshold, random_state, self_training=1, pseudo_min_proba=0.9):
+                min_per_fold, C, sgd_threshold, random_state, self_training=1, pseudo_min_proba=0.9,
+                seed_rule="evidence", feature_smoothing=False):
     from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
     from sklearn.model_selection import StratifiedKFold
 
@@ -748,10 +819,11 @@ def _train_impl(adata, *, signatures, score_key, lineage_key, layer, estimator, 
         raise DataError(f"batch_key {batch_key!r} is not an obs column.", path="adata.obs",
                         fix="pass an existing obs column or batch_key=None.")
     min_required = max(int(min_seeds), int(min_per_fold) * int(cv))
-    labels_full, seed_report, fib, scores, library, cls = _weak_labels_impl(
+    labels_full, seed_report, fib, scores, library, cls, extras = _weak_labels_impl(
         adata, signatures=signatures, score_key=score_key, lineage_key=lineage_key, layer=layer,
         classes=classes, z_min=z_min, margin=margin, max_seeds_per_class=max_seeds_per_class,
         min_required=min_required, random_state=random_state, z_method=z_method,
+        seed_rule=seed_rule,
     )
     present = [c for c in cls if seed_report["seed_counts"][c] > 0]
     if len(present) < 2:
@@ -786,42 +858,47 @@ def _train_impl(adata, *, signatures, score_key, lineage_key, layer, estimator, 
     feats = _Features(adata, genes, layer)
     mean, sd = mean[keep], sd[keep]
 
+    # ---- features of fibroblasts (positions in fib_rows), kNN-averaged if feature_smoothing
+    bstats = {}
+    if per_batch:  # per-batch scaling with statistics of ALL fibroblasts of each batch
+        for b in pd.unique(batches_fib):
+            bstats[b] = feats.stats(fib_rows[batches_fib == b])
+
+    def scaled_rows(rows_pos: np.ndarray) -> np.ndarray:
+        raw_b = feats.raw_block(fib_rows[rows_pos])
+        if not per_batch:
+            return _scale(raw_b, mean, sd)
+        out = np.empty_like(raw_b)
+        bb = batches_fib[rows_pos]
+        for b_, (mu_, s_) in bstats.items():
+            m_ = bb == b_
+            out[m_] = _scale(raw_b[m_], mu_, s_)
+        return out
+
+    graph = None
+    if feature_smoothing:
+        graph = extras.get("graph")
+        if graph is None:
+            from ._evidence import fibroblast_graph
+
+            graph = fibroblast_graph(_fibroblast_lognorm(adata, fib, layer), random_state=random_state)
+        Zfib = _smoothed(graph, scaled_rows, fib_rows.size, len(genes))
+
+        def scaled_rows(rows_pos: np.ndarray) -> np.ndarray:
+            return Zfib[rows_pos]
+
     # ---- seed matrix
     seed_pos = np.flatnonzero(labels_full[fib_rows] != None)  # noqa: E711
     y_names = labels_full[fib_rows][seed_pos].astype(str)
     y = np.array([present.index(v) for v in y_names], dtype=np.int64)
     seed_rows = fib_rows[seed_pos]
-    if per_batch:
-        # per-batch scaling with statistics of ALL fibroblasts of each batch
-        Zs = np.empty((seed_rows.size, len(genes)), dtype=np.float64)
-        bstats = {}
-        for b in pd.unique(batches_fib):
-            rows_b = fib_rows[batches_fib == b]
-            bstats[b] = feats.stats(rows_b)
-        bseed = batches_fib[seed_pos]
-        raw = feats.raw_block(seed_rows)
-        for b, (mu, s) in bstats.items():
-            m = bseed == b
-            Zs[m] = _scale(raw[m], mu, s)
-    else:
-        Zs = _scale(feats.raw_block(seed_rows), mean, sd)
+    Zs = scaled_rows(seed_pos)
     use_sgd = estimator == "logreg" and seed_rows.size > int(sgd_threshold)
     kind = "hgb" if estimator == "hgb" else ("sgd" if use_sgd else "logreg")
 
     # ---- self-training: add confidently predicted non-seed fibroblasts as pseudo-labels
     pseudo_counts = dict.fromkeys(present, 0)
     if int(self_training) > 0:
-        def scaled_rows(rows_pos: np.ndarray) -> np.ndarray:
-            raw_b = feats.raw_block(fib_rows[rows_pos])
-            if not per_batch:
-                return _scale(raw_b, mean, sd)
-            out = np.empty_like(raw_b)
-            bb = batches_fib[rows_pos]
-            for b_, (mu_, s_) in bstats.items():
-                m_ = bb == b_
-                out[m_] = _scale(raw_b[m_], mu_, s_)
-            return out
-
         is_seed = np.zeros(fib_rows.size, dtype=bool)
         is_seed[seed_pos] = True
         for _round in range(int(self_training)):
@@ -945,6 +1022,7 @@ def _train_impl(adata, *, signatures, score_key, lineage_key, layer, estimator, 
             "max_seeds_per_class": -1 if max_seeds_per_class is None else int(max_seeds_per_class),
             "min_seeds": int(min_seeds), "min_per_fold": int(min_per_fold), "C": float(C),
             "self_training": int(self_training), "pseudo_min_proba": float(pseudo_min_proba),
+            "seed_rule": seed_rule, "feature_smoothing": bool(feature_smoothing),
             "random_state": int(random_state), "score_key": score_key, "lineage_key": lineage_key,
             "layer": layer or "",
         },
@@ -965,14 +1043,14 @@ def _train_impl(adata, *, signatures, score_key, lineage_key, layer, estimator, 
         kind, y.size, dict(zip(present, np.bincount(y).tolist(), strict=True)),
         cv_report["macro_f1"], ece_before, ece_after, seed_report["absent_classes"] or "none",
     )
-    return model, labels_full, seed_report
+    return model, labels_full, seed_report, graph
 
 
 # =========================================================================== classify
 
 
 def _predict_proba(adata, model: CafModel, fib_rows: np.ndarray, *, layer, batch_key,
-                   min_gene_overlap: float, keep_features: bool):
+                   min_gene_overlap: float, keep_features: bool, graph=None):
     feats = _Features(adata, model.genes, layer, model_species=model.species, model_path=model.path,
                       min_overlap=min_gene_overlap)
     logger.info("model genes found in the data: %d of %d (%.1f%%)%s", feats.found.sum(),
@@ -980,6 +1058,32 @@ def _predict_proba(adata, model: CafModel, fib_rows: np.ndarray, *, layer, batch
                 f"; mapped {feats.mapped_from}" if feats.mapped_from else "")
     proba = np.zeros((fib_rows.size, len(model.classes)))
     Zkeep = [] if keep_features else None
+    if model.summary.get("params", {}).get("feature_smoothing", False):
+        if graph is None:
+            from ._evidence import fibroblast_graph
+
+            X = _matrix(adata, layer)
+            graph = fibroblast_graph(_lognorm(_rows_csr(X, fib_rows), _value_type(X) == "counts"))
+        if model.scaling == "per_batch":
+            batches = adata.obs[batch_key].to_numpy()[fib_rows] if batch_key is not None else None
+            groups = np.zeros(fib_rows.size, dtype=int) if batches is None else pd.factorize(batches)[0]
+            stats_g = {g: feats.stats(fib_rows[groups == g]) for g in np.unique(groups)}
+
+            def rows_fn(p):
+                raw = feats.raw_block(fib_rows[p])
+                out = np.empty_like(raw)
+                for g, (mu, s) in stats_g.items():
+                    m = groups[p] == g
+                    out[m] = _scale(raw[m], mu, s)
+                return out
+        else:
+            def rows_fn(p):
+                return _scale(feats.raw_block(fib_rows[p]), model.feature_mean, model.feature_scale)
+        Zfull = _smoothed(graph, rows_fn, fib_rows.size, len(model.genes))
+        for start in range(0, fib_rows.size, _PREDICT_CHUNK):
+            p = np.arange(start, min(start + _PREDICT_CHUNK, fib_rows.size))
+            proba[p] = model.predict_proba(Zfull[p])
+        return proba, feats.report, (Zfull if keep_features else None)
     if model.scaling == "per_batch":
         batches = adata.obs[batch_key].to_numpy()[fib_rows] if batch_key is not None else None
         groups = np.zeros(fib_rows.size, dtype=int) if batches is None else pd.factorize(batches)[0]
@@ -1049,7 +1153,7 @@ def _ltbp2_axis(adata, fib_rows, layer, module_scores: pd.Series | None, random_
         info["threshold"] = float(thr)
     support = np.zeros(fib_rows.size, dtype=bool)
     if module_scores is not None:
-        support = _robust_z(module_scores.to_numpy()[:, None]).ravel() >= 1.0
+        support = _robust_z(module_scores.to_numpy()) >= 1.0
     call = det & ((post >= 0.5) | ((post >= 0.25) & support))
     pos[fib_rows] = call
     info.update({
@@ -1111,6 +1215,8 @@ def classify(
     batch_key: str | None = None,
     min_gene_overlap: float = 0.5,
     state_z: float = 2.5,
+    perivascular: str = "vcaf",
+    tissue_key: str | None = None,
     signatures="caf_v1",
     key_added: str = K.OBS_SUBTYPE,
     random_state: int = 0,
@@ -1142,7 +1248,17 @@ def classify(
     min_gene_overlap
         Refuse (ModelError) when fewer than this fraction of model genes are in the data.
     state_z
-        Robust-z threshold of the senescence/cycling flags among fibroblasts.
+        Robust-z threshold of the senescence/cycling flags (reference: the fibroblasts'
+        median/MAD; flags are set for fibroblasts and mural cells: cycling is a state, and
+        a cycling pericyte stays in its compartment with the flag set).
+    perivascular
+        What ``obs[key_added]`` says for mural (perivascular) cells: ``"vcaf"`` (default,
+        the seed review's definition: vCAFs originate from perivascular cells) or
+        ``"separate"`` (``"mural"``, as Wu 2021 / Cords 2023). See
+        :mod:`cafclassify.tl._compartment`.
+    tissue_key
+        obs column with tumour/normal annotation: mural cells of normal tissue are
+        ``"mural"`` under either reading.
     signatures
         Signature library (for scores computed on the fly and training).
     key_added
@@ -1189,8 +1305,9 @@ def classify(
         if model is None:  # training reads the fibroblasts several times: read them once
             stack.enter_context(_fibroblasts_in_memory(adata, layer, fib_rows))
         trained_here = False
+        graph = None
         if model is None:
-            model, labels_full, seed_report = _train_impl(
+            model, labels_full, seed_report, graph = _train_impl(
                 adata, **_train_defaults(signatures=signatures, score_key=score_key,
                                          lineage_key=lineage_key, layer=layer, batch_key=batch_key,
                                          random_state=random_state, **train_kwargs),
@@ -1203,33 +1320,46 @@ def classify(
             raise DataError(f"training options {sorted(train_kwargs)} given together with a model.",
                             fix="pass either a model or training options, not both.")
         proba, overlap, Z = _predict_proba(adata, model, fib_rows, layer=layer, batch_key=batch_key,
-                                           min_gene_overlap=min_gene_overlap, keep_features=smooth and smooth_key is None)
+                                           min_gene_overlap=min_gene_overlap,
+                                           keep_features=smooth and smooth_key is None, graph=graph)
         classes = list(model.classes)
         conf = proba.max(axis=1)
         lab_fib = np.where(conf >= threshold, np.asarray(classes, dtype=object)[proba.argmax(axis=1)],
                            K.UNASSIGNED)
         labels = np.full(adata.n_obs, K.NOT_FIBROBLAST, dtype=object)
         labels[fib_rows] = lab_fib
-        cats = [*classes, K.UNASSIGNED, K.NOT_FIBROBLAST]
+        mural, mural_lab, peri_info = perivascular_labels(adata, lineage_key=lineage_key,
+                                                          perivascular=perivascular, tissue_key=tissue_key)
+        labels[mural] = mural_lab[mural]
+        if perivascular == "vcaf" and VCAF not in classes and (labels == VCAF).any():
+            classes = [*classes, VCAF]
+            proba = np.column_stack([proba, np.zeros(fib_rows.size)])
+        cats = [*classes, K.UNASSIGNED, MURAL_LABEL, K.NOT_FIBROBLAST]
         conf_key = K.OBS_SUBTYPE_CONF if key_added == K.OBS_SUBTYPE else f"{key_added}_confidence"
         proba_key = K.OBSM_SUBTYPE_PROBA if key_added == K.OBS_SUBTYPE else f"{key_added}_proba"
         adata.obs[key_added] = pd.Categorical(labels, categories=cats)
         conf_full = np.full(adata.n_obs, np.nan)
         conf_full[fib_rows] = conf
-        adata.obs[conf_key] = conf_full
         pfull = np.full((adata.n_obs, len(classes)), np.nan)
         pfull[fib_rows] = proba
+        is_v = mural & (labels == VCAF)
+        if is_v.any():  # the compartment decides these: the gate's confidence
+            conf_full[is_v] = lineage_confidence(adata, is_v)
+            pfull[is_v, classes.index(VCAF)] = conf_full[is_v]
+        adata.obs[conf_key] = conf_full
         adata.obsm[proba_key] = pd.DataFrame(pfull, index=adata.obs_names, columns=classes)
 
         # ---- separate axes: LTBP2, senescence, cycling
+        stroma = fib | mural
         try:
-            axis_scores, axis_src = _get_scores(adata, fib, score_key=score_key, signatures=signatures,
+            axis_scores, axis_src = _get_scores(adata, stroma, score_key=score_key, signatures=signatures,
                                                 layer=layer, needed=[*AXIS_SETS, *STATE_SETS],
                                                 random_state=random_state)
         except (DataError, ImportError, KeyError) as exc:
             logger.warning("state/LTBP2 scores unavailable (%s); flags will be False.", exc)
-            axis_scores, axis_src = pd.DataFrame(index=adata.obs_names[fib_rows]), "unavailable"
-        module = axis_scores["LTBP2_CAF"] if "LTBP2_CAF" in axis_scores else None
+            axis_scores, axis_src = pd.DataFrame(index=adata.obs_names[stroma]), "unavailable"
+        fib_in_stroma = fib[stroma]
+        module = axis_scores["LTBP2_CAF"][fib_in_stroma] if "LTBP2_CAF" in axis_scores else None
         lt_pos, lt_score, lt_info = _ltbp2_axis(adata, fib_rows, layer, module, random_state)
         adata.obs[K.OBS_LTBP2] = lt_pos
         adata.obs[K.OBS_LTBP2_SCORE] = lt_score
@@ -1237,15 +1367,15 @@ def classify(
     for st, key in (("senescence", K.OBS_SENESCENT), ("cycling", K.OBS_CYCLING)):
         flag = np.zeros(adata.n_obs, dtype=bool)
         if st in axis_scores:
-            flag[fib_rows] = _robust_z(axis_scores[st].to_numpy()[:, None]).ravel() >= state_z
+            flag[stroma] = _robust_z(axis_scores[st].to_numpy(), ref=fib_in_stroma) >= state_z
             flags_info[st] = {"status": "called", "n_flagged": int(flag.sum())}
         else:
             logger.warning("no %r score: %s is False for all cells.", st, key)
             flags_info[st] = {"status": "score unavailable", "n_flagged": 0}
         adata.obs[key] = flag
-    flags_info["rule"] = (f"flag if the state score's robust z (median/MAD) among the fibroblasts of "
-                          f"this dataset >= {state_z}; relative, so a dataset always has its top tail "
-                          "flagged only if it stands out by this much")
+    flags_info["rule"] = (f"flag if the state score's robust z (median/MAD of the fibroblasts of "
+                          f"this dataset) >= {state_z}, for fibroblasts and mural cells; relative, so "
+                          "a dataset has its top tail flagged only if it stands out by this much")
     flags_info["score_source"] = axis_src
 
     smooth_info = None
@@ -1262,6 +1392,7 @@ def classify(
     sec = K.uns_section(adata, K.UNS_CLASSIFY)
     sec.update(_uns_safe({
         "params": {"threshold": float(threshold), "smooth": bool(smooth), "smooth_key": smooth_key or "",
+                   "perivascular": perivascular, "tissue_key": tissue_key or "",
                    "lineage_key": lineage_key, "score_key": score_key, "layer": layer or "",
                    "batch_key": batch_key or "", "min_gene_overlap": float(min_gene_overlap),
                    "state_z": float(state_z), "key_added": key_added, "random_state": int(random_state),
@@ -1273,6 +1404,8 @@ def classify(
                   "scaling": model.scaling},
         "gene_overlap": overlap,
         "absent_classes": absent,
+        "perivascular": peri_info,
+        "unassigned": _unassigned_report(proba, classes, conf, threshold),
         "counts": pd.Series(labels).value_counts().to_dict(),
         "ltbp2": lt_info,
         "state_flags": flags_info,
@@ -1282,11 +1415,31 @@ def classify(
     return adata if copy else None
 
 
+def _unassigned_report(proba: np.ndarray, classes: list[str], conf: np.ndarray, threshold: float) -> dict:
+    """Why fibroblasts are ``unassigned``: no class reaches ``threshold``; the two classes
+    they hesitate between (the top two probabilities) and how often."""
+    un = conf < threshold
+    n = int(conf.size)
+    pairs: dict[str, int] = {}
+    if un.any() and proba.shape[1] >= 2:
+        top2 = np.argsort(-proba[un], axis=1)[:, :2]
+        for a, b in top2:
+            key = " / ".join(sorted((classes[a], classes[b])))
+            pairs[key] = pairs.get(key, 0) + 1
+    return {
+        "n": int(un.sum()), "fraction_of_fibroblasts": float(un.mean()) if n else 0.0,
+        "meaning": (f"ambiguous: no subtype reaches calibrated probability {threshold}; the cell "
+                    "lies between the classes named in between"),
+        "between": dict(sorted(pairs.items(), key=lambda kv: -kv[1])),
+    }
+
+
 def _train_defaults(**kw) -> dict:
     defaults = dict(
         signatures="caf_v1", score_key=K.OBSM_SCORES, lineage_key=K.OBS_LINEAGE, layer=None,
-        estimator="logreg", n_hvg=2000, batch_key=None, calibration="temperature", cv=5,
-        classes=None, z_min=1.0, margin=1.0, z_method="std", max_seeds_per_class=2000, min_seeds=15,
+        estimator="logreg", n_hvg=0, batch_key=None, calibration="temperature", cv=5,
+        classes=None, z_min=1.0, margin=1.0, z_method="std", seed_rule="evidence",
+        feature_smoothing=False, max_seeds_per_class=2000, min_seeds=15,
         min_per_fold=3, C=0.2, self_training=1, pseudo_min_proba=0.9, sgd_threshold=200_000,
         random_state=0,
     )

@@ -49,6 +49,7 @@ _ALPHA_CLUSTER = 0.05  # family-wise error for "lineage expressed in cluster" (B
 _MIN_EFFECT = 0.5  # cluster mean above null, in null SDs (Cohen's "medium" effect)
 _ALPHA_CELL = 0.01  # per-cell "this cell expresses the set" (one-sided)
 _OVERRIDE_RATIO = 2.0  # a cell leaves its cluster's call only with >= 2x the evidence
+_MIXED_MARGIN = 0.5  # a cluster call with a smaller margin is not confident (as stage-2 seeds)
 _MIN_GENES = 2  # a lineage set needs >= 2 genes in the data (one gene is no signature)
 _PREGATED_FRACTION = 0.9  # auto-detect pre-gated input: >= 90% of cells gate fibroblast
 _FEW_FIBROBLASTS = 50  # fewer fibroblasts than this: warn that subtyping is unreliable
@@ -289,7 +290,13 @@ def _decide(S: np.ndarray, mu: np.ndarray, sigma: np.ndarray, clusters: np.ndarr
     final = cc.copy()
     rows = np.arange(n)
     e_cluster = np.where(cc >= 0, e[rows, np.maximum(cc, 0)], 0.0)
-    override = (cc >= 0) & (own >= 0) & (own != cc) & (e[rows, np.maximum(own, 0)] >= _OVERRIDE_RATIO * e_cluster)
+    # in a mixed cluster (two lineages expressed, margin < _MIXED_MARGIN: the cluster call is
+    # not confident) a cell's own evidence for another lineage expressed in the cluster
+    # decides at ratio 1; elsewhere it needs _OVERRIDE_RATIO (dropout must not flip a call)
+    mixed = (cc >= 0) & (margin[codes] < _MIXED_MARGIN)
+    own_present = (own >= 0) & present[codes, np.maximum(own, 0)]
+    ratio = np.where(mixed & own_present, 1.0, _OVERRIDE_RATIO)
+    override = (cc >= 0) & (own >= 0) & (own != cc) & (e[rows, np.maximum(own, 0)] > ratio * e_cluster)
     final[override] = own[override]
     amb = cc < 0
     final[amb] = own[amb]  # -1 (no evidence) stays "other"

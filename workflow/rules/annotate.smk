@@ -111,6 +111,8 @@ rule classify:
             sample_key=row(wc)["sample_column"],
             threshold=config["classify"]["threshold"],
             smooth=config["classify"]["smooth"],
+            perivascular=config["classify"]["perivascular"],
+            tissue_key=row(wc).get("tissue_column", "") or None,
             seed=config["seed"],
         ),
     threads: 2

@@ -1,0 +1,181 @@
+"""Subtype calls against author labels on real tumours, next to marker baselines.
+
+Usage::
+
+    python benchmarks/bench_real.py [--data ../shared/data] [--out benchmarks/out/real.md]
+
+For every labelled dataset it runs the package chain (read -> qc --filter -> gate ->
+score -> classify, defaults) and prints one markdown table of
+
+* **cafclassify (default)**: the current classifier (evidence seeds with the gene
+  audit, :mod:`cafclassify.tl._evidence`; signature genes as features);
+* **cafclassify (before)**: the first classifier, computed in the same run
+  (``seed_rule="zscore"``, ``n_hvg=2000``: z-scores across fibroblasts, 2,000 HVGs plus
+  the signature genes as features);
+* **argmax score_genes**: ``scanpy.tl.score_genes`` of every subtype set of the same
+  library on the gated fibroblasts, argmax per cell;
+* **argmax UCell**: argmax of the UCell scores the workflow computes (``obsm["caf_scores"]``).
+
+Metrics are computed over the cells the authors labelled with a subtype (cells the gate
+did not pass count as ``not_fibroblast``): ARI between calls and labels; AUROC of the
+matching probability (score for the baselines) per author population against the other
+labelled cells; macro-F1 over the author populations after the label mapping below;
+the fraction ``unassigned``; the fraction called a subtype the labels do not have.
+
+Datasets (each skipped with a message when its file is absent):
+
+* ``wu2021`` - Wu et al. 2021 breast tumour CID4465, author CAFs (``author_caf_subtype``:
+  iCAF-like -> iCAF, myCAF-like -> myCAF);
+* ``wu2021 without WU genes`` - the same with every gene sourced from Wu et al. 2020
+  (source key ``WU``) removed from the library: the authors named their subsets with
+  that group's signatures, so agreement must not rest on them;
+* ``synthetic`` - the workflow's synthetic control (``simulate`` 3,000 cells, 8,000
+  genes, 2 batches, seed 0) against its planted truth (identity mapping).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scanpy as sc
+from sklearn.metrics import adjusted_rand_score, f1_score, roc_auc_score
+
+import cafclassify as caf
+from cafclassify import _keys as K
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[1] / "shared" / "data"
+LIB = HERE.parent / "signatures" / "caf_v1"
+SUBTYPES = ["myCAF", "iCAF", "apCAF", "meCAF", "vCAF", "dCAF"]
+#: the first classifier's settings (z-score seeds, 2,000 HVGs + signature genes, per cell)
+BEFORE = {"seed_rule": "zscore", "feature_smoothing": False, "n_hvg": 2000}
+
+
+def library_without(source_key: str, dest: Path) -> Path:
+    """Copy of the built-in library without the genes sourced (also) from ``source_key``."""
+    shutil.copytree(LIB, dest)
+    genes = pd.read_csv(dest / "genes.tsv", sep="\t", comment="#", dtype=str, keep_default_na=False)
+    keep = ~genes["sources"].str.split(";").apply(lambda s: source_key in s)
+    genes[keep].to_csv(dest / "genes.tsv", sep="\t", index=False)
+    return dest
+
+
+def run_chain(a, signatures, **classify_kw):
+    caf.qc(a)
+    a = a[a.obs["qc_pass"].to_numpy()].copy()
+    caf.gate(a, signatures=signatures)
+    caf.score(a, signatures, on_low_coverage="keep")
+    return a
+
+
+def metrics(calls: np.ndarray, truth: np.ndarray, ranking: pd.DataFrame | None, mapping: dict) -> dict:
+    """ARI, per-population AUROC, macro-F1 after mapping, unassigned and foreign fractions."""
+    mapped = np.array([mapping.get(t, t) for t in truth], dtype=object)
+    pops = sorted(set(mapped))
+    out = {"n": int(truth.size), "ARI": adjusted_rand_score(truth, calls)}
+    out["macro_F1"] = f1_score(mapped, calls, labels=pops, average="macro", zero_division=0)
+    for p in pops:
+        if ranking is not None and p in ranking and len(pops) > 1:
+            r = np.nan_to_num(ranking[p].to_numpy(dtype=float), nan=-np.inf)
+            r = np.where(np.isfinite(r), r, np.nanmin(r[np.isfinite(r)]) - 1 if np.isfinite(r).any() else 0)
+            out[f"AUROC {p}"] = roc_auc_score(mapped == p, r)
+        else:
+            out[f"AUROC {p}"] = np.nan
+    out["unassigned"] = float(np.mean(calls == K.UNASSIGNED))
+    foreign = ~np.isin(calls, pops + [K.UNASSIGNED, K.NOT_FIBROBLAST])
+    out["foreign"] = float(np.mean(foreign))
+    return out
+
+
+def evaluate(a, signatures, labelled: np.ndarray, truth: np.ndarray, mapping: dict, name: str,
+             seed: int) -> list[dict]:
+    rows = []
+    fib = (a.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
+    classes = [c for c in SUBTYPES if c in a.obsm[K.OBSM_SCORES].columns]
+
+    def add(method, calls, ranking, seconds):
+        r = metrics(calls[labelled], truth, None if ranking is None else ranking[labelled], mapping)
+        rows.append({"dataset": name, "method": method, **r, "seconds": seconds})
+
+    for method, kw in (("cafclassify (default)", {}),
+                       ("cafclassify (before)", BEFORE)):
+        t = time.perf_counter()
+        b = caf.classify(a, signatures=signatures, random_state=seed, copy=True, **kw)
+        calls = b.obs[K.OBS_SUBTYPE].astype(str).to_numpy()
+        add(method, calls, b.obsm[K.OBSM_SUBTYPE_PROBA], time.perf_counter() - t)
+        if method == "cafclassify (default)":
+            wl = b.uns["cafclassify"]["classify"]["training_summary"]["weak_labels"]
+            rows[-1]["absent"] = ",".join(map(str, wl.get("absent_classes", []))) or "-"
+    # baselines on the gated fibroblasts, same sets
+    t = time.perf_counter()
+    sub = a[fib].copy()
+    lib = caf.load_signatures(signatures)
+    sg = pd.DataFrame(index=a.obs_names, columns=classes, dtype=float)
+    for c in classes:
+        genes = [g for g, w in zip(lib.sets[c].genes, lib.sets[c].weights, strict=True)
+                 if w > 0 and g in sub.var_names]
+        if genes:
+            sc.tl.score_genes(sub, genes, score_name="_s", random_state=seed)
+            sg.loc[sub.obs_names, c] = sub.obs["_s"].to_numpy()
+    for method, S, secs in (("argmax score_genes", sg, time.perf_counter() - t),
+                            ("argmax UCell", a.obsm[K.OBSM_SCORES][classes].where(
+                                pd.Series(fib, index=a.obs_names), np.nan), 0.0)):
+        calls = np.full(a.n_obs, K.NOT_FIBROBLAST, dtype=object)
+        M = S.to_numpy(dtype=float)
+        calls[fib] = np.array(classes, dtype=object)[np.nan_to_num(M[fib], nan=-np.inf).argmax(1)]
+        add(method, calls, S, secs)
+    return rows
+
+
+def wu(data: Path, signatures, name: str, seed: int) -> list[dict]:
+    a = caf.read(data / "wu2021_brca_CID4465_1564cells_counts.h5ad")
+    a = run_chain(a, signatures)
+    lab = a.obs["author_caf_subtype"].astype(str).to_numpy()
+    labelled = np.isin(lab, ["iCAF", "myCAF"])
+    return evaluate(a, signatures, labelled, lab[labelled], {}, name, seed)
+
+
+def synthetic(seed: int) -> list[dict]:
+    a = caf.simulate(n_cells=3000, n_genes=8000, n_batches=2, random_state=0)
+    a = run_chain(a, "caf_v1")
+    truth = a.obs["true_subtype"].astype(str).to_numpy()
+    labelled = np.isin(truth, SUBTYPES)
+    return evaluate(a, "caf_v1", labelled, truth[labelled], {}, "synthetic control", seed)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="also write the table here (markdown)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    rows: list[dict] = []
+    if (args.data / "wu2021_brca_CID4465_1564cells_counts.h5ad").exists():
+        rows += wu(args.data, "caf_v1", "wu2021 CID4465 (379 author CAFs)", args.seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            lib = library_without("WU", Path(tmp) / "caf_v1_noWU")
+            rows += wu(args.data, str(lib), "wu2021 CID4465, WU genes removed", args.seed)
+    else:
+        print(f"skipped wu2021: not found under {args.data}")
+    rows += synthetic(args.seed)
+    df = pd.DataFrame(rows)
+    cols = ["dataset", "method", "n", "ARI", "macro_F1"] + [c for c in df.columns if c.startswith("AUROC")] \
+        + ["unassigned", "foreign", "absent", "seconds"]
+    df = df[[c for c in cols if c in df.columns]]
+    text = df.to_markdown(index=False, floatfmt=".3f")
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
