@@ -44,10 +44,18 @@ def test_outputs_and_probabilities_sum_to_one(data, classified):
     P = b.obsm[K.OBSM_SUBTYPE_PROBA]
     assert isinstance(P, pd.DataFrame) and list(P.index) == list(b.obs_names)
     np.testing.assert_allclose(P.to_numpy()[fib].sum(axis=1), 1.0, atol=1e-9)
-    assert np.isnan(P.to_numpy()[~fib]).all()
+    mural = (b.obs[K.OBS_LINEAGE] == "mural").to_numpy()
+    assert np.isnan(P.to_numpy()[~fib & ~mural]).all()
+    # mural cells (perivascular="vcaf", the default) carry only the vCAF column: the gate's confidence
+    if mural.any():
+        Pm = P.loc[mural]
+        assert (b.obs.loc[mural, K.OBS_SUBTYPE].astype(str) == "vCAF").all()
+        expected = b.obs.loc[mural, K.OBS_LINEAGE_CONF] if K.OBS_LINEAGE_CONF in b.obs else 1.0
+        np.testing.assert_allclose(Pm["vCAF"], expected)
+        assert np.isnan(Pm.drop(columns="vCAF").to_numpy()).all()
     lab = b.obs[K.OBS_SUBTYPE]
     assert isinstance(lab.dtype, pd.CategoricalDtype)
-    assert (lab[~fib] == K.NOT_FIBROBLAST).all()
+    assert (lab[~fib & ~mural] == K.NOT_FIBROBLAST).all()
     conf = b.obs[K.OBS_SUBTYPE_CONF].to_numpy()
     assert np.isnan(conf[~fib]).all()
     np.testing.assert_allclose(conf[fib], P.to_numpy()[fib].max(axis=1))
@@ -67,7 +75,7 @@ def test_result_is_h5ad_writable(classified, tmp_path):
 
 
 def test_seeds_respect_rule(data):
-    b = weak_labels(data, copy=True, z_min=1.0, margin=1.0, max_seeds_per_class=25)
+    b = weak_labels(data, copy=True, seed_rule="zscore", z_min=1.0, margin=1.0, max_seeds_per_class=25)
     fib = (b.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
     S = b.obsm[K.OBSM_SCORES].loc[fib, CLASSES]
     z = _std_z(S.to_numpy())
@@ -167,3 +175,69 @@ def test_pooled_batches_per_batch_scaling():
     b = classify(a, m, copy=True, batch_key="batch")
     fib = (b.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
     np.testing.assert_allclose(b.obsm[K.OBSM_SUBTYPE_PROBA].to_numpy()[fib].sum(axis=1), 1.0)
+
+
+def test_evidence_seeds_respect_rule(data):
+    from scipy import stats
+
+    b = weak_labels(data, copy=True)
+    rep = b.uns[K.UNS]["classify"]["weak_labels"]
+    assert rep["seed_rule"] == "evidence"
+    z = stats.norm.isf(0.05)
+    assert rep["z"] == pytest.approx(z) and rep["margin"] == pytest.approx(np.sqrt(2) * z)
+    fib = (b.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
+    seeds = b.obs[K.OBS_SEED][fib]
+    counts = seeds.value_counts()
+    assert counts.sum() > 0 and set(counts.index[counts > 0]) <= set(CLASSES)
+    # a present class has more seeds than random gene sets of its size reach
+    for c, n in rep["seed_counts"].items():
+        if n > 0:
+            assert n > rep["null_seed_q95"][c]
+    # the per-gene audit is recorded for every subtype gene
+    audit = pd.DataFrame({k: list(v) for k, v in rep["gene_audit"].items()})
+    assert set(audit["set"]) == set(CLASSES)
+    assert {"kept"} <= set(audit["status"])
+    assert ((audit["weight"] == 0) == ~audit["status"].str.startswith("kept")).all()
+
+
+def test_majority_subtype_seeded_and_absent_subtypes_not_called():
+    """One subtype is 70 % of the fibroblasts, two do not exist: the majority must be called
+    (the z-score rule never seeded it) and the absent ones must not be."""
+    fr = {"myCAF": 0.7, "iCAF": 0.15, "apCAF": 0.0, "meCAF": 0.1, "vCAF": 0.05, "dCAF": 0.0}
+    a = _prepared(n_cells=3000, n_genes=3000, random_state=5, subtype_fractions=fr)
+    b = classify(a, copy=True, random_state=0)
+    fib = (b.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
+    truth = b.obs["true_subtype"].astype(str).to_numpy()[fib]
+    calls = b.obs[K.OBS_SUBTYPE].astype(str).to_numpy()[fib]
+    rep = b.uns[K.UNS]["classify"]["training_summary"]["weak_labels"]
+    assert {"apCAF", "dCAF"} <= set(rep["absent_classes"])
+    assert not np.isin(calls, ["apCAF", "dCAF"]).any()
+    assert rep["seed_counts"]["myCAF"] >= 15
+    my = truth == "myCAF"
+    # measured: 0.78 (balanced class weights pull some towards iCAF); the z-score rule: 0.49,
+    # with apCAF and dCAF invented for 55 cells
+    assert (calls[my] == "myCAF").mean() >= 0.7
+    assert f1_score(truth, calls, labels=["myCAF", "iCAF", "meCAF"], average="macro") >= 0.8
+
+
+def test_perivascular_readings_and_normal_tissue(data):
+    a = data.copy()
+    mural = (a.obs[K.OBS_LINEAGE] == "mural").to_numpy()
+    assert mural.sum() > 10
+    a.obs["tissue"] = np.where(np.arange(a.n_obs) % 2 == 0, "Tumour", "Normal adjacent")
+    v = classify(a, copy=True, tissue_key="tissue", random_state=0)
+    s = classify(a, copy=True, perivascular="separate", random_state=0)
+    sub_v = v.obs[K.OBS_SUBTYPE].astype(str).to_numpy()
+    tumour = (a.obs["tissue"] == "Tumour").to_numpy()
+    assert (sub_v[mural & tumour] == "vCAF").all()
+    assert (sub_v[mural & ~tumour] == "mural").all()  # pericytes of normal tissue stay pericytes
+    assert (s.obs[K.OBS_SUBTYPE].astype(str).to_numpy()[mural] == "mural").all()
+    # the lineage column keeps both compartments apart under either reading
+    for b in (v, s):
+        assert (b.obs[K.OBS_LINEAGE].astype(str).to_numpy()[mural] == "mural").all()
+    # fibroblast calls do not depend on the reading
+    fib = (a.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
+    assert (sub_v[fib] == s.obs[K.OBS_SUBTYPE].astype(str).to_numpy()[fib]).all()
+    assert v.uns[K.UNS]["classify"]["perivascular"]["reading"] == "vcaf"
+    with pytest.raises(DataError, match="perivascular"):
+        classify(a, copy=True, perivascular="pericyte")

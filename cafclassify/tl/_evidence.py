@@ -109,6 +109,7 @@ def fibroblast_graph(Xf: sp.csr_matrix, *, n_neighbors: int = N_NEIGHBORS, n_pcs
         tmp = tmp[:, tmp.var["highly_variable"].to_numpy()].copy()
     except (ValueError, IndexError) as exc:  # tiny or degenerate data
         logger.info("HVG selection for the fibroblast graph failed (%s); all genes used", exc)
+    tmp.X = tmp.X.toarray() if sp.issparse(tmp.X) else np.asarray(tmp.X)  # HVGs only: dense is fine
     sc.pp.scale(tmp, max_value=10)
     n_comp = int(max(2, min(n_pcs, tmp.n_vars - 1, n - 2)))
     sc.pp.pca(tmp, n_comps=n_comp, random_state=random_state)
