@@ -48,6 +48,7 @@ OBS_SUBTYPE = "caf_subtype"  # categorical: subtypes + "unassigned" (+ "not_fibr
 OBS_SUBTYPE_CONF = "caf_subtype_confidence"  # max calibrated probability
 OBS_SUBTYPE_SMOOTHED = "caf_subtype_smoothed"  # optional cluster majority vote
 OBSM_SUBTYPE_PROBA = "caf_subtype_proba"  # DataFrame cells x classes
+OBSM_SUBTYPE_EVIDENCE = "caf_subtype_evidence"  # DataFrame cells x subtype sets (null-SD units)
 OBS_SEED = "caf_seed_label"  # weak label used for training (categorical, NaN = not a seed)
 OBS_LTBP2 = "ltbp2_positive"  # bool
 OBS_LTBP2_SCORE = "ltbp2_score"  # float

@@ -1043,7 +1043,8 @@ def _train_impl(adata, *, signatures, score_key, lineage_key, layer, estimator, 
         kind, y.size, dict(zip(present, np.bincount(y).tolist(), strict=True)),
         cv_report["macro_f1"], ece_before, ece_after, seed_report["absent_classes"] or "none",
     )
-    return model, labels_full, seed_report, graph
+    extras["graph"] = graph
+    return model, labels_full, seed_report, extras
 
 
 # =========================================================================== classify
@@ -1307,12 +1308,17 @@ def classify(
         trained_here = False
         graph = None
         if model is None:
-            model, labels_full, seed_report, graph = _train_impl(
+            model, labels_full, seed_report, extras = _train_impl(
                 adata, **_train_defaults(signatures=signatures, score_key=score_key,
                                          lineage_key=lineage_key, layer=layer, batch_key=batch_key,
                                          random_state=random_state, **train_kwargs),
             )
             _write_seeds(adata, labels_full, seed_report, K.OBS_SEED)
+            graph = extras.get("graph")
+            if "evidence" in extras:  # programme evidence of every fibroblast (seed rule)
+                ev = pd.DataFrame(np.nan, index=adata.obs_names, columns=extras["evidence"].columns)
+                ev.iloc[fib_rows] = extras["evidence"].to_numpy()
+                adata.obsm[K.OBSM_SUBTYPE_EVIDENCE] = ev
             trained_here = True
         elif isinstance(model, str | bytes) or hasattr(model, "__fspath__"):
             model = CafModel.load(model)

@@ -50,6 +50,7 @@ _MIN_EFFECT = 0.5  # cluster mean above null, in null SDs (Cohen's "medium" effe
 _ALPHA_CELL = 0.01  # per-cell "this cell expresses the set" (one-sided)
 _OVERRIDE_RATIO = 2.0  # a cell leaves its cluster's call only with >= 2x the evidence
 _MIXED_MARGIN = 0.5  # a cluster call with a smaller margin is not confident (as stage-2 seeds)
+_MIN_REFERENCE = 10  # cells of confident clusters needed to describe a lineage (as stage-2 seeds)
 _MIN_GENES = 2  # a lineage set needs >= 2 genes in the data (one gene is no signature)
 _PREGATED_FRACTION = 0.9  # auto-detect pre-gated input: >= 90% of cells gate fibroblast
 _FEW_FIBROBLASTS = 50  # fewer fibroblasts than this: warn that subtyping is unreliable
@@ -254,6 +255,28 @@ def _select_hvg(X, *, value_type: str, max_cells: int, random_state: int) -> np.
     return hvg if hvg.size >= 3 else np.arange(sub.n_vars)
 
 
+def _reference_loglik(S: np.ndarray, codes: np.ndarray, cl_call: np.ndarray, margin: np.ndarray,
+                      L: int) -> np.ndarray | None:
+    """Log-likelihood of every cell's lineage scores under each lineage's reference cells.
+
+    References are the cells of clusters called with margin >= ``_MIXED_MARGIN`` (the
+    stage-2 seed convention); a lineage with fewer than ``_MIN_REFERENCE`` such cells has
+    no reference (-inf column is not used: NaN). Diagonal Gaussian per lineage over all
+    lineage scores, SD floored at 1e-3 (scores are UCell/AUCell values in [0, 1]).
+    """
+    ref_cl = (cl_call >= 0) & (margin >= _MIXED_MARGIN)
+    lin = np.where(ref_cl[codes], cl_call[codes], -1)
+    LL = np.full((S.shape[0], L), np.nan)
+    for l_ in range(L):
+        m = lin == l_
+        if m.sum() < _MIN_REFERENCE:
+            continue
+        mu_l = S[m].mean(0)
+        sd_l = np.maximum(S[m].std(0), 1e-3)
+        LL[:, l_] = -0.5 * (((S - mu_l) / sd_l) ** 2).sum(1) - np.log(sd_l).sum()
+    return LL if np.isfinite(LL).any() else None
+
+
 def _decide(S: np.ndarray, mu: np.ndarray, sigma: np.ndarray, clusters: np.ndarray,
             labels: list[str]) -> dict[str, Any]:
     """Cluster-level lineage decision with per-cell exceptions (see module docs)."""
@@ -297,6 +320,15 @@ def _decide(S: np.ndarray, mu: np.ndarray, sigma: np.ndarray, clusters: np.ndarr
     own_present = (own >= 0) & present[codes, np.maximum(own, 0)]
     ratio = np.where(mixed & own_present, 1.0, _OVERRIDE_RATIO)
     override = (cc >= 0) & (own >= 0) & (own != cc) & (e[rows, np.maximum(own, 0)] > ratio * e_cluster)
+    # ... and the cell must also look like the cells of its own lineage more than like those
+    # of its cluster's: likelihood of its lineage scores under each lineage's confident
+    # clusters (specific markers weigh more than shared ones: a cell with pericyte genes
+    # that fibroblasts never express is not a fibroblast because it also has collagens)
+    LL = _reference_loglik(S, codes, cl_call, margin, L)
+    if LL is not None:
+        both = override & np.isfinite(LL[rows, np.maximum(own, 0)]) & np.isfinite(LL[rows, np.maximum(cc, 0)])
+        lr = LL[rows, np.maximum(own, 0)] - LL[rows, np.maximum(cc, 0)]
+        override &= ~both | (lr >= np.log(_OVERRIDE_RATIO))
     final[override] = own[override]
     amb = cc < 0
     final[amb] = own[amb]  # -1 (no evidence) stays "other"
