@@ -41,7 +41,8 @@ from cafclassify import _keys as K
 from cafclassify.datasets import simulate
 from cafclassify.scoring import score
 from cafclassify.tl._calibration import expected_calibration_error
-from cafclassify.tl._classify import _std_z, classify
+from cafclassify.tl._classify import classify
+from cafclassify.tl._fibroblasts import _std_z
 
 CLASSES = ["myCAF", "iCAF", "apCAF", "meCAF", "vCAF", "dCAF"]
 CRC = Path(__file__).resolve().parents[2] / "shared" / "data" / "crc_tumour_normal_2850cells_lognorm.h5ad"

@@ -327,7 +327,7 @@ def test_training_on_a_backed_file_reads_fibroblasts_once_or_per_use_alike(chain
     import logging
 
     import cafclassify as cc
-    from cafclassify.tl import _classify
+    from cafclassify.tl import _fibroblasts as _classify
 
     path = chains["yes"][0] / "score.h5ad"
     results = {}

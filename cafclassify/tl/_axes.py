@@ -1,0 +1,101 @@
+"""Separate axes that never compete with the subtype: LTBP2+ CAFs and state flags.
+
+* LTBP2+: the evidence for an LTBP2+ CAF rests on ONE seed gene (LTBP2). The call
+  is therefore based on LTBP2 expression itself: a two-component Gaussian mixture
+  on log-expression of LTBP2-detected fibroblasts; a cell is positive when its
+  posterior for the high component is >= 0.5, or >= 0.25 with support from the
+  (largely inferred) LTBP2_CAF module (robust z >= 1). ``ltbp2_score`` is the
+  z-score of LTBP2 expression among fibroblasts. This caveat is written to uns.
+* Senescent / cycling: the state score's robust z, against the fibroblasts' median and
+  MAD, >= ``state_z`` (default 2.5), for fibroblasts and mural cells (cycling is a
+  state: a cycling pericyte keeps its compartment and gets the flag).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+
+    pass
+
+from ._fibroblasts import (
+    _PREDICT_CHUNK,
+    _lognorm,
+    _matrix,
+    _robust_z,
+    _rows_csr,
+    _symbols,
+    _value_type,
+)
+
+logger = logging.getLogger(__name__)
+
+_LTBP2_CAVEAT = (
+    "LTBP2+ CAF calls rest on ONE seed gene (LTBP2; Zhan et al. 2025, ESCC). The call is based on "
+    "LTBP2 expression itself (two-component mixture among LTBP2-detected fibroblasts); the "
+    "LTBP2_CAF module beyond LTBP2 is largely inferred and only supports borderline cells. "
+    "Treat LTBP2+ calls as a hypothesis to confirm (protein, spatial or an ESCC reference)."
+)
+
+
+def _ltbp2_axis(adata, fib_rows, layer, module_scores: pd.Series | None, random_state: int):
+    from sklearn.mixture import GaussianMixture
+
+    sym = _symbols(adata)
+    hit = np.flatnonzero(np.isin(sym, ["LTBP2", "Ltbp2"]))
+    n = adata.n_obs
+    pos = np.zeros(n, dtype=bool)
+    score = np.full(n, np.nan)
+    info: dict = {"caveat": _LTBP2_CAVEAT}
+    if hit.size == 0:
+        logger.warning("LTBP2 is not among the genes: ltbp2_positive is False for all cells.")
+        info.update({"status": "LTBP2 not measured", "n_positive": 0})
+        return pos, score, info
+    X = _matrix(adata, layer)
+    counts = _value_type(X) == "counts"
+    x = np.zeros(fib_rows.size)
+    for start in range(0, fib_rows.size, _PREDICT_CHUNK):
+        r = fib_rows[start:start + _PREDICT_CHUNK]
+        x[start:start + r.size] = _lognorm(_rows_csr(X, r), counts)[:, hit[0]].toarray().ravel()
+    sdv = x.std()
+    score[fib_rows] = (x - x.mean()) / (sdv if sdv > 0 else 1.0)
+    det = x > 0
+    post = np.zeros(fib_rows.size)
+    rule = "none"
+    if det.sum() >= 20:
+        gm = GaussianMixture(2, random_state=random_state).fit(x[det, None])
+        means = gm.means_.ravel()
+        hi = int(np.argmax(means))
+        if means[hi] - means[1 - hi] >= 0.5:
+            post[det] = gm.predict_proba(x[det, None])[:, hi]
+            rule = "gmm"
+            info["gmm_means"] = means.tolist()
+            info["gmm_weights"] = gm.weights_.ravel().tolist()
+    if rule == "none" and det.any():
+        xd = x[det]
+        med = np.median(xd)
+        thr = med + 2 * 1.4826 * np.median(np.abs(xd - med))
+        post = (x > thr).astype(float)
+        rule = "threshold"
+        info["threshold"] = float(thr)
+    support = np.zeros(fib_rows.size, dtype=bool)
+    if module_scores is not None:
+        support = _robust_z(module_scores.to_numpy()) >= 1.0
+    call = det & ((post >= 0.5) | ((post >= 0.25) & support))
+    pos[fib_rows] = call
+    info.update({
+        "status": "called", "rule": rule,
+        "description": ("positive if LTBP2 detected and posterior of the LTBP2-high mixture "
+                        "component >= 0.5, or >= 0.25 with LTBP2_CAF module robust z >= 1"),
+        "n_positive": int(call.sum()), "fraction_of_fibroblasts": float(call.mean()) if call.size else 0.0,
+        "module_available": module_scores is not None,
+        "module_support_fraction": float(support[call].mean()) if call.any() else 0.0,
+    })
+    return pos, score, info
+
+

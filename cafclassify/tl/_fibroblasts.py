@@ -1,0 +1,196 @@
+"""The gated fibroblasts as the classifier reads them: masks, rows, values, statistics.
+
+Shared by the seed rule, the features, training and prediction: which cells are
+fibroblasts (``obs["caf_lineage"] == "fibroblast"``), their rows as CSR (in memory or
+read once from a backed file: :func:`fibroblasts_in_memory`), log-normalisation of raw
+counts on the fly (counts per 10,000, ``log1p``), z-scores, and values that can be
+written to ``uns``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from .. import _keys as K
+from .._utils import GatheredRows, _is_backed_matrix, get_matrix, stored_row_bytes, take_rows
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+
+
+
+logger = logging.getLogger(__name__)
+#: sets of the "subtype" group that are separate axes, not competing classes
+AXIS_SETS = ("LTBP2_CAF",)
+STATE_SETS = ("senescence", "cycling")
+_FALLBACK_CLASSES = ("myCAF", "iCAF", "apCAF", "meCAF", "vCAF", "dCAF")
+_CHUNK = 20000
+#: fibroblasts per prediction block: per-cell work, so the block size changes memory only
+#: (dense blocks of cells x model genes, several copies), never the results
+_PREDICT_CHUNK = 5000
+
+
+# =========================================================================== helpers
+
+
+#: training on a backed file gathers the fibroblasts' rows into memory once when they take
+#: at most this much (CSR values + indices); above it they are re-read from disk per use
+GATHER_MAX_BYTES = 4 * 2**30
+
+#: rows gathered for the current train/classify call: {(id(adata), layer): GatheredRows}
+_GATHERED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("cafclassify_gathered", default=None)
+
+
+def _matrix(adata: AnnData, layer: str | None):
+    gathered = (_GATHERED.get() or {}).get((id(adata), layer))
+    return gathered if gathered is not None else get_matrix(adata, layer)[0]
+
+
+@contextlib.contextmanager
+def _fibroblasts_in_memory(adata: AnnData, layer: str | None, rows: np.ndarray) -> Iterator[None]:
+    """Read the fibroblasts of an on-disk matrix once for the duration of a training run.
+
+    Training visits the fibroblasts' rows several times (HVGs, feature statistics, seeds,
+    self-training, prediction, the LTBP2 axis); on a backed file each visit re-reads
+    scattered rows. In memory, and for rows above :data:`GATHER_MAX_BYTES`, nothing
+    changes. The results are the same either way.
+    """
+    X = get_matrix(adata, layer)[0]
+    if not _is_backed_matrix(X) or rows.size == 0:
+        yield
+        return
+    need = stored_row_bytes(X, rows)
+    if need > GATHER_MAX_BYTES:
+        logger.info("fibroblast rows take %.1f GB (> %.1f GB): read from disk per use",
+                    need / 2**30, GATHER_MAX_BYTES / 2**30)
+        yield
+        return
+    gathered = GatheredRows(X, rows)
+    gathered.value_type = _value_type(X)
+    logger.info("read %d fibroblasts (%.2f GB) from disk once for training", rows.size, gathered.nbytes / 2**30)
+    token = _GATHERED.set({**(_GATHERED.get() or {}), (id(adata), layer): gathered})
+    try:
+        yield
+    finally:
+        _GATHERED.reset(token)
+
+
+def _fibroblast_mask(adata: AnnData, lineage_key: str | None, *, warn: bool = True) -> tuple[np.ndarray, bool]:
+    if lineage_key is not None and lineage_key in adata.obs:
+        mask = (adata.obs[lineage_key].astype(str) == "fibroblast").to_numpy()
+        return mask, True
+    if warn:
+        logger.warning(
+            "obs[%r] not found: treating ALL %d cells as fibroblasts. Run cafclassify.gate first "
+            "unless the data are already fibroblast-only.", lineage_key, adata.n_obs,
+        )
+    return np.ones(adata.n_obs, dtype=bool), False
+
+
+def _load_library(signatures):
+    from ..genesets import load_signatures
+
+    return load_signatures(signatures)
+
+
+def _symbols(adata: AnnData) -> np.ndarray:
+    names = adata.var_names.astype(str).to_numpy()
+    if K.VAR_SYMBOL in adata.var:
+        sym = adata.var[K.VAR_SYMBOL].astype(str).to_numpy()
+        bad = (sym == "") | (sym == "nan")
+        return np.where(bad, names, sym)
+    return names
+
+
+def _value_type(X) -> str:
+    if isinstance(X, GatheredRows):  # decided once, on the whole matrix
+        return X.value_type
+    try:
+        from ..io import detect_value_type
+    except ImportError:  # pragma: no cover - io not installed
+        from ..io._valuetype import detect_value_type
+    return detect_value_type(X)
+
+
+def _rows_csr(X, rows: np.ndarray) -> sp.csr_matrix:
+    """Rows of X (in-memory or backed) as CSR, without densifying all genes."""
+    block = take_rows(X, rows)
+    return sp.csr_matrix(block) if sp.issparse(block) else sp.csr_matrix(np.asarray(block))
+
+
+def _lognorm(block: sp.csr_matrix, counts: bool) -> sp.csr_matrix:
+    block = sp.csr_matrix(block, dtype=np.float64)
+    if not counts:
+        return block
+    tot = np.asarray(block.sum(axis=1)).ravel()
+    tot[tot == 0] = 1.0
+    out = sp.diags(1e4 / tot) @ block
+    out = sp.csr_matrix(out)
+    out.data = np.log1p(out.data)
+    return out
+
+
+def _std_z(values: np.ndarray) -> np.ndarray:
+    """Column-wise z-score (mean / standard deviation; 1 if the SD is 0)."""
+    v = np.asarray(values, dtype=np.float64)
+    sd = np.nanstd(v, axis=0)
+    return (v - np.nanmean(v, axis=0)) / np.where(sd > 1e-12, sd, 1.0)
+
+
+def _robust_z(values: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
+    """Robust z-score (median / 1.4826 MAD; SD if MAD is 0) of a 1-D array, or column-wise
+    of a 2-D one; ``ref`` (bool mask of rows) takes the median and MAD from those rows."""
+    v = np.asarray(values, dtype=np.float64)
+    r = v if ref is None else v[np.asarray(ref, dtype=bool)]
+    med = np.nanmedian(r, axis=0)
+    mad = 1.4826 * np.nanmedian(np.abs(r - med), axis=0)
+    sd = np.nanstd(r, axis=0)
+    scale = np.where(mad > 1e-12, mad, np.where(sd > 1e-12, sd, 1.0))
+    return (v - med) / scale
+
+
+def _uns_safe(obj: Any) -> Any:
+    """Make a (JSON-like) object writable to h5ad uns."""
+    import json
+
+    from ..model import _jsonable
+
+    obj = _jsonable(obj)
+    if obj is None:
+        return "NA"
+    if isinstance(obj, dict):
+        return {k: _uns_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        if not obj:
+            return np.array([], dtype=str)
+        if all(isinstance(v, bool) for v in obj):
+            return np.array(obj, dtype=bool)
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in obj):
+            return np.array(obj, dtype=np.float64)
+        if all(isinstance(v, str) for v in obj):
+            return np.array(obj, dtype=object).astype(str)
+        if all(isinstance(v, list) and all(isinstance(x, int | float) for x in v) for v in obj):
+            try:
+                return np.array(obj, dtype=np.float64)
+            except ValueError:
+                pass
+        return json.dumps(obj)
+    return obj
+
+
+def _detect_species(symbols: Sequence[str]) -> str:
+    try:
+        from ..genes import detect_species
+    except ImportError:  # pragma: no cover
+        return "unknown"
+    return detect_species(list(symbols))
+
+
