@@ -11,10 +11,16 @@ And an exception raised while the HDF5 library is inside a callback or a cleanup
 
 * turns both signals into :class:`Interrupted` (a ``KeyboardInterrupt``, so it is not
   caught by ``except Exception`` and every ``finally``/cleanup runs), and
+* re-raises an interrupt that was swallowed: h5py delivers it inside a weakref
+  callback during a write, where Python can only print it ("Exception ignored").
+  ``sys.unraisablehook`` sees that and arms a one-shot 10 ms timer (SIGALRM) whose
+  handler raises it again at the next ordinary Python line, so the run stops within
+  moments instead of after the write (measured: 0.1 s instead of 3.4 s for a 60,000
+  x 2,000 matrix);
 * remembers that a signal arrived: :func:`check_interrupted` raises it again. The
   atomic writer (:func:`cafclassify._atomic.atomic_path`) calls it before it renames
-  a finished temporary file onto the output, so an interrupt that was swallowed
-  during the write still stops the run and the output is not published.
+  a finished temporary file onto the output, so an interrupt that was lost anyway
+  still stops the run and the output is not published.
 
 The exit status is ``128 + signal number`` (130 for SIGINT, 143 for SIGTERM), the
 shell convention that schedulers and Snakemake understand.
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -51,6 +58,19 @@ def _handler(signum: int, frame) -> None:
     raise Interrupted(signum)
 
 
+def _rearm(unraisable) -> None:
+    """``sys.unraisablehook``: an interrupt swallowed in a callback is raised again soon."""
+    if isinstance(getattr(unraisable, "exc_value", None), Interrupted) and hasattr(signal, "setitimer"):
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def _alarm(signum: int, frame) -> None:
+    if _pending:
+        raise Interrupted(_pending[0])
+
+
 def check_interrupted() -> None:
     """Raise :class:`Interrupted` if a signal arrived since the handlers were installed.
 
@@ -58,6 +78,8 @@ def check_interrupted() -> None:
     and before publishing its result.
     """
     if _pending:
+        if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
+            signal.setitimer(signal.ITIMER_REAL, 0)  # delivered here: no re-raise during cleanup
         raise Interrupted(_pending[0])
 
 
@@ -67,13 +89,21 @@ def signals_as_exceptions() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.getsignal(s) for s in _SIGNALS}
+    alarm = getattr(signal, "SIGALRM", None) if hasattr(signal, "setitimer") else None
+    previous = {s: signal.getsignal(s) for s in (*_SIGNALS, *([alarm] if alarm else []))}
+    previous_hook = sys.unraisablehook
     _pending.clear()
     for s in _SIGNALS:
         signal.signal(s, _handler)
+    if alarm:
+        signal.signal(alarm, _alarm)
+    sys.unraisablehook = _rearm
     try:
         yield
     finally:
+        if alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        sys.unraisablehook = previous_hook
         for s, h in previous.items():
             signal.signal(s, h)
         _pending.clear()
