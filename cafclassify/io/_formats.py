@@ -351,6 +351,8 @@ def _text_kind(path: Path, head: bytes) -> str:
             fix="export it from R: for a Seurat object use SeuratDisk/sceasy to write .h5ad, or "
             "write the counts with Matrix::writeMM() plus gene and barcode lists (10x layout).",
         )
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # text, but not UTF-8
+        raise encoding_error(path, UnicodeDecodeError("utf-8", head, 0, 2, "UTF-16 byte-order mark"))
     if b"\x00" in head:
         raise InputFileError(
             "the file is binary but not HDF5, gzip or a format cafclassify knows.",
