@@ -74,7 +74,12 @@ class CafClassifyError(ValueError):
             ``dest -> argparse action`` of the subcommand's options (an action needs
             ``option_strings`` and, for flags, ``const``).
         """
-        return api_to_cli(self.message, options)
+        problem = api_to_cli(self.problem, options, quoted_only=True)  # "min_genes=10" reports a value
+        fix = api_to_cli(self.fix, options) if self.fix else None
+        parts = [f"{self.path}: {problem}" if self.path is not None else problem]
+        if fix:
+            parts.append(f"What to do: {fix}")
+        return " ".join(p.rstrip() for p in parts)
 
 
 _ARG = re.compile(r"(?<![\w.\[\-'\"])([a-z][a-z0-9_]*)=(?:'([^']*)'|\"([^\"]*)\"|([^\s,;/)]*[^\s,;/).]))?")
@@ -85,12 +90,13 @@ def _long(action: Any) -> str:
     return names[0]
 
 
-def api_to_cli(text: str, options: Mapping[str, Any]) -> str:
+def api_to_cli(text: str, options: Mapping[str, Any], *, quoted_only: bool = False) -> str:
     """Rewrite ``name=value`` API arguments in ``text`` as options of a subcommand.
 
     ``species='human'`` -> ``--species human``; ``format=None`` -> ``--format unset``;
     ``normalize=False`` -> ``--no-normalize``; ``species=`` -> ``--species``. Names that
-    are not options of the subcommand are left as they are.
+    are not options of the subcommand are left as they are; with ``quoted_only``, so are
+    unquoted values (a problem that reports ``min_genes=10`` as a threshold used).
     """
 
     def sub(m: re.Match) -> str:
@@ -99,7 +105,7 @@ def api_to_cli(text: str, options: Mapping[str, Any]) -> str:
         action = options.get(name)
         if action is None and value == "False" and f"no_{name}" in options:
             return _long(options[f"no_{name}"])
-        if action is None:
+        if action is None or (quoted_only and m.group(2) is None and m.group(3) is None):
             return m.group(0)
         opt = _long(action)
         if value in (None, ""):

@@ -357,7 +357,7 @@ def _check_array(arrays: dict, key: str, shape: tuple[int, ...], path: Path) -> 
         raise _field_error(path, f"arrays.npz:{key}", f"holds {a.dtype} values, not numbers")
     if a.shape != shape:
         raise _field_error(path, f"arrays.npz:{key}", f"has shape {a.shape}, expected {shape} "
-                           "(classes x genes of the metadata)")
+                           "from the genes and classes listed in metadata.json")
     if not np.isfinite(a).all():
         raise _field_error(path, f"arrays.npz:{key}", "holds NaN or infinite values")
 

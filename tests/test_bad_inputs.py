@@ -67,10 +67,13 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
 
 def assert_cli_wording(msg: str) -> None:
     """A CLI error gives options (``--species human``), never API syntax (``species='human'``)."""
-    from cafclassify.cli import _step_options, build_parser
+    import argparse
+
+    from cafclassify.cli import build_parser
 
     step = re.match(r"^cafclassify (\S+): ", msg).group(1)
-    options = _step_options(build_parser(), step)
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = {a.dest for a in subparsers.choices[step]._actions if a.option_strings}
     api = [m.group(1) for m in re.finditer(r"(?<![\w.\-])([a-z][a-z0-9_]*)=", msg)
            if m.group(1) in options or f"no_{m.group(1)}" in options]
     assert not api, f"API argument(s) {api} in a CLI message: {msg}"
@@ -1205,6 +1208,28 @@ def write_docs(path: Path) -> None:
         "`absent_classes` (model summary and `uns['cafclassify']['classify']`), never called |",
         "| gene sets with too little coverage | skipped with a WARNING naming the missing "
         "genes; the coverage table is in `uns['cafclassify']['score']` |",
+        "",
+        "## Runs that are stopped, outputs that would replace inputs",
+        "",
+        "SIGINT (Ctrl-C) and SIGTERM (what a cluster scheduler sends at its time limit) stop",
+        "a step within moments, also in the middle of an `.h5ad` write; every temporary file",
+        "(`.<name>.*.part.h5ad` and the part files of a second writer process) is removed,",
+        "nothing is published under the output name, and the exit status is 130 / 143 with",
+        "one line (`tests/test_no_loss.py`):",
+        "",
+        "```",
+        "cafclassify read: stopped by SIGTERM; temporary files removed, no partial outputs "
+        "were left behind.",
+        "```",
+        "",
+        "No command writes onto one of its inputs: an output (`-o`, `--cells-csv`, `--table`,",
+        "`--log-file`, the `fetch` destination, ...) that is an input, by the same path, a",
+        "symbolic or a hard link, is refused before any work (exit 2; rows `output_is_input`,",
+        "`output_is_link_to_input`, `fetch_onto_source` above), and the atomic writer checks",
+        "it again at write time. `fetch` copies a local source (never moves it) and never",
+        "removes a file it did not create. Messages of the command line name options",
+        "(`--species human`); the same errors raised by the Python API name arguments",
+        "(`species='human'`).",
         "",
         "## Workflow configuration",
         "",
