@@ -74,8 +74,11 @@ def assert_cli_wording(msg: str) -> None:
     step = re.match(r"^cafclassify (\S+): ", msg).group(1)
     subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     options = {a.dest for a in subparsers.choices[step]._actions if a.option_strings}
-    api = [m.group(1) for m in re.finditer(r"(?<![\w.\-])([a-z][a-z0-9_]*)=", msg)
-           if m.group(1) in options or f"no_{m.group(1)}" in options]
+    fix = msg.split("What to do:", 1)[-1]
+    # the fix never; the problem only when it quotes a value ("min_genes=10" reports a threshold)
+    found = [*re.finditer(r"(?<![\w.\-])([a-z][a-z0-9_]*)=", fix),
+             *re.finditer(r"(?<![\w.\-])([a-z][a-z0-9_]*)=['\"]", msg)]
+    api = [m.group(1) for m in found if m.group(1) in options or f"no_{m.group(1)}" in options]
     assert not api, f"API argument(s) {api} in a CLI message: {msg}"
 
 
