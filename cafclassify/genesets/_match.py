@@ -139,15 +139,15 @@ def _expressed_markers(adata: AnnData, identity: GeneIdentity) -> dict[str, tupl
 
 
 def _refuse_if_no_fibroblast_markers(adata: AnnData, identity: GeneIdentity) -> None:
-    """Before guessing the species: say so when no fibroblast marker is expressed at all."""
+    """Before guessing the species: say so when other lineages' markers are expressed but
+    no fibroblast marker is (blood, sorted immune cells)."""
     evidence = _expressed_markers(adata, identity)
     n_fib, fib = evidence.get("fibroblast", (0, []))
-    if fib or not evidence:
-        return
     others = {k: v[1] for k, v in evidence.items() if v[1] and k != "fibroblast"}
-    seen = ("; the lineage markers that are expressed are those of " + ", ".join(
-        f"{k} ({', '.join(v[:5])})" for k, v in others.items())) if others else \
-        "; no marker of any lineage is expressed either"
+    if fib or not others:  # fibroblast markers, or no evidence of any cell type: ask the species
+        return
+    seen = "; the lineage markers that are expressed are those of " + ", ".join(
+        f"{k} ({', '.join(v[:5])})" for k, v in others.items())
     raise DataError(
         f"none of the {n_fib} fibroblast marker genes (COL1A1, COL1A2, DCN, LUM, PDGFRA, ...) "
         f"is expressed in these data{seen}. There are no fibroblasts here (e.g. blood or "
