@@ -80,6 +80,12 @@ def _normalise_sha256(sha256: str | None, source: str) -> str | None:
     return value
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    from .._atomic import same_file
+
+    return a.exists() and same_file(a, b)
+
+
 def _is_url(source: str) -> bool:
     scheme = urllib.parse.urlsplit(source).scheme.lower()
     # a single letter is a Windows drive ("C:\\data"), not a scheme
@@ -93,8 +99,14 @@ def _looks_like_html(head: bytes) -> bool:
 
 def _mismatch(source: str, dest: Path, expected: str, observed: str, *, same: bool = False) -> DownloadError:
     if same:
-        what = f"the file was left unchanged (it is the destination {dest} itself)"
-    elif dest.exists() or dest.is_symlink():
+        return DownloadError(
+            f"checksum mismatch: expected sha256 {expected}, observed {observed}.",
+            path=source,
+            fix=f"the file is not the one the checksum describes (changed or corrupted); it is "
+            f"the destination {dest} itself and was left unchanged: restore the original file or "
+            "correct the expected checksum.",
+        )
+    if dest.exists() or dest.is_symlink():
         what = f"the existing {dest} was left unchanged"
     else:
         what = f"nothing was written to {dest}"
@@ -304,6 +316,8 @@ def fetch(
         if file_sha256(dest) == expected:
             logger.info("%s already present with the expected sha256; not downloading again", dest)
             return dest
+        if not _is_url(source) and _same_file(Path(source).expanduser(), dest):
+            raise _mismatch(source, dest, expected, file_sha256(dest), same=True)
         logger.warning("%s exists but its checksum differs; fetching it again", dest)
 
     from .._atomic import ensure_writable_dir
