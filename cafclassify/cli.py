@@ -315,6 +315,21 @@ def _read_options(args: argparse.Namespace) -> dict[str, Any]:
                 normalize=not args.no_normalize, layer=args.layer)
 
 
+def _record_species(args: argparse.Namespace, adata) -> None:
+    """``--species`` given to a step: recorded in ``uns`` for this and every later step."""
+    if getattr(args, "species", None):
+        from .genes import record_species
+
+        record_species(adata, args.species, source=f"--species given to `cafclassify {args._step}`")
+
+
+def _species(args: argparse.Namespace, adata) -> str | None:
+    """The step's species: ``--species``, else the one recorded by ``read`` (else detected)."""
+    from .genes import recorded_species
+
+    return getattr(args, "species", None) or recorded_species(adata)
+
+
 def _check_label_column(args: argparse.Namespace, obs, src: Path) -> None:
     if args.label_column and args.label_column not in obs.columns:
         from ._errors import DataError
@@ -322,7 +337,7 @@ def _check_label_column(args: argparse.Namespace, obs, src: Path) -> None:
         raise DataError(
             f"the label column {args.label_column!r} is not in the cell metadata.",
             path=src,
-            fix="set label_column to one of the obs columns, or leave it empty.",
+            fix="set --label-column to one of the obs columns, or leave it out.",
         )
 
 
@@ -363,6 +378,7 @@ def _cmd_qc(args: argparse.Namespace) -> int:
     from .pp import filter_cells, filter_cells_to_h5ad, qc
 
     adata = _open_h5ad(args, args.input)
+    _record_species(args, adata)
     _call(
         qc,
         adata,
@@ -395,10 +411,12 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     from .tl import gate
 
     adata = _open_h5ad(args, args.input)
+    _record_species(args, adata)
     _call(
         gate,
         adata,
         args.signatures,
+        species=_species(args, adata),
         layer=args.layer,
         pregated={"auto": None, "yes": True, "no": False}[args.pregated],
         resolution=args.resolution,
@@ -415,6 +433,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from .scoring import score
 
     adata = _open_h5ad(args, args.input)
+    _record_species(args, adata)
     _call(
         score,
         adata,
@@ -511,6 +530,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             names = [f"{i}_{n}" for i, n in enumerate(names)]
         batch_key = batch_key or "dataset"
         adata = _pool([_read_h5ad(p) for p in inputs], names, batch_key=batch_key)
+    _record_species(args, adata)
     model = _call(
         train,
         adata,
@@ -532,6 +552,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     from .tl import classify
 
     adata = _open_h5ad(args, args.input)
+    _record_species(args, adata)
     model = None
     inputs = [args.input]
     if args.model:
@@ -1077,6 +1098,13 @@ def build_parser() -> argparse.ArgumentParser:
     def out_opt(p, what="output .h5ad file"):
         p.add_argument("-o", "--output", required=True, metavar="PATH", help=what)
 
+    def species_opt(p):
+        p.add_argument(
+            "--species", default=None, choices=["human", "mouse"],
+            help="species of the gene names (default: the one recorded by `read`, else detected); "
+            "recorded in the output for the later steps",
+        )
+
     # fetch
     p = add("fetch", _cmd_fetch, "download (or copy) an input file and verify its SHA-256")
     p.add_argument("source", help="https://, ftp:// or file:// URL, or a local path")
@@ -1160,6 +1188,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("input", help="input .h5ad (from `cafclassify read`)")
     out_opt(p)
+    species_opt(p)
     p.add_argument(
         "--sample-key",
         default=None,
@@ -1198,6 +1227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="input .h5ad")
     out_opt(p)
     signatures_opt(p)
+    species_opt(p)
     p.add_argument("--layer", default=None, help="expression layer to use (default: X)")
     p.add_argument(
         "--pregated",
@@ -1237,9 +1267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--groups", default=None, help="comma-separated set groups to score (default: all)"
     )
-    p.add_argument(
-        "--species", default=None, choices=["human", "mouse"], help="species (default: detected)"
-    )
+    species_opt(p)
     p.add_argument("--max-rank", type=int, default=1500, help="UCell rank cut-off (default: 1500)")
     p.add_argument(
         "--min-coverage",
@@ -1273,6 +1301,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", required=True, metavar="PATH", help="model file to write")
     signatures_opt(p)
+    species_opt(p)
     p.add_argument(
         "--estimator",
         default="logreg",
@@ -1302,6 +1331,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("input", help="scored .h5ad")
     out_opt(p, "annotated output .h5ad")
+    species_opt(p)
     p.add_argument(
         "--model",
         default=None,
@@ -1582,8 +1612,51 @@ def _configure_logging(verbose: int, log_file: str | None) -> None:
         root.setLevel(logging.DEBUG)
 
 
+#: arguments that name files a step writes / reads (any subcommand), with the user's name for them
+_OUTPUT_ARGS = {"output": "output file (-o)", "dest": "destination", "cells_csv": "--cells-csv file",
+                "proportions_csv": "--proportions-csv file", "coverage_csv": "--coverage-csv file",
+                "table": "--table file", "figure": "--figure file", "export": "--export file",
+                "log_file": "--log-file"}
+_INPUT_ARGS = {"input": "input", "inputs": "input", "model": "--model file", "source": "source",
+               "signatures": "--signatures file", "library": "library file"}
+
+
+def _existing_inputs(args: argparse.Namespace) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, label in _INPUT_ARGS.items():
+        value = getattr(args, name, None)
+        values = value if isinstance(value, list) else [value]
+        paths = [str(v) for v in values if v and "://" not in str(v) and Path(str(v)).expanduser().exists()]
+        if paths:
+            out.setdefault(label, []).extend(paths)
+    return out
+
+
+def _guard_outputs(args: argparse.Namespace) -> None:
+    """Refuse (exit 2) before any work when an output of the step is one of its inputs."""
+    from ._atomic import protect_inputs, refuse_output_onto_input
+
+    inputs = _existing_inputs(args)
+    outputs = {label: getattr(args, name, None) for name, label in _OUTPUT_ARGS.items()}
+    refuse_output_onto_input(outputs, inputs)
+    protect_inputs(p for paths in inputs.values() for p in paths)
+
+
+def _step_options(parser: argparse.ArgumentParser, step: str) -> dict[str, argparse.Action]:
+    """``dest -> action`` of the options of one subcommand (to word errors in CLI terms)."""
+    for action in parser._subparsers._group_actions if parser._subparsers else []:
+        sub = getattr(action, "choices", None) or {}
+        if step in sub:
+            return {a.dest: a for a in sub[step]._actions if a.option_strings}
+    return {}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 internal error, 2 user error)."""
+    """Run the command line; returns the exit status (0 ok, 1 internal error, 2 user error,
+    130 / 143 stopped by SIGINT / SIGTERM)."""
+    from ._atomic import protect_inputs
+    from ._signals import check_interrupted, signals_as_exceptions
+
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1591,10 +1664,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args._step = args.step
     step = args.step
     try:
-        _configure_threads(args.threads)
-        _configure_logging(args.verbose, args.log_file)
-        logger.debug("cafclassify %s: %s", step, shlex.join(argv))
-        return int(args.func(args) or 0)
+        with signals_as_exceptions():
+            _guard_outputs(args)
+            _configure_threads(args.threads)
+            _configure_logging(args.verbose, args.log_file)
+            logger.debug("cafclassify %s: %s", step, shlex.join(argv))
+            status = int(args.func(args) or 0)
+            check_interrupted()  # a signal swallowed inside a library still ends the run
+            return status
     except CafClassifyError as exc:
         if args.debug:
             traceback.print_exc()
@@ -1603,14 +1680,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # API errors name `adata`/`obs[...]`; on the command line, name the input file too
         exc = name_input_file(exc, getattr(args, "input", None) or getattr(args, "inputs", None))
-        print(f"cafclassify {step}: error: {exc.message}", file=sys.stderr)
+        message = exc.cli_message(_step_options(parser, step))  # options, not API arguments
+        print(f"cafclassify {step}: error: {message}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        name = getattr(exc, "signame", "SIGINT")
         print(
-            f"cafclassify {step}: interrupted; no partial outputs were left behind.",
+            f"cafclassify {step}: stopped by {name}; temporary files removed, no partial "
+            "outputs were left behind.",
             file=sys.stderr,
         )
-        return 130
+        return int(getattr(exc, "exit_code", 130))
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
@@ -1621,6 +1701,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        protect_inputs([])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,7 +21,12 @@ with these members, none of which executes code when read:
     is refused.
 
 A file whose ``format_version`` is newer than this package understands raises
-:class:`~cafclassify._errors.ModelError`.
+:class:`~cafclassify._errors.ModelError`. Every file is checked against this schema
+before it is used (:func:`_check_schema`): types of every metadata field, array
+shapes (``coef`` is classes x genes, one mean/scale per gene, one intercept per
+class, one isotonic curve per class), finite numbers, unique genes and classes. A
+damaged or hand-edited file is refused with an error naming the file and the field,
+never with an internal error later at prediction time.
 """
 
 from __future__ import annotations
@@ -232,7 +237,11 @@ class CafModel:
                         fix="pass a file written by CafModel.save or `cafclassify train`.",
                     )
                 meta = json.loads(zf.read("metadata.json").decode("utf-8"))
-                fv = int(meta.get("format_version", -1))
+                if not isinstance(meta, dict):
+                    raise _field_error(p, "metadata.json", f"is a JSON {type(meta).__name__}, not an object")
+                fv = meta.get("format_version", -1)
+                if isinstance(fv, bool) or not isinstance(fv, int):
+                    raise _field_error(p, "format_version", f"is {fv!r}, not a whole number")
                 if fv > FORMAT_VERSION:
                     raise ModelError(
                         f"the model file has format_version {fv}, newer than this cafclassify "
@@ -242,19 +251,24 @@ class CafModel:
                 if fv < 1:
                     raise ModelError("the model file has no valid format_version.", path=p,
                                      fix="re-train and save the model.")
+                _check_metadata(meta, p)
                 with np.load(io.BytesIO(zf.read("arrays.npz")), allow_pickle=False) as npz:
                     arrays = {k: npz[k] for k in npz.files}
+                _check_arrays(meta, arrays, p)
                 estimator = None
                 if meta["kind"] == "hgb":
+                    if "estimator.skops" not in names:
+                        raise _field_error(p, "estimator.skops", "is missing (needed for kind 'hgb')")
                     estimator = _load_skops(zf.read("estimator.skops"), p)
+                    _check_estimator(estimator, meta, p)
         except zipfile.BadZipFile:
             raise ModelError("not a cafclassify model file (not a ZIP archive).", path=p,
                              fix="pass a file written by CafModel.save.") from None
-        except (KeyError, ValueError, json.JSONDecodeError) as exc:
+        except (KeyError, ValueError, TypeError, OSError, json.JSONDecodeError) as exc:
             if isinstance(exc, ModelError):
                 raise
-            raise ModelError(f"the model file is damaged or incomplete ({exc}).", path=p,
-                             fix="re-save or re-train the model.") from None
+            raise ModelError(f"the model file is damaged or incomplete ({type(exc).__name__}: {exc}).",
+                             path=p, fix="re-save or re-train the model.") from None
         iso = None
         if meta.get("n_isotonic", 0):
             n = int(meta["n_isotonic"])
@@ -277,6 +291,99 @@ class CafModel:
     def __repr__(self) -> str:
         return (f"CafModel(kind={self.kind!r}, classes={self.classes}, n_genes={len(self.genes)}, "
                 f"calibration={self.calibration!r}, signatures={self.signature_name!r})")
+
+
+# --------------------------------------------------------------------------- schema
+
+_KINDS = ("logreg", "sgd", "hgb")
+_SCALINGS = ("train", "per_batch")
+_CALIBRATIONS = ("temperature", "isotonic", "none")
+_SPECIES = ("human", "mouse", "unknown")
+_TEXT_FIELDS = ("signature_name", "signature_version", "signature_sha256", "package_version",
+                "input_transform")
+
+
+def _field_error(path: Path, field_name: str, problem: str) -> ModelError:
+    return ModelError(
+        f"the model file is damaged or was edited: field {field_name!r} {problem}.",
+        path=path,
+        fix="use the model file exactly as `cafclassify train` (CafModel.save) wrote it, or "
+        "re-train the model.",
+    )
+
+
+def _string_list(meta: dict, key: str, path: Path, *, minimum: int, unique: bool = True) -> list[str]:
+    value = meta.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _field_error(path, key, "is not a list of non-empty names")
+    if len(value) < minimum:
+        raise _field_error(path, key, f"has {len(value)} entries (at least {minimum} needed)")
+    if unique and len(set(value)) < len(value):
+        dup = sorted({v for v in value if value.count(v) > 1})[:5]
+        raise _field_error(path, key, f"lists names more than once ({', '.join(dup)})")
+    return value
+
+
+def _check_metadata(meta: dict, path: Path) -> None:
+    """Types and values of the metadata fields (the schema of format_version 1)."""
+    if meta.get("kind") not in _KINDS:
+        raise _field_error(path, "kind", f"is {meta.get('kind')!r}, not one of {list(_KINDS)}")
+    _string_list(meta, "genes", path, minimum=1, unique=False)
+    _string_list(meta, "classes", path, minimum=2)
+    for key, allowed in (("scaling", _SCALINGS), ("calibration", _CALIBRATIONS), ("species", _SPECIES)):
+        if key in meta and meta[key] not in allowed:
+            raise _field_error(path, key, f"is {meta[key]!r}, not one of {list(allowed)}")
+    t = meta.get("temperature", 1.0)
+    if isinstance(t, bool) or not isinstance(t, int | float) or not np.isfinite(t) or t <= 0:
+        raise _field_error(path, "temperature", f"is {t!r}, not a positive number")
+    n_iso = meta.get("n_isotonic", 0)
+    if isinstance(n_iso, bool) or not isinstance(n_iso, int) or n_iso < 0:
+        raise _field_error(path, "n_isotonic", f"is {n_iso!r}, not a whole number >= 0")
+    if meta.get("calibration") == "isotonic" and n_iso != len(meta["classes"]):
+        raise _field_error(path, "n_isotonic", f"is {n_iso} for {len(meta['classes'])} classes "
+                           "with isotonic calibration (one curve per class)")
+    for key in _TEXT_FIELDS:
+        if key in meta and not isinstance(meta[key], str):
+            raise _field_error(path, key, f"is a {type(meta[key]).__name__}, not text")
+    if "summary" in meta and not isinstance(meta["summary"], dict):
+        raise _field_error(path, "summary", f"is a {type(meta['summary']).__name__}, not an object")
+
+
+def _check_array(arrays: dict, key: str, shape: tuple[int, ...], path: Path) -> None:
+    if key not in arrays:
+        raise _field_error(path, f"arrays.npz:{key}", "is missing")
+    a = arrays[key]
+    if a.dtype.kind not in "fiu":
+        raise _field_error(path, f"arrays.npz:{key}", f"holds {a.dtype} values, not numbers")
+    if a.shape != shape:
+        raise _field_error(path, f"arrays.npz:{key}", f"has shape {a.shape}, expected {shape} "
+                           "from the genes and classes listed in metadata.json")
+    if not np.isfinite(a).all():
+        raise _field_error(path, f"arrays.npz:{key}", "holds NaN or infinite values")
+
+
+def _check_arrays(meta: dict, arrays: dict, path: Path) -> None:
+    """Shapes agree with the gene and class lists (gene count = coefficient columns)."""
+    n_genes, n_classes = len(meta["genes"]), len(meta["classes"])
+    _check_array(arrays, "feature_mean", (n_genes,), path)
+    _check_array(arrays, "feature_scale", (n_genes,), path)
+    if meta["kind"] != "hgb":
+        _check_array(arrays, "coef", (n_classes, n_genes), path)
+        _check_array(arrays, "intercept", (n_classes,), path)
+    for k in range(int(meta.get("n_isotonic", 0))):
+        x, y = arrays.get(f"iso_x_{k}"), arrays.get(f"iso_y_{k}")
+        if x is None or y is None or x.ndim != 1 or x.shape != y.shape or x.size == 0:
+            raise _field_error(path, f"arrays.npz:iso_x_{k}/iso_y_{k}",
+                               "is missing or the two curves differ in length")
+
+
+def _check_estimator(estimator: Any, meta: dict, path: Path) -> None:
+    n_in = getattr(estimator, "n_features_in_", None)
+    if n_in is not None and int(n_in) != len(meta["genes"]):
+        raise _field_error(path, "estimator.skops", f"expects {n_in} features but the model has "
+                           f"{len(meta['genes'])} genes")
+    if not hasattr(estimator, "decision_function"):
+        raise _field_error(path, "estimator.skops", "is not a classifier")
 
 
 def _load_skops(data: bytes, path: Path):

@@ -65,6 +65,23 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def assert_cli_wording(msg: str) -> None:
+    """A CLI error gives options (``--species human``), never API syntax (``species='human'``)."""
+    import argparse
+
+    from cafclassify.cli import build_parser
+
+    step = re.match(r"^cafclassify (\S+): ", msg).group(1)
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = {a.dest for a in subparsers.choices[step]._actions if a.option_strings}
+    fix = msg.split("What to do:", 1)[-1]
+    # the fix never; the problem only when it quotes a value ("min_genes=10" reports a threshold)
+    found = [*re.finditer(r"(?<![\w.\-])([a-z][a-z0-9_]*)=", fix),
+             *re.finditer(r"(?<![\w.\-])([a-z][a-z0-9_]*)=['\"]", msg)]
+    api = [m.group(1) for m in found if m.group(1) in options or f"no_{m.group(1)}" in options]
+    assert not api, f"API argument(s) {api} in a CLI message: {msg}"
+
+
 def error_lines(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if re.match(r"^cafclassify \S+: error: ", ln)]
 
@@ -201,7 +218,7 @@ def _(tmp, shared):
 
 
 @case("format_option_contradicts_content", "--format h5ad given for a CSV file",
-      "format='h5ad' was given but the content is csv", names=lambda t: "table.h5ad")
+      "--format h5ad was given but the content is csv", names=lambda t: "table.h5ad")
 def _(tmp, shared):
     (tmp / "table.h5ad").write_text("cell,COL1A1,DCN\nc1,1,2\nc2,3,4\n")
     return ["read", str(tmp / "table.h5ad"), "--format", "h5ad", "-o", str(_out(tmp))], [_out(tmp)]
@@ -307,6 +324,37 @@ def _(tmp, shared):
     return ["read", str(p), "-o", str(_out(tmp))], [_out(tmp)]
 
 
+@case("csv_latin1", "Latin-1 encoded CSV (accented gene name): refused, never garbled",
+      "not UTF-8", "Latin-1", "iconv -f latin1 -t utf-8", names=lambda t: "latin1.csv")
+def _(tmp, shared):
+    p = tmp / "latin1.csv"
+    p.write_bytes((_HEADER.replace("GENE1", "GÉNE1") + "".join(r + "\n" for r in _good_rows()))
+                  .encode("latin-1"))
+    return ["read", str(p), "-o", str(_out(tmp))], [_out(tmp)]
+
+
+@case("csv_gzip_corrupt", "gzipped CSV damaged in the middle (garbage before the CRC check)",
+      "gzip compression is corrupt or truncated", names=lambda t: "table.csv.gz")
+def _(tmp, shared):
+    rng = np.random.default_rng(8)
+    text = "cell," + ",".join(f"G{j}" for j in range(200)) + "\n" + "".join(
+        f"cell{i}," + ",".join(map(str, rng.poisson(2, 200))) + "\n" for i in range(3000))
+    data = bytearray(gzip.compress(text.encode(), mtime=0))
+    for k in range(len(data) // 2, len(data) // 2 + 50):
+        data[k] ^= 0x55
+    (tmp / "table.csv.gz").write_bytes(bytes(data))
+    return ["read", str(tmp / "table.csv.gz"), "-o", str(_out(tmp))], [_out(tmp)]
+
+
+@case("csv_negative_integer", "count CSV with one negative integer", "not valid counts",
+      "cannot be negative", names=lambda t: "table.csv")
+def _(tmp, shared):
+    rows = _good_rows()
+    rows[4] = "cell4,1,2,-1,0,3,1"
+    p = _csv(tmp, rows)
+    return ["read", str(p), "-o", str(_out(tmp))], [_out(tmp)]
+
+
 @case("h5ad_zscored", "h5ad whose X was scaled (sc.pp.scale)", "scaled",
       names=lambda t: "scaled.h5ad")
 def _(tmp, shared):
@@ -350,6 +398,44 @@ def _(tmp, shared):
     p = tmp / "zebrafish.h5ad"
     a.write_h5ad(p)
     return ["score", str(p), "-o", str(_out(tmp))], [_out(tmp)]
+
+
+@case("blood_no_fibroblast_markers", "blood cells: no fibroblast marker expressed, species unclear",
+      "none of the", "fibroblast marker genes", "no fibroblasts here", "immune",
+      names=lambda t: "adata.var_names")
+def _(tmp, shared):
+    genes = ["PTPRC", "CD3E", "CD3D", "CD19", "MS4A1", "CD14", "LYZ", "NKG7", "GNLY", "CD8A",
+             "HBB", "S100A8"] + [f"GENE{i}" for i in range(60)]
+    p = write_counts_h5ad(tmp / "blood.h5ad", genes=genes, n_cells=80)
+    import cafclassify as cc
+
+    cc.read(p).write_h5ad(tmp / "blood_read.h5ad")
+    return ["gate", str(tmp / "blood_read.h5ad"), "-o", str(_out(tmp))], [_out(tmp)]
+
+
+# ---- outputs that would replace an input ---------------------------------------------
+
+
+@case("output_is_input", "-o names the input file itself", "is the input", "replace the input",
+      names=lambda t: "counts.h5ad")
+def _(tmp, shared):
+    p = write_counts_h5ad(tmp / "counts.h5ad")
+    return ["read", str(p), "-o", str(p)], []
+
+
+@case("output_is_link_to_input", "qc -o is a symbolic link to the input", "is the input",
+      "through a link", names=lambda t: "link.h5ad")
+def _(tmp, shared):
+    p = write_counts_h5ad(tmp / "counts.h5ad")
+    (tmp / "link.h5ad").symlink_to(p)
+    return ["qc", str(p), "--filter", "-o", str(tmp / "link.h5ad")], []
+
+
+@case("fetch_onto_source", "fetch a local file onto itself with a wrong checksum", "is the source",
+      names=lambda t: "counts.h5ad")
+def _(tmp, shared):
+    p = write_counts_h5ad(tmp / "counts.h5ad")
+    return ["fetch", str(p), str(p), "--sha256", "0" * 64], []
 
 
 # ---- QC and biology -------------------------------------------------------------------
@@ -457,6 +543,28 @@ def _(tmp, shared):
         meta["genes"] = [g if i % 20 == 0 else f"XYZ{i}" for i, g in enumerate(meta["genes"])]
 
     m = _rewrite_model(shared.model(), tmp / "renamed.cafmodel", rename)
+    return ["classify", str(shared.scored()), "--model", str(m), "-o", str(_out(tmp))], [_out(tmp)]
+
+
+def _rewrite_member(src: Path, dst: Path, name: str, data: bytes) -> Path:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for member in zin.namelist():
+            zout.writestr(member, data if member == name else zin.read(member))
+    return dst
+
+
+@case("model_metadata_not_object", "model whose metadata.json is a list, not an object",
+      "metadata.json", "not an object", names=lambda t: "listmeta.cafmodel")
+def _(tmp, shared):
+    m = _rewrite_member(shared.model(), tmp / "listmeta.cafmodel", "metadata.json", b"[1, 2, 3]")
+    return ["classify", str(shared.scored()), "--model", str(m), "-o", str(_out(tmp))], [_out(tmp)]
+
+
+@case("model_coef_shape_mismatch", "model whose gene list is longer than its coefficient matrix",
+      "'arrays.npz:", "shape", names=lambda t: "shape.cafmodel")
+def _(tmp, shared):
+    m = _rewrite_model(shared.model(), tmp / "shape.cafmodel",
+                       lambda meta: meta.update(genes=[*meta["genes"], "EXTRA1", "EXTRA2"]))
     return ["classify", str(shared.scored()), "--model", str(m), "-o", str(_out(tmp))], [_out(tmp)]
 
 
@@ -606,6 +714,7 @@ def test_bad_input_gives_one_clear_paragraph(c, tmp_path, shared, server, monkey
     assert "What to do:" in msg, msg
     fix = msg.split("What to do:", 1)[1].strip()
     assert len(fix) > 15, msg
+    assert_cli_wording(msg)
     # nothing written: no final output, no temporary file, no new file anywhere in tmp
     for out in outputs:
         assert not out.exists(), out
@@ -1102,6 +1211,28 @@ def write_docs(path: Path) -> None:
         "`absent_classes` (model summary and `uns['cafclassify']['classify']`), never called |",
         "| gene sets with too little coverage | skipped with a WARNING naming the missing "
         "genes; the coverage table is in `uns['cafclassify']['score']` |",
+        "",
+        "## Runs that are stopped, outputs that would replace inputs",
+        "",
+        "SIGINT (Ctrl-C) and SIGTERM (what a cluster scheduler sends at its time limit) stop",
+        "a step within moments, also in the middle of an `.h5ad` write; every temporary file",
+        "(`.<name>.*.part.h5ad` and the part files of a second writer process) is removed,",
+        "nothing is published under the output name, and the exit status is 130 / 143 with",
+        "one line (`tests/test_no_loss.py`):",
+        "",
+        "```",
+        "cafclassify read: stopped by SIGTERM; temporary files removed, no partial outputs "
+        "were left behind.",
+        "```",
+        "",
+        "No command writes onto one of its inputs: an output (`-o`, `--cells-csv`, `--table`,",
+        "`--log-file`, the `fetch` destination, ...) that is an input, by the same path, a",
+        "symbolic or a hard link, is refused before any work (exit 2; rows `output_is_input`,",
+        "`output_is_link_to_input`, `fetch_onto_source` above), and the atomic writer checks",
+        "it again at write time. `fetch` copies a local source (never moves it) and never",
+        "removes a file it did not create. Messages of the command line name options",
+        "(`--species human`); the same errors raised by the Python API name arguments",
+        "(`species='human'`).",
         "",
         "## Workflow configuration",
         "",

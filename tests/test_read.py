@@ -464,7 +464,7 @@ def test_table_errors(tmp_path, ref):
     _raises_naming(inf, "infinite")
     neg = tmp_path / "neg.csv"
     neg.write_text("\n".join([*good[:2], good[2].rsplit(",", 1)[0] + ",-3", *good[3:]]) + "\n")
-    _raises_naming(neg, "scaled")
+    _raises_naming(neg, "not valid counts")  # integers: broken counts, not z-scores (#16)
     header_only = tmp_path / "h.csv"
     header_only.write_text(good[0] + "\n")
     _raises_naming(header_only, "no data rows")

@@ -361,7 +361,7 @@ def test_nan_outside_the_value_type_sample_is_refused_like_read(tmp_path, n_jobs
 
 def test_scaled_and_missing_layer_refused_like_read(tmp_path):
     a = _counts(seed=10, n_cells=300, dup_genes=False, dup_cells=False)
-    a.layers["scaled"] = sp.csr_matrix(a.X.toarray() - 1.0)
+    a.layers["scaled"] = sp.csr_matrix(a.X.toarray() - 1.5)  # non-integer: integers below 0 are broken counts (#16)
     src = tmp_path / "scaled.h5ad"
     a.write_h5ad(src)
     assert "scaled" in _messages_match(src, tmp_path, layer="scaled").problem

@@ -10,6 +10,8 @@ from ._identity import (
     GeneIdentity,
     detect_id_type,
     detect_species,
+    record_species,
+    recorded_species,
     resolve_gene_identity,
 )
 from ._symbols import is_mangled, orthologues, repair_mangled, repair_symbol, to_species
@@ -21,6 +23,8 @@ __all__ = [
     "detect_species",
     "is_mangled",
     "orthologues",
+    "record_species",
+    "recorded_species",
     "repair_mangled",
     "repair_symbol",
     "resolve_gene_identity",

@@ -1,4 +1,12 @@
-"""Gene identity of a dataset: species, ID type, one current symbol per gene."""
+"""Gene identity of a dataset: species, ID type, one current symbol per gene.
+
+The species is decided once: ``read`` records it (given with ``species=`` or
+detected) in ``uns['cafclassify']['read']['species']`` and every later step that
+resolves genes without an explicit ``species`` uses that record
+(:func:`recorded_species`), so a species the user gave at ``read`` is not guessed
+again downstream; a step given a species records it for the steps after it
+(:func:`record_species`).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +30,8 @@ __all__ = [
     "GeneIdentity",
     "detect_id_type",
     "detect_species",
+    "record_species",
+    "recorded_species",
     "resolve_gene_identity",
 ]
 
@@ -165,6 +175,28 @@ class GeneIdentity:
         return 1.0 if n == 0 else 1.0 - self.n_unmapped / n
 
 
+def recorded_species(adata: AnnData) -> str | None:
+    """The species recorded in ``uns['cafclassify']['read']`` (``None`` if none or unknown)."""
+    from .._keys import UNS, UNS_READ
+
+    root = getattr(adata, "uns", {}).get(UNS)
+    rec = root.get(UNS_READ) if hasattr(root, "get") else None
+    value = rec.get("species") if hasattr(rec, "get") else None
+    return str(value) if value in SPECIES else None
+
+
+def record_species(adata: AnnData, species: str, *, source: str) -> None:
+    """Record ``species`` (with where it came from) for the later steps."""
+    from .._keys import UNS, UNS_READ
+
+    if species not in SPECIES:
+        raise SignatureError(f"species={species!r} is not supported.",
+                             fix="use species='human' or species='mouse'.")
+    rec = adata.uns.setdefault(UNS, {}).setdefault(UNS_READ, {})
+    rec["species"] = species
+    rec["species_source"] = source
+
+
 def _find_symbol_column(var: pd.DataFrame) -> str | None:
     lower = {str(c).lower(): c for c in var.columns}
     for cand in SYMBOL_COLUMN_CANDIDATES:
@@ -249,6 +281,9 @@ def resolve_gene_identity(
             path="adata.var_names" if source_column is None else f"adata.var[{source_column!r}]",
             fix="pass symbol_column='<var column with gene symbols>' or set var_names to gene symbols.",
         )
+    if species is None and recorded_species(adata) is not None:
+        species = recorded_species(adata)
+        logger.info("species: %s (recorded in uns['cafclassify']['read'])", species)
     if species is None:
         species = detect_species(raw)
         logger.info("detected species: %s", species)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .._errors import SignatureError
+from .._errors import DataError, SignatureError
 from ..genes._identity import GeneIdentity, detect_species, resolve_gene_identity
 from ..genes._symbols import orthologues, repair_symbol
 from ._library import load_signatures
@@ -103,6 +103,63 @@ def _symbol_index(identity: GeneIdentity) -> tuple[dict[str, int], dict[str, lis
     return first, dups
 
 
+def _expressed_markers(adata: AnnData, identity: GeneIdentity) -> dict[str, tuple[int, list[str]]]:
+    """``lineage set -> (n markers, markers expressed)``, names compared case-insensitively.
+
+    Uses the built-in library's lineage sets (human and mouse names), so it works before
+    the species is known. A marker counts as expressed when its column is not all zero.
+    """
+    import scipy.sparse as sp
+
+    lib = load_signatures("caf_v1")
+    names = [str(s).upper() for s in identity.symbols]
+    names_v = [str(s).upper() for s in adata.var_names]
+    where: dict[str, int] = {}
+    for i, n in enumerate(names_v):
+        where.setdefault(n, i)
+    for i, n in enumerate(names):
+        where.setdefault(n, i)
+    out: dict[str, tuple[int, list[str]]] = {}
+    for name, gs in lib.sets.items():
+        if gs.group != "lineage":
+            continue
+        markers = sorted({str(g).upper() for g in [*gs.genes, *(gs.mouse or [])] if g})
+        cols = {m: where[m] for m in markers if m in where}
+        expressed = []
+        if cols:
+            try:
+                block = adata.X[:, sorted(set(cols.values()))]
+                nz = np.asarray((abs(block) if sp.issparse(block) else np.abs(np.asarray(block))).sum(axis=0)).ravel()
+                on = {c for c, v in zip(sorted(set(cols.values())), nz, strict=True) if v > 0}
+            except Exception:  # evidence only: then count present markers as expressed
+                on = set(cols.values())
+            expressed = [m for m, c in cols.items() if c in on]
+        out[name] = (len(set(gs.genes)), expressed)
+    return out
+
+
+def _refuse_if_no_fibroblast_markers(adata: AnnData, identity: GeneIdentity) -> None:
+    """Before guessing the species: say so when other lineages' markers are expressed but
+    no fibroblast marker is (blood, sorted immune cells)."""
+    evidence = _expressed_markers(adata, identity)
+    n_fib, fib = evidence.get("fibroblast", (0, []))
+    others = {k: v[1] for k, v in evidence.items() if v[1] and k != "fibroblast"}
+    if fib or not others:  # fibroblast markers, or no evidence of any cell type: ask the species
+        return
+    seen = "; the lineage markers that are expressed are those of " + ", ".join(
+        f"{k} ({', '.join(v[:5])})" for k, v in others.items())
+    raise DataError(
+        f"none of the {n_fib} fibroblast marker genes (COL1A1, COL1A2, DCN, LUM, PDGFRA, ...) "
+        f"is expressed in these data{seen}. There are no fibroblasts here (e.g. blood or "
+        "sorted immune cells), so there is nothing to gate or classify; the species could not "
+        "be told from the gene names either.",
+        path="adata.var_names",
+        fix="run cafclassify on tissue that contains fibroblasts (tumour or stroma); if these "
+        "data should hold fibroblasts, check that the genes are human or mouse symbols and "
+        "pass species='human' or species='mouse'.",
+    )
+
+
 def _match_all(
     library,
     adata: AnnData,
@@ -128,6 +185,7 @@ def _match_all(
     lib = load_signatures(library)
     identity = resolve_gene_identity(adata, species=species, symbol_column=symbol_column)
     if identity.species not in ("human", "mouse"):
+        _refuse_if_no_fibroblast_markers(adata, identity)
         raise SignatureError(
             "could not tell whether the genes are human or mouse symbols; cafclassify has no "
             "markers for this species.",

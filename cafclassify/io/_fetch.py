@@ -6,6 +6,12 @@ the analysis functions. Transfers go to ``<dest>.part``, resume with an HTTP ``R
 request after a dropped connection, are retried with exponential back-off, are checked
 against the expected SHA-256 and only then renamed onto ``dest``. A failed or
 unverified download never leaves a file under the final name.
+
+``fetch`` never removes a file it did not create: a local source is copied (never
+moved or unlinked), through a private temporary file; an existing ``dest`` with the
+wrong checksum is left as it is (only a verified file replaces it); and when ``dest``
+is the source itself (the same path, a link to it or a hard link), nothing is copied:
+the file is verified in place and, if its checksum differs, left unchanged.
 """
 
 from __future__ import annotations
@@ -74,6 +80,12 @@ def _normalise_sha256(sha256: str | None, source: str) -> str | None:
     return value
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    from .._atomic import same_file
+
+    return a.exists() and same_file(a, b)
+
+
 def _is_url(source: str) -> bool:
     scheme = urllib.parse.urlsplit(source).scheme.lower()
     # a single letter is a Windows drive ("C:\\data"), not a scheme
@@ -85,20 +97,34 @@ def _looks_like_html(head: bytes) -> bool:
     return start.startswith(_HTML_MARKERS)
 
 
+def _mismatch(source: str, dest: Path, expected: str, observed: str, *, same: bool = False) -> DownloadError:
+    if same:
+        return DownloadError(
+            f"checksum mismatch: expected sha256 {expected}, observed {observed}.",
+            path=source,
+            fix=f"the file is not the one the checksum describes (changed or corrupted); it is "
+            f"the destination {dest} itself and was left unchanged: restore the original file or "
+            "correct the expected checksum.",
+        )
+    if dest.exists() or dest.is_symlink():
+        what = f"the existing {dest} was left unchanged"
+    else:
+        what = f"nothing was written to {dest}"
+    return DownloadError(
+        f"checksum mismatch for {source}: expected sha256 {expected}, observed {observed}.",
+        path=source,
+        fix=(
+            "the remote file changed or the transfer was corrupted. Check the URL and the "
+            f"expected checksum in your dataset sheet; {what}."
+        ),
+    )
+
+
 def _verify_and_move(part: Path, dest: Path, expected: str | None, source: str) -> Path:
     observed = file_sha256(part)
     if expected is not None and observed != expected:
-        part.unlink(missing_ok=True)
-        dest.unlink(missing_ok=True)  # a stale file with a known-wrong checksum is useless
-        raise DownloadError(
-            f"checksum mismatch for {source}: expected sha256 {expected}, observed {observed}.",
-            path=source,
-            fix=(
-                "the remote file changed or the transfer was corrupted. Check the URL and the "
-                "expected checksum in your dataset sheet; nothing was written to "
-                f"{dest}."
-            ),
-        )
+        part.unlink(missing_ok=True)  # our own temporary file; dest is never removed
+        raise _mismatch(source, dest, expected, observed)
     os.replace(part, dest)
     if expected is None:
         logger.warning(
@@ -290,6 +316,8 @@ def fetch(
         if file_sha256(dest) == expected:
             logger.info("%s already present with the expected sha256; not downloading again", dest)
             return dest
+        if not _is_url(source) and _same_file(Path(source).expanduser(), dest):
+            raise _mismatch(source, dest, expected, file_sha256(dest), same=True)
         logger.warning("%s exists but its checksum differs; fetching it again", dest)
 
     from .._atomic import ensure_writable_dir
@@ -298,13 +326,27 @@ def fetch(
     part = dest.with_name(dest.name + ".part")
 
     def copy_local(local: Path) -> Path:
-        part.unlink(missing_ok=True)
+        from .._atomic import same_file
+
+        if local.exists() and same_file(local, dest):
+            # dest is the source (or a link to it): verify in place, never copy onto itself
+            if expected is not None:
+                observed = file_sha256(local)
+                if observed != expected:
+                    raise _mismatch(source, dest, expected, observed, same=True)
+            logger.info("%s is the source itself; nothing to copy", dest)
+            return dest
+        import tempfile
+
+        # a private temporary file (never a name a user file could have), renamed when verified
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        os.close(fd)
+        own = Path(tmp)
         try:
-            _copy_local(local, part)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
-        return _verify_and_move(part, dest, expected, source)
+            _copy_local(local, own)
+            return _verify_and_move(own, dest, expected, source)
+        finally:
+            own.unlink(missing_ok=True)
 
     if not _is_url(source):
         return copy_local(Path(source).expanduser())

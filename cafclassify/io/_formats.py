@@ -10,11 +10,13 @@ that names the file and says what to do.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import logging
 import os
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -26,6 +28,9 @@ __all__ = [
     "MtxFiles",
     "find_mtx_files",
     "is_gzip",
+    "compression_error",
+    "compression_problem",
+    "encoding_error",
     "open_text",
     "sniff_format",
 ]
@@ -82,11 +87,104 @@ def is_hdf5(path: Path) -> bool:
     return False
 
 
+_DECOMPRESSION_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def compression_error(path: Path, exc: BaseException) -> InputFileError:
+    """The error for a gzip stream that cannot be decompressed (corrupt or truncated)."""
+    return InputFileError(
+        f"the gzip compression is corrupt or truncated ({' '.join(str(exc).split()) or type(exc).__name__}); "
+        "the content cannot be trusted.",
+        path=path,
+        fix="the download or copy is probably incomplete or damaged: fetch the file again and "
+        "compare its checksum (`gzip -t FILE` tests it).",
+    )
+
+
+def compression_problem(path: Path) -> BaseException | None:
+    """Decompress the whole gzip file and return the error that stops it, if any.
+
+    A damaged deflate stream often decodes to garbage before the CRC at the end is
+    checked, so a parser meets the garbage first; ask this before blaming the content.
+    """
+    if not is_gzip(path):
+        return None
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 22):
+                pass
+    except _DECOMPRESSION_ERRORS as exc:
+        return exc
+    except OSError as exc:  # e.g. "Not a gzipped file" after the first member
+        return exc
+    return None
+
+
+def _encoding_found(raw: bytes) -> str:
+    """Name the encoding of bytes that are not UTF-8 (a best guess for the message)."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "UTF-16"
+    if raw.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "UTF-32"
+    try:
+        raw.decode("cp1252")
+    except UnicodeDecodeError:
+        return "an 8-bit encoding that is not UTF-8"
+    return "Latin-1 / Windows-1252 (cp1252)"
+
+
+def encoding_error(path: Path, exc: UnicodeDecodeError) -> InputFileError:
+    """The error for a text file that is not UTF-8: where, what was found and how to convert."""
+    bad = exc.object[exc.start: exc.end] if isinstance(exc.object, bytes) else b""
+    found = _encoding_found(exc.object if isinstance(exc.object, bytes) else b"")
+    src = "latin1" if found.startswith("Latin-1") else ("utf-16" if found == "UTF-16" else "<encoding>")
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    stem, dot, ext = name.rpartition(".")
+    converted = f"{stem}.utf8.{ext}" if dot else f"{name}.utf8"
+    cmd = (f"gunzip -c {path.name} | iconv -f {src} -t utf-8 > {converted}" if is_gzip(path)
+           else f"iconv -f {src} -t utf-8 {path.name} > {converted}")
+    return InputFileError(
+        f"the text is not UTF-8: byte {bad.hex(' ') or '?'} cannot be decoded; the file looks "
+        f"like {found}. Reading it anyway would turn such characters (e.g. accented gene or "
+        "cell names) into replacement characters.",
+        path=path,
+        fix=f"convert it to UTF-8 and read the converted file, e.g. `{cmd}`.",
+    )
+
+
+class _StrictText(io.TextIOWrapper):
+    """UTF-8 text (a BOM is skipped) whose decoding and decompression errors name the file."""
+
+    def __init__(self, raw: IO[bytes], path: Path) -> None:
+        super().__init__(raw, encoding="utf-8-sig", errors="strict")
+        self._path = path
+
+    def _wrap(self, func, *args):
+        try:
+            return func(*args)
+        except UnicodeDecodeError as exc:
+            raise encoding_error(self._path, exc) from None
+        except _DECOMPRESSION_ERRORS as exc:
+            raise compression_error(self._path, exc) from None
+
+    def read(self, size: int | None = -1) -> str:
+        return self._wrap(super().read, -1 if size is None else size)
+
+    def readline(self, size: int = -1) -> str:
+        return self._wrap(super().readline, size)
+
+    def __next__(self) -> str:
+        return self._wrap(super().__next__)
+
+
 def open_text(path: Path) -> IO[str]:
-    """Open a text file read-only, decompressing gzip if the *content* is gzip."""
-    if is_gzip(path):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+    """Open a UTF-8 text file read-only, decompressing gzip if the *content* is gzip.
+
+    Other encodings are refused with a message naming the encoding found (never
+    decoded with replacement characters); a damaged gzip stream is reported as such.
+    """
+    raw = gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+    return _StrictText(raw, Path(path))
 
 
 def open_binary(path: Path) -> IO[bytes]:
@@ -253,6 +351,8 @@ def _text_kind(path: Path, head: bytes) -> str:
             fix="export it from R: for a Seurat object use SeuratDisk/sceasy to write .h5ad, or "
             "write the counts with Matrix::writeMM() plus gene and barcode lists (10x layout).",
         )
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # text, but not UTF-8
+        raise encoding_error(path, UnicodeDecodeError("utf-8", head, 0, 2, "UTF-16 byte-order mark"))
     if b"\x00" in head:
         raise InputFileError(
             "the file is binary but not HDF5, gzip or a format cafclassify knows.",

@@ -28,7 +28,15 @@ import scipy.sparse as sp
 
 from .. import _keys as K
 from .._errors import CafClassifyError, DataError, InputFileError
-from ._formats import FORMATS, find_mtx_files, open_binary, open_text, sniff_format
+from ._formats import (
+    FORMATS,
+    compression_error,
+    compression_problem,
+    find_mtx_files,
+    open_binary,
+    open_text,
+    sniff_format,
+)
 from ._valuetype import value_type_details
 
 __all__ = ["ORIENTATIONS", "VALUE_TYPE_OVERRIDES", "file_sha256", "read", "read_backed"]
@@ -77,6 +85,9 @@ def _short(exc: BaseException, limit: int = 300) -> str:
 
 
 def _corrupt(path: Path, what: str, exc: BaseException) -> InputFileError:
+    damaged = compression_problem(path) if path.is_file() else None
+    if damaged is not None:  # a damaged gzip stream, not the content, is the cause
+        return compression_error(path, damaged)
     return InputFileError(
         f"cannot read the {what} ({_short(exc)}).",
         path=path,
@@ -369,7 +380,22 @@ def _first_non_numeric(chunk: pd.DataFrame) -> tuple[str, str, str] | None:
 
 
 def _read_table(path: Path, sep: str) -> tuple[sp.csr_matrix, pd.Index, pd.Index]:
-    """Read a delimited table into CSR (rows x cols as in the file) with its labels."""
+    """Read a delimited table into CSR (rows x cols as in the file) with its labels.
+
+    A damaged gzip stream decodes to garbage before its CRC is checked, so whatever
+    the parser says first (a ragged row, a non-numeric value), a compressed table that
+    fails is tested for damage and the damage is reported instead.
+    """
+    try:
+        return _parse_table(path, sep)
+    except CafClassifyError:
+        damaged = compression_problem(path)
+        if damaged is not None:
+            raise compression_error(path, damaged) from None
+        raise
+
+
+def _parse_table(path: Path, sep: str) -> tuple[sp.csr_matrix, pd.Index, pd.Index]:
     header, n_first = _table_layout(path, sep)
     if n_first == len(header) + 1:  # R write.table style: no corner label
         names = ["__row__", *header]
@@ -574,6 +600,14 @@ def _decide_value_type(X, path: Path, value_type: str | None, info: dict) -> tup
             f"value_type={value_type!r} is not understood.",
             path=path,
             fix=f"use one of {VALUE_TYPE_OVERRIDES} or leave it None to detect.",
+        )
+    if details.get("invalid_counts"):
+        raise InputFileError(
+            f"the values are not valid counts ({details['reason']}).",
+            path=path,
+            fix="a count matrix holds whole numbers >= 0: the file was damaged or edited (or an "
+            "export wrote a sentinel such as -1 for missing values); produce it again from the "
+            "source, or replace the negative entries by 0 if they mean 'not detected'.",
         )
     if detected == "scaled":
         raise InputFileError(

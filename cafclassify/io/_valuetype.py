@@ -10,6 +10,8 @@ values                                             result       what :func:`cafc
 NaN or +-inf anywhere in the sample                error        refuse (:class:`DataError`)
 any value < 0                                      ``scaled``   refuse: z-scored / regressed values
                                                                 cannot be log-normalised back
+                                                                (all integers: ``invalid_counts``,
+                                                                refused as broken counts)
 all values integers (within 1e-3), >= 0            ``counts``   keep in ``layers["counts"]``,
                                                                 normalise to 1e4 per cell, log1p
 non-integer, >= 0, max <= 50                       ``lognorm``  use as is (log1p CP10k, log2 TPM+1 ...)
@@ -124,7 +126,13 @@ def value_type_details(X, *, n_rows: int = _DEFAULT_ROWS, random_state: int = 0)
     out["frac_integer"] = frac_int
     if vmin < 0:
         out["value_type"] = "scaled"
-        out["reason"] = f"negative values (min {vmin:.3g}): z-scored or regressed data"
+        if frac_int == 1.0:  # z-scored data are never all integers: these are broken counts
+            out["invalid_counts"] = True
+            out["n_negative"] = int((nz < 0).sum())
+            out["reason"] = (f"integer values, {out['n_negative']} of them negative (min {vmin:.6g}) "
+                             "in the sampled cells: counts cannot be negative")
+        else:
+            out["reason"] = f"negative values (min {vmin:.3g}): z-scored or regressed data"
         return out
     if frac_int == 1.0:
         out["value_type"] = "counts"
