@@ -53,7 +53,9 @@ class _Features:
                  model_path: str | None = None, min_overlap: float = 0.0):
         self.X = _matrix(adata, layer)
         sym = _symbols(adata)
-        data_species = _detect_species(sym)
+        from ..genes import recorded_species
+
+        data_species = recorded_species(adata) or _detect_species(sym)
         target = list(genes)
         self.mapped_from = None
         if model_species in ("human", "mouse") and data_species in ("human", "mouse") and model_species != data_species:

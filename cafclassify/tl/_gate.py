@@ -594,6 +594,10 @@ def gate(
     state_names = [n for n in STATE_SETS if n in library.sets]
     tmp = AnnData(X=X, obs=pd.DataFrame(index=adata.obs_names.copy()), var=adata.var.copy())
     wanted = library.subset(names=lin_names + state_names)
+    if species is None:  # the species chosen at `read` (recorded in uns) is used downstream
+        from ..genes import recorded_species
+
+        species = recorded_species(adata)
     gene_kw = dict(species=species, symbol_column=symbol_column)
     cov = coverage_table(wanted, tmp, **gene_kw)
     matched = match_signatures(wanted, tmp, min_genes=_MIN_GENES, on_low_coverage="warn", **gene_kw)

@@ -437,7 +437,9 @@ def _train_impl(adata, *, signatures, score_key, lineage_key, layer, estimator, 
             "layer": layer or "",
         },
     }
-    species = _detect_species(genes)
+    from ..genes import recorded_species
+
+    species = recorded_species(adata) or _detect_species(genes)
     model = CafModel(
         kind=kind, genes=genes, classes=present, feature_mean=mean, feature_scale=sd, coef=coef,
         intercept=intercept, estimator=est if kind == "hgb" else None, species=species,
