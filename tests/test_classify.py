@@ -195,7 +195,7 @@ def test_evidence_seeds_respect_rule(data):
         if n > 0:
             assert n > rep["null_seed_q95"][c]
     # the per-gene audit is recorded for every subtype gene
-    audit = pd.DataFrame({k: list(v) for k, v in rep["gene_audit"].items()})
+    audit = b.uns[K.UNS]["classify"]["gene_audit"]
     assert set(audit["set"]) == set(CLASSES)
     assert {"kept"} <= set(audit["status"])
     assert ((audit["weight"] == 0) == ~audit["status"].str.startswith("kept")).all()

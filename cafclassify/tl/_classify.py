@@ -361,9 +361,17 @@ def classify(
         "ltbp2": lt_info,
         "state_flags": flags_info,
         "smoothing": smooth_info or {},
-        "training_summary": model.summary,
+        "training_summary": _without_audit(model.summary),
     }))
     return adata if copy else None
+
+
+def _without_audit(summary: dict) -> dict:
+    """The training summary for uns: the per-gene audit is written once, as a table."""
+    wl = summary.get("weak_labels", {})
+    if "gene_audit" not in wl:
+        return summary
+    return {**summary, "weak_labels": {k: v for k, v in wl.items() if k != "gene_audit"}}
 
 
 def _unassigned_report(proba: np.ndarray, classes: list[str], conf: np.ndarray, threshold: float) -> dict:

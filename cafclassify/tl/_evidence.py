@@ -194,7 +194,7 @@ def audit_genes(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tuple[np.nd
                 status = "kept"
                 keep[j] = True
             rows.append({"set": name, "gene": str(symbols[idx[j]]), "direction": "+" if w[j] > 0 else "-",
-                         "detected_fraction": float(det), "r_with_set": r, "weight": float(w[j]) if keep[j] else 0.0,
+                         "detected_fraction": float(det), "r_with_set": None if np.isnan(r) else r, "weight": float(w[j]) if keep[j] else 0.0,
                          "status": status})
         out[name] = (idx[keep], w[keep])
         n_out = int((~keep).sum())

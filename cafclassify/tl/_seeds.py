@@ -289,6 +289,18 @@ def _write_seeds(adata, labels_full, report, key_added):
     present = [c for c, n in report["seed_counts"].items() if n > 0]
     adata.obs[key_added] = pd.Categorical(labels_full, categories=present)
     sec = K.uns_section(adata, K.UNS_CLASSIFY)
+    report = dict(report)
+    audit = report.pop("gene_audit", None)
     sec["weak_labels"] = _uns_safe(report)
+    if audit is not None:  # one row per (set, gene): a table, not a nested dict
+        sec["gene_audit"] = gene_audit_table(audit)
+
+
+def gene_audit_table(audit: dict) -> pd.DataFrame:
+    """The per-gene audit (dict of columns, as in the training summary) as a DataFrame."""
+    df = pd.DataFrame({k: list(v) for k, v in audit.items()})
+    if "r_with_set" in df:
+        df["r_with_set"] = pd.to_numeric(df["r_with_set"], errors="coerce")
+    return df
 
 

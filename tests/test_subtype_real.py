@@ -1,0 +1,191 @@
+"""Subtype calls and the stromal compartment on a real, author-labelled tumour.
+
+The breast atlas sample (Wu et al. 2021, CID4465, ``shared/data``; raw counts, 1,564 cells)
+run through the workflow's default chain (read -> qc with filtering -> gate -> score ->
+classify). It is a development set: nothing here is fitted to it; the asserted levels are
+the issues' targets (#13 subtype agreement, #14 compartment). A target the method does not
+reach yet is a strict ``xfail`` at the target level (never lowered), with the reached
+value in the reason. ``benchmarks/bench_real.py`` prints the full table with the baselines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+from sklearn.metrics import adjusted_rand_score, f1_score, roc_auc_score
+
+import cafclassify as caf
+from cafclassify import _keys as K
+from cafclassify.tl._compartment import perivascular_labels
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+WU = DATA / "wu2021_brca_CID4465_1564cells_counts.h5ad"
+LIB = Path(__file__).resolve().parents[1] / "signatures" / "caf_v1"
+pytestmark = pytest.mark.skipif(not WU.is_file(), reason=f"real test data not found at {WU}")
+
+
+def _chain(a, signatures="caf_v1"):
+    caf.qc(a)
+    a = a[a.obs["qc_pass"].to_numpy()].copy()
+    caf.gate(a, signatures=signatures)
+    caf.score(a, signatures, on_low_coverage="keep")
+    return a
+
+
+@pytest.fixture(scope="module")
+def scored():
+    return _chain(caf.read(WU))
+
+
+@pytest.fixture(scope="module")
+def classified(scored):
+    return caf.classify(scored, copy=True, random_state=0)
+
+
+def _author(a):
+    lab = a.obs["author_caf_subtype"].astype(str).to_numpy()
+    return lab, np.isin(lab, ["iCAF", "myCAF"])
+
+
+def _argmax_score_genes(a, lib="caf_v1"):
+    """Baseline: argmax of scanpy score_genes over the subtype sets, on gated fibroblasts."""
+    fib = (a.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
+    sub = a[fib].copy()
+    library = caf.load_signatures(lib)
+    classes = [n for n, gs in library.sets.items() if gs.group == "subtype" and n != "LTBP2_CAF"]
+    S = pd.DataFrame(index=sub.obs_names)
+    for c in classes:
+        genes = [g for g, w in zip(library.sets[c].genes, library.sets[c].weights, strict=True)
+                 if w > 0 and g in sub.var_names]
+        sc.tl.score_genes(sub, genes, score_name="_s", random_state=0)
+        S[c] = sub.obs["_s"].to_numpy()
+    calls = np.full(a.n_obs, K.NOT_FIBROBLAST, dtype=object)
+    calls[fib] = np.array(classes, dtype=object)[S.to_numpy().argmax(1)]
+    return calls
+
+
+# ----------------------------------------------------------------- issue 13: subtypes
+
+
+def test_subtype_agreement_with_authors(classified):
+    lab, caf_cells = _author(classified)
+    calls = classified.obs[K.OBS_SUBTYPE].astype(str).to_numpy()
+    assert adjusted_rand_score(lab[caf_cells], calls[caf_cells]) >= 0.6
+    # not in subtypes the authors do not report (anything but iCAF/myCAF/unassigned)
+    foreign = ~np.isin(calls[caf_cells], ["iCAF", "myCAF", K.UNASSIGNED, K.NOT_FIBROBLAST])
+    assert foreign.mean() <= 0.10
+    assert (calls[caf_cells] == K.UNASSIGNED).mean() <= 0.15
+    # classes without support are reported absent and never called
+    rep = classified.uns[K.UNS][K.UNS_CLASSIFY]["training_summary"]["weak_labels"]
+    assert {"apCAF", "meCAF", "dCAF"} <= set(rep["absent_classes"])
+
+
+def test_classifier_beats_marker_baselines(scored, classified):
+    lab, caf_cells = _author(classified)
+    ours = adjusted_rand_score(lab[caf_cells], classified.obs[K.OBS_SUBTYPE].astype(str).to_numpy()[caf_cells])
+    base = adjusted_rand_score(lab[caf_cells], _argmax_score_genes(scored)[caf_cells])
+    fib = (scored.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
+    U = scored.obsm[K.OBSM_SCORES][["myCAF", "iCAF", "apCAF", "meCAF", "vCAF", "dCAF"]]
+    ucell = np.full(scored.n_obs, K.NOT_FIBROBLAST, dtype=object)
+    ucell[fib] = U.columns.to_numpy()[U.to_numpy()[fib].argmax(1)]
+    assert ours > base and ours > adjusted_rand_score(lab[caf_cells], ucell[caf_cells])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "target 0.95, reached 0.91: P(iCAF) separates the authors' iCAF-like from myCAF-like "
+    "CAFs less well than the target (calibrated probabilities saturate near 0/1; CAFs the "
+    "gate put in the mural compartment have no P(iCAF)); the evidence difference alone "
+    "reaches 0.94 (docs/classifier.md)"))
+def test_p_icaf_ranks_author_icaf(classified):
+    lab, caf_cells = _author(classified)
+    p = classified.obsm[K.OBSM_SUBTYPE_PROBA]["iCAF"].to_numpy()[caf_cells]
+    assert roc_auc_score(lab[caf_cells] == "iCAF", np.nan_to_num(p, nan=-1.0)) >= 0.95
+
+
+def test_agreement_does_not_rest_on_the_authors_signatures(tmp_path):
+    """Wu et al. named their subsets with their group's 2020 lists (source WU): without them."""
+    import shutil
+
+    lib = tmp_path / "caf_noWU"
+    shutil.copytree(LIB, lib)
+    genes = pd.read_csv(lib / "genes.tsv", sep="\t", dtype=str, keep_default_na=False)
+    wu = genes["sources"].str.split(";").apply(lambda s: "WU" in s)
+    assert wu.sum() > 0
+    genes[~wu].to_csv(lib / "genes.tsv", sep="\t", index=False)
+    a = _chain(caf.read(WU), str(lib))
+    caf.classify(a, signatures=str(lib), random_state=0)
+    lab, caf_cells = _author(a)
+    assert adjusted_rand_score(lab[caf_cells], a.obs[K.OBS_SUBTYPE].astype(str).to_numpy()[caf_cells]) >= 0.5
+
+
+def test_gene_audit_reported_per_gene(classified):
+    audit = classified.uns[K.UNS][K.UNS_CLASSIFY]["gene_audit"]
+    assert isinstance(audit, pd.DataFrame)
+    lib = caf.load_signatures("caf_v1")
+    for c in ("myCAF", "iCAF"):
+        symbols = set(classified.var[K.VAR_SYMBOL].astype(str))  # outdated symbols repaired (CTGF -> CCN2)
+        present = [g for g in lib.sets[c].genes if g in symbols]
+        assert set(audit.loc[audit["set"] == c, "gene"]) == set(present)
+    # most myCAF/iCAF genes agree with their set in a tumour where both exist
+    kept = audit[audit["set"].isin(["myCAF", "iCAF"])]["status"].str.startswith("kept").mean()
+    assert kept >= 0.7
+
+
+# ------------------------------------------------------------- issue 14: compartment
+
+
+def _gate_metrics(a):
+    al = a.obs["author_lineage"].astype(str).to_numpy()
+    gl = a.obs[K.OBS_LINEAGE].astype(str).to_numpy()
+    tp = ((al == "fibroblast") & (gl == "fibroblast")).sum()
+    return (tp / (al == "fibroblast").sum(), tp / (gl == "fibroblast").sum(),
+            ((al == "perivascular_mural") & (gl == "mural")).sum() / (al == "perivascular_mural").sum())
+
+
+def test_gate_separates_caf_from_perivascular(scored):
+    recall, precision, pvl_mural = _gate_metrics(scored)
+    assert recall >= 0.97 and precision >= 0.97
+    assert pvl_mural >= 0.95
+
+
+def test_vcaf_reading_and_stromal_agreement(classified, scored):
+    sub = classified.obs[K.OBS_SUBTYPE].astype(str)
+    author = classified.obs["author_caf_subtype"].astype(str).where(
+        classified.obs["author_lineage"].astype(str) != "perivascular_mural", "PVL")
+    pvl = (author == "PVL").to_numpy()
+    cafs = author.isin(["iCAF", "myCAF"]).to_numpy()
+    assert (sub[pvl] == "vCAF").mean() >= 0.9
+    assert (sub[cafs] == "vCAF").mean() <= 0.05
+    stroma = pvl | cafs
+    assert adjusted_rand_score(author[stroma], sub[stroma]) >= 0.7
+    # the other reading: the same cells, 'mural' instead of vCAF; fibroblast calls unchanged
+    sep = caf.classify(scored, copy=True, perivascular="separate", random_state=0)
+    s2 = sep.obs[K.OBS_SUBTYPE].astype(str)
+    assert ((s2[pvl] == "mural") == (sub[pvl] == "vCAF")).all()
+    fib = (classified.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
+    assert (s2[fib] == sub[fib]).all()
+    assert adjusted_rand_score(author[stroma], s2[stroma]) >= 0.7
+
+
+def test_cycling_pericytes_keep_their_compartment(classified):
+    cyc = (classified.obs["celltype_minor"].astype(str) == "Cycling PVL").to_numpy()
+    assert cyc.sum() >= 5
+    assert (classified.obs[K.OBS_LINEAGE].astype(str).to_numpy()[cyc] == "mural").mean() >= 0.8
+    assert classified.obs[K.OBS_CYCLING].to_numpy()[cyc].mean() >= 0.8
+
+
+def test_pericytes_of_normal_tissue_are_not_vcaf():
+    crc = ad.read_h5ad(DATA / "crc_tumour_normal_2850cells_lognorm.h5ad")
+    caf.gate(crc)
+    mural, labels, info = perivascular_labels(crc, lineage_key=K.OBS_LINEAGE, perivascular="vcaf",
+                                              tissue_key="tumor_normal")
+    peri = crc.obs["cell_type"].isin(["Pericyte", "SMC"]).to_numpy()
+    normal = (crc.obs["tumor_normal"].astype(str) == "Normal").to_numpy()
+    assert (mural & peri & normal).sum() >= 40
+    assert not (labels[mural & normal] == "vCAF").any()
+    assert info["n_mural_normal_tissue"] == int((mural & normal).sum())
