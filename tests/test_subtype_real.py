@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
-from sklearn.metrics import adjusted_rand_score, f1_score, roc_auc_score
+from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
 import cafclassify as caf
 from cafclassify import _keys as K
