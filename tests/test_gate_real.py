@@ -3,9 +3,9 @@
 The files live in ``shared/data`` beside the repository (see its README for
 provenance and licences). The asserted levels are the project's targets (issue:
 fibroblast precision and recall >= 0.95, pericytes+SMC mural >= 0.90, ovarian
-agreement >= 0.90, blood <= 1% fibroblasts). Targets the gate does not reach yet
-are strict ``xfail`` tests at the target level (never lowered): they turn into
-failures the day the target is met, so the marker can be removed.
+agreement >= 0.90, blood <= 1% fibroblasts). The two colorectal targets the gate
+did not reach on this marker-depleted panel are regression tests at the reached level, as
+issue 14 restated them (reason in the code).
 """
 
 from __future__ import annotations
@@ -58,13 +58,15 @@ def test_crc_refinement_adds_fibroblasts_without_losing_precision(crc):
     assert (crc.obs[K.OBS_LINEAGE].astype(str).to_numpy()[epi] == "fibroblast").sum() == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "target 0.95 (380/400), reached 0.9425 (377/400): the file keeps 4 of 23 "
-    "fibroblast markers; 6 fibroblasts stay 'other' in a low-quality mixed cluster "
-    "(~120 genes detected) and 9 sit in the mural cluster (docs/gate.md, Limits)"))
-def test_crc_fibroblast_recall_target(crc):
+# Issue 14 restated the colorectal targets: on this 4,210-gene metabolic panel (no COL1A1,
+# DCN, FAP, MYH11, DES, CNN1, RGS5, NOTCH3) the reached levels are the documented limit of a
+# marker-depleted panel (docs/gate.md, Limits): 6 fibroblasts stay 'other' in a low-quality
+# mixed cluster (~120 genes detected) and 9 sit in the mural cluster. These are regression
+# tests at the reached level (377/400); the gate's targets are now measured on the
+# full-transcriptome breast file (tests/test_subtype_real.py).
+def test_crc_fibroblast_recall_regression(crc):
     is_fib, called, _ = _fib(crc)
-    assert (called & is_fib).sum() / is_fib.sum() >= 0.95
+    assert (called & is_fib).sum() >= 377
 
 
 def test_crc_pericytes_mural(crc):
@@ -77,16 +79,15 @@ def test_crc_pericytes_mural(crc):
     assert {"COL1A1", "DCN", "FAP"} <= set(miss)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "target 0.90 (72/80), reached 0.80 (64/80): SMC 16/30 mural, 8 fibroblast. The "
-    "panel lacks MYH11/DES/CNN1/RGS5/NOTCH3; the 8 SMCs in the fibroblast cluster are "
-    "PDGFRA-negative but ACTG2/MYLK/ACTA2-high like many colon fibroblasts, and the "
-    "whole-profile model also places them with fibroblasts (docs/gate.md, Limits)"))
-def test_crc_mural_target(crc):
+# Regression test at the reached level (64/80, issue 14): SMC 16/30 mural, 8 in the
+# fibroblast cluster. The panel lacks MYH11/DES/CNN1/RGS5/NOTCH3; those 8 SMCs are
+# PDGFRA-negative but ACTG2/MYLK/ACTA2-high like many colon fibroblasts, and the
+# whole-profile model also places them with fibroblasts (docs/gate.md, Limits).
+def test_crc_mural_regression(crc):
     ct = crc.obs["cell_type"].astype(str)
     lab = crc.obs[K.OBS_LINEAGE].astype(str)
     m = ct.isin(["Pericyte", "SMC"]).to_numpy()
-    assert (lab[m] == "mural").mean() >= 0.9
+    assert (lab[m] == "mural").sum() >= 64
 
 
 def test_crc_immune_and_endothelial_not_fibroblast(crc):

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
-from sklearn.metrics import adjusted_rand_score, roc_auc_score
+from sklearn.metrics import adjusted_rand_score, f1_score, roc_auc_score
 
 import cafclassify as caf
 from cafclassify import _keys as K
@@ -96,11 +96,18 @@ def test_classifier_beats_marker_baselines(scored, classified):
     assert ours > base and ours > adjusted_rand_score(lab[caf_cells], ucell[caf_cells])
 
 
+def test_p_icaf_ranks_author_icaf_among_gated_fibroblasts(classified):
+    lab, caf_cells = _author(classified)
+    fib = (classified.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
+    m = caf_cells & fib
+    p = classified.obsm[K.OBSM_SUBTYPE_PROBA]["iCAF"].to_numpy()[m]
+    assert roc_auc_score(lab[m] == "iCAF", p) >= 0.95
+
+
 @pytest.mark.xfail(strict=True, reason=(
-    "target 0.95, reached 0.91: P(iCAF) separates the authors' iCAF-like from myCAF-like "
-    "CAFs less well than the target (calibrated probabilities saturate near 0/1; CAFs the "
-    "gate put in the mural compartment have no P(iCAF)); the evidence difference alone "
-    "reaches 0.94 (docs/classifier.md)"))
+    "target 0.95 over all 379 author CAFs, reached 0.91: the 9 author CAFs the gate puts in "
+    "the mural compartment have no P(iCAF) (ranked lowest); among the 370 gated as "
+    "fibroblasts P(iCAF) reaches 0.96 (test above)"))
 def test_p_icaf_ranks_author_icaf(classified):
     lab, caf_cells = _author(classified)
     p = classified.obsm[K.OBSM_SUBTYPE_PROBA]["iCAF"].to_numpy()[caf_cells]
@@ -189,3 +196,34 @@ def test_pericytes_of_normal_tissue_are_not_vcaf():
     assert (mural & peri & normal).sum() >= 40
     assert not (labels[mural & normal] == "vCAF").any()
     assert info["n_mural_normal_tissue"] == int((mural & normal).sum())
+
+
+# ------------------------------------------------------- the synthetic control's truth
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    a = _chain(caf.simulate(n_cells=3000, n_genes=8000, n_batches=2, random_state=0))
+    return a, caf.classify(a, copy=True, random_state=0)
+
+
+def test_synthetic_control_beats_baselines(synthetic):
+    scored, b = synthetic
+    truth = b.obs["true_subtype"].astype(str).to_numpy()
+    m = truth != "none"
+    calls = b.obs[K.OBS_SUBTYPE].astype(str).to_numpy()
+    ours = adjusted_rand_score(truth[m], calls[m])
+    assert ours > adjusted_rand_score(truth[m], _argmax_score_genes(scored)[m])
+    assert f1_score(truth[m], calls[m], average="macro", labels=sorted(set(truth[m]))) >= 0.85
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "target 0.9, reached 0.88 (iCAF/myCAF: 31 planted iCAFs called myCAF, 13 the other way). "
+    "The planted programmes overlap (overlap 0.25): a logistic regression trained on the "
+    "TRUE labels with 5-fold CV on the same signature genes reaches 0.83 (docs/classifier.md)"))
+def test_synthetic_control_macro_f1_target(synthetic):
+    _, b = synthetic
+    truth = b.obs["true_subtype"].astype(str).to_numpy()
+    m = truth != "none"
+    calls = b.obs[K.OBS_SUBTYPE].astype(str).to_numpy()
+    assert f1_score(truth[m], calls[m], average="macro", labels=sorted(set(truth[m]))) >= 0.9
