@@ -29,6 +29,10 @@ Datasets (each skipped with a message when its file is absent):
 * ``wu2021 without WU genes`` - the same with every gene sourced from Wu et al. 2020
   (source key ``WU``) removed from the library: the authors named their subsets with
   that group's signatures, so agreement must not rest on them;
+Then the compartment tables (issue 14): the gate against the authors' major types, the
+author stroma (CAFs + PVL) against ``caf_subtype`` under both perivascular readings, and
+the colorectal gate with its normal-tissue mural cells.
+
 * ``synthetic`` - the workflow's synthetic control (``simulate`` 3,000 cells, 8,000
   genes, 2 batches, seed 0) against its planted truth (identity mapping).
 """
@@ -142,6 +146,37 @@ def wu(data: Path, signatures, name: str, seed: int) -> list[dict]:
     return evaluate(a, signatures, labelled, lab[labelled], {}, name, seed)
 
 
+def compartment_tables(data: Path, seed: int) -> str:
+    """Gate and perivascular compartment against author lineages (issue 14), as markdown."""
+    out = []
+    a = run_chain(caf.read(data / "wu2021_brca_CID4465_1564cells_counts.h5ad"), "caf_v1")
+    caf.classify(a, random_state=seed)
+    author = a.obs["celltype_major"].astype(str)
+    out.append("### wu2021 CID4465: author major type x caf_lineage (default chain)\n")
+    out.append(pd.crosstab(author, a.obs[K.OBS_LINEAGE].astype(str)).to_markdown())
+    stroma = a.obs["author_lineage"].isin(["fibroblast", "perivascular_mural"]).to_numpy()
+    lab = a.obs["author_caf_subtype"].astype(str).where(
+        a.obs["author_lineage"].astype(str) != "perivascular_mural", "PVL")
+    for reading in ("vcaf", "separate"):
+        b = a if reading == "vcaf" else caf.classify(a, copy=True, perivascular=reading, random_state=seed)
+        sub = b.obs[K.OBS_SUBTYPE].astype(str)
+        out.append(f"\n### wu2021 stroma (author CAFs + PVL) x caf_subtype, perivascular={reading}: "
+                   f"ARI {adjusted_rand_score(lab[stroma], sub[stroma]):.3f}\n")
+        out.append(pd.crosstab(lab[stroma], sub[stroma]).to_markdown())
+    c = caf.read(data / "crc_tumour_normal_2850cells_lognorm.h5ad")
+    caf.gate(c)
+    out.append("\n### colorectal (4,210-gene panel): author cell type x caf_lineage\n")
+    out.append(pd.crosstab(c.obs["cell_type"].astype(str), c.obs[K.OBS_LINEAGE].astype(str)).to_markdown())
+    from cafclassify.tl._compartment import perivascular_labels
+
+    mural, labels, _ = perivascular_labels(c, lineage_key=K.OBS_LINEAGE, perivascular="vcaf",
+                                           tissue_key="tumor_normal")
+    t = pd.Series(np.where(mural, labels, "not mural"), index=c.obs_names)
+    out.append("\n### colorectal mural cells by tissue (perivascular=vcaf, tissue_key=tumor_normal)\n")
+    out.append(pd.crosstab(c.obs["tumor_normal"].astype(str)[mural], t[mural]).to_markdown())
+    return "\n".join(out)
+
+
 def synthetic(seed: int) -> list[dict]:
     a = caf.simulate(n_cells=3000, n_genes=8000, n_batches=2, random_state=0)
     a = run_chain(a, "caf_v1")
@@ -171,6 +206,8 @@ def main(argv=None) -> None:
         + ["unassigned", "foreign", "absent", "seconds"]
     df = df[[c for c in cols if c in df.columns]]
     text = df.to_markdown(index=False, floatfmt=".3f")
+    if (args.data / "wu2021_brca_CID4465_1564cells_counts.h5ad").exists():
+        text += "\n\n" + compartment_tables(args.data, args.seed)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
