@@ -216,7 +216,6 @@ def programme_evidence(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tupl
 
     See the module docstring, steps 2-3.
     """
-    rng = np.random.default_rng(random_state)
     G = Xf.shape[1]
     mean = np.asarray(Xf.mean(axis=0)).ravel()
     expressed = mean > 0
@@ -226,6 +225,9 @@ def programme_evidence(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tupl
     real_cols = [sets[n] for n in names]
     null_cols = []
     for name in names:
+        # one random stream per set (seeded by the set's name): a set's null does not
+        # depend on which other sets are scored or in which order
+        rng = np.random.default_rng([random_state, *name.encode()])
         idx, w = sets[name]
         excl = set(np.asarray(idx).tolist())
         for _r in range(n_null):
