@@ -34,10 +34,11 @@ import sys
 import threading
 from collections.abc import Iterator
 
-__all__ = ["Interrupted", "check_interrupted", "signals_as_exceptions"]
+__all__ = ["Interrupted", "check_interrupted", "interrupt_behind", "signals_as_exceptions"]
 
 _SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s)
 _pending: list[int] = []  # signal numbers received while the handlers are installed
+_received: list[int] = []  # the last signal received in the current run (kept after the block)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -55,7 +56,25 @@ class Interrupted(KeyboardInterrupt):
 
 def _handler(signum: int, frame) -> None:
     _pending.append(signum)
+    _received[:] = [signum]
     raise Interrupted(signum)
+
+
+def interrupt_behind(exc: BaseException) -> Interrupted | None:
+    """The interrupt that caused ``exc``, if any.
+
+    A signal that arrives while compiled code runs (a numba kernel, a C extension) can
+    surface as another exception, e.g. ``SystemError: ... returned a result with an
+    exception set``, with the :class:`Interrupted` in its chain, or none at all when the
+    extension dropped it: the signal is then known only from having been received.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Interrupted):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return Interrupted(_received[0]) if _received else None
 
 
 def _rearm(unraisable) -> None:

@@ -1651,11 +1651,21 @@ def _step_options(parser: argparse.ArgumentParser, step: str) -> dict[str, argpa
     return {}
 
 
+def _stopped(step: str, exc: BaseException) -> int:
+    name = getattr(exc, "signame", "SIGINT")
+    print(
+        f"cafclassify {step}: stopped by {name}; temporary files removed, no partial "
+        "outputs were left behind.",
+        file=sys.stderr,
+    )
+    return int(getattr(exc, "exit_code", 130))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 internal error, 2 user error,
     130 / 143 stopped by SIGINT / SIGTERM)."""
     from ._atomic import protect_inputs
-    from ._signals import check_interrupted, signals_as_exceptions
+    from ._signals import check_interrupted, interrupt_behind, signals_as_exceptions
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -1684,14 +1694,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cafclassify {step}: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        name = getattr(exc, "signame", "SIGINT")
-        print(
-            f"cafclassify {step}: stopped by {name}; temporary files removed, no partial "
-            "outputs were left behind.",
-            file=sys.stderr,
-        )
-        return int(getattr(exc, "exit_code", 130))
+        return _stopped(step, exc)
     except Exception as exc:
+        stopped = interrupt_behind(exc)
+        if stopped is not None:  # a signal surfaced as another error inside compiled code
+            return _stopped(step, stopped)
         if args.debug:
             traceback.print_exc()
         print(

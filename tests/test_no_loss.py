@@ -355,3 +355,21 @@ def test_signal_during_a_real_write_stops_cleanly(sig, two_writers, code, big_in
     assert "Traceback" not in err and "Exception ignored" not in err, err
     assert list(out.iterdir()) == []  # no output, no *.part.h5ad, no part files of helpers
     assert waited < 30
+
+
+def test_interrupt_surfacing_as_another_error_is_still_an_interrupt():
+    """A signal inside compiled code (numba) can surface as ``SystemError: ... returned a
+    result with an exception set`` with the interrupt in its chain: that is a stop, not a bug."""
+    import signal
+
+    from cafclassify._signals import Interrupted, interrupt_behind
+
+    try:
+        try:
+            raise Interrupted(signal.SIGTERM)
+        except Interrupted as inner:
+            raise SystemError("CPUDispatcher(...) returned a result with an exception set") from inner
+    except SystemError as exc:
+        found = interrupt_behind(exc)
+    assert found is not None and found.exit_code == 143
+    assert interrupt_behind(ValueError("unrelated")) is None

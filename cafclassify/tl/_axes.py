@@ -19,10 +19,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-
-    pass
-
 from ._fibroblasts import (
     _PREDICT_CHUNK,
     _lognorm,
@@ -33,7 +29,12 @@ from ._fibroblasts import (
     _value_type,
 )
 
+if TYPE_CHECKING:
+
+    pass
+
 logger = logging.getLogger(__name__)
+
 
 _LTBP2_CAVEAT = (
     "LTBP2+ CAF calls rest on ONE seed gene (LTBP2; Zhan et al. 2025, ESCC). The call is based on "

@@ -18,12 +18,6 @@ import pandas as pd
 
 from .. import _keys as K
 from .._errors import DataError
-
-if TYPE_CHECKING:
-    from anndata import AnnData
-
-    from ..model import CafModel
-
 from ._axes import _ltbp2_axis
 from ._compartment import MURAL_LABEL, VCAF, lineage_confidence, perivascular_labels
 from ._features import _Features, _scale, _smoothed
@@ -43,74 +37,64 @@ from ._fibroblasts import (
 from ._seeds import _get_scores, _write_seeds, weak_labels
 from ._train import _train_impl, train
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from ..model import CafModel
 
 __all__ = ["classify", "train", "weak_labels"]
 
-
-# =========================================================================== classify
+logger = logging.getLogger(__name__)
 
 
 def _predict_proba(adata, model: CafModel, fib_rows: np.ndarray, *, layer, batch_key,
                    min_gene_overlap: float, keep_features: bool, graph=None):
+    """Calibrated probabilities of the fibroblasts (and their scaled features if asked).
+
+    Features are scaled with the model's training statistics, or per batch of ``adata``
+    for ``scaling="per_batch"`` models, and kNN-averaged over ``graph`` (built here when
+    not given) for models trained with ``feature_smoothing``.
+    """
     feats = _Features(adata, model.genes, layer, model_species=model.species, model_path=model.path,
                       min_overlap=min_gene_overlap)
     logger.info("model genes found in the data: %d of %d (%.1f%%)%s", feats.found.sum(),
                 len(model.genes), 100 * feats.overlap,
                 f"; mapped {feats.mapped_from}" if feats.mapped_from else "")
-    proba = np.zeros((fib_rows.size, len(model.classes)))
-    Zkeep = [] if keep_features else None
+    if model.scaling == "per_batch":
+        batches = adata.obs[batch_key].to_numpy()[fib_rows] if batch_key is not None else None
+        groups = np.zeros(fib_rows.size, dtype=int) if batches is None else pd.factorize(batches)[0]
+        group_stats = {g: feats.stats(fib_rows[groups == g]) for g in np.unique(groups)}
+
+        def scaled(p: np.ndarray) -> np.ndarray:
+            raw = feats.raw_block(fib_rows[p])
+            out = np.empty_like(raw)
+            for g, (mu, sd) in group_stats.items():
+                m = groups[p] == g
+                out[m] = _scale(raw[m], mu, sd)
+            return out
+    else:
+        def scaled(p: np.ndarray) -> np.ndarray:
+            return _scale(feats.raw_block(fib_rows[p]), model.feature_mean, model.feature_scale)
+
+    Zfull = None
     if model.summary.get("params", {}).get("feature_smoothing", False):
         if graph is None:
             from ._evidence import fibroblast_graph
 
             X = _matrix(adata, layer)
             graph = fibroblast_graph(_lognorm(_rows_csr(X, fib_rows), _value_type(X) == "counts"))
-        if model.scaling == "per_batch":
-            batches = adata.obs[batch_key].to_numpy()[fib_rows] if batch_key is not None else None
-            groups = np.zeros(fib_rows.size, dtype=int) if batches is None else pd.factorize(batches)[0]
-            stats_g = {g: feats.stats(fib_rows[groups == g]) for g in np.unique(groups)}
-
-            def rows_fn(p):
-                raw = feats.raw_block(fib_rows[p])
-                out = np.empty_like(raw)
-                for g, (mu, s) in stats_g.items():
-                    m = groups[p] == g
-                    out[m] = _scale(raw[m], mu, s)
-                return out
-        else:
-            def rows_fn(p):
-                return _scale(feats.raw_block(fib_rows[p]), model.feature_mean, model.feature_scale)
-        Zfull = _smoothed(graph, rows_fn, fib_rows.size, len(model.genes))
-        for start in range(0, fib_rows.size, _PREDICT_CHUNK):
-            p = np.arange(start, min(start + _PREDICT_CHUNK, fib_rows.size))
-            proba[p] = model.predict_proba(Zfull[p])
-        return proba, feats.report, (Zfull if keep_features else None)
-    if model.scaling == "per_batch":
-        batches = adata.obs[batch_key].to_numpy()[fib_rows] if batch_key is not None else None
-        groups = np.zeros(fib_rows.size, dtype=int) if batches is None else pd.factorize(batches)[0]
-        for g in np.unique(groups):
-            pos = np.flatnonzero(groups == g)
-            mu, s = feats.stats(fib_rows[pos])
-            for start in range(0, pos.size, _PREDICT_CHUNK):
-                p = pos[start:start + _PREDICT_CHUNK]
-                Z = _scale(feats.raw_block(fib_rows[p]), mu, s)
-                proba[p] = model.predict_proba(Z)
-                if keep_features:
-                    Zkeep.append((p, Z))
-    else:
-        for start in range(0, fib_rows.size, _PREDICT_CHUNK):
-            p = np.arange(start, min(start + _PREDICT_CHUNK, fib_rows.size))
-            Z = _scale(feats.raw_block(fib_rows[p]), model.feature_mean, model.feature_scale)
-            proba[p] = model.predict_proba(Z)
-            if keep_features:
-                Zkeep.append((p, Z))
-    Zfull = None
-    if keep_features:
+        Zfull = _smoothed(graph, scaled, fib_rows.size, len(model.genes))
+        scaled = Zfull.__getitem__
+    elif keep_features:
         Zfull = np.zeros((fib_rows.size, len(model.genes)))
-        for p, Z in Zkeep:
+    proba = np.zeros((fib_rows.size, len(model.classes)))
+    for start in range(0, fib_rows.size, _PREDICT_CHUNK):
+        p = np.arange(start, min(start + _PREDICT_CHUNK, fib_rows.size))
+        Z = scaled(p)
+        proba[p] = model.predict_proba(Z)
+        if keep_features and Zfull is not None:
             Zfull[p] = Z
-    return proba, feats.report, Zfull
+    return proba, feats.report, (Zfull if keep_features else None)
 
 
 def _smooth(labels_fib: np.ndarray, Z: np.ndarray | None, adata, fib_rows, smooth_key, resolution,

@@ -25,11 +25,6 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._errors import ModelError
-
-if TYPE_CHECKING:
-
-    pass
-
 from ._fibroblasts import (
     _CHUNK,
     _PREDICT_CHUNK,
@@ -41,9 +36,11 @@ from ._fibroblasts import (
     _value_type,
 )
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
 
-# =========================================================================== features
+    pass
+
+logger = logging.getLogger(__name__)
 
 
 class _Features:

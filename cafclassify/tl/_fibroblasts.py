@@ -24,10 +24,9 @@ from .._utils import GatheredRows, _is_backed_matrix, get_matrix, stored_row_byt
 if TYPE_CHECKING:
     from anndata import AnnData
 
-
-
-
 logger = logging.getLogger(__name__)
+
+
 #: sets of the "subtype" group that are separate axes, not competing classes
 AXIS_SETS = ("LTBP2_CAF",)
 STATE_SETS = ("senescence", "cycling")
@@ -36,9 +35,6 @@ _CHUNK = 20000
 #: fibroblasts per prediction block: per-cell work, so the block size changes memory only
 #: (dense blocks of cells x model genes, several copies), never the results
 _PREDICT_CHUNK = 5000
-
-
-# =========================================================================== helpers
 
 
 #: training on a backed file gathers the fibroblasts' rows into memory once when they take
@@ -194,3 +190,7 @@ def _detect_species(symbols: Sequence[str]) -> str:
     return detect_species(list(symbols))
 
 
+def _fibroblast_lognorm(adata, fib: np.ndarray, layer) -> sp.csr_matrix:
+    """Log-normalised rows of the ``fib`` cells (CSR, fibroblast order)."""
+    X = _matrix(adata, layer)
+    return _lognorm(_rows_csr(X, np.flatnonzero(fib)), _value_type(X) == "counts")

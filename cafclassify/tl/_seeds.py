@@ -30,33 +30,25 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from .. import _keys as K
 from .._errors import DataError
+from ._fibroblasts import (
+    _FALLBACK_CLASSES,
+    AXIS_SETS,
+    _fibroblast_lognorm,
+    _fibroblast_mask,
+    _load_library,
+    _robust_z,
+    _std_z,
+    _symbols,
+    _uns_safe,
+)
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
-
-from ._fibroblasts import (
-    _FALLBACK_CLASSES,
-    AXIS_SETS,
-    _fibroblast_mask,
-    _load_library,
-    _lognorm,
-    _matrix,
-    _robust_z,
-    _rows_csr,
-    _std_z,
-    _symbols,
-    _uns_safe,
-    _value_type,
-)
-
 logger = logging.getLogger(__name__)
-
-# =========================================================================== scores & seeds
 
 
 def _subtype_classes(library, score_columns: Sequence[str], classes: Sequence[str] | None) -> list[str]:
@@ -249,11 +241,6 @@ def _weak_labels_impl(adata, *, signatures, score_key, lineage_key, layer, class
     full = np.full(adata.n_obs, None, dtype=object)
     full[np.flatnonzero(fib)] = labels
     return full, report, fib, scores, library, cls, extras
-
-
-def _fibroblast_lognorm(adata, fib: np.ndarray, layer) -> sp.csr_matrix:
-    X = _matrix(adata, layer)
-    return _lognorm(_rows_csr(X, np.flatnonzero(fib)), _value_type(X) == "counts")
 
 
 def _evidence_seeds(adata, fib, library, cls, *, layer, max_per_class, min_required, random_state):

@@ -32,12 +32,6 @@ import pandas as pd
 
 from .. import _keys as K
 from .._errors import DataError
-
-if TYPE_CHECKING:
-    from anndata import AnnData
-
-    from ..model import CafModel
-
 from ._features import (
     _Features,
     _hvg,
@@ -48,15 +42,22 @@ from ._features import (
 from ._fibroblasts import (
     _CHUNK,
     _detect_species,
+    _fibroblast_lognorm,
     _fibroblast_mask,
     _fibroblasts_in_memory,
     _matrix,
     _symbols,
     _value_type,
 )
-from ._seeds import _fibroblast_lognorm, _weak_labels_impl
+from ._seeds import _weak_labels_impl
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from ..model import CafModel
 
 logger = logging.getLogger(__name__)
+
 
 # =========================================================================== estimators
 
