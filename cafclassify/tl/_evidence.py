@@ -222,6 +222,8 @@ def programme_evidence(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tupl
     bins = _bins(mean, n_bins)
     pools = {b: np.flatnonzero((bins == b) & expressed) for b in np.unique(bins)}
     names = list(sets)
+    if not names:
+        return np.zeros((Xf.shape[0], 0)), np.zeros((Xf.shape[0], 0, n_null))
     real_cols = [sets[n] for n in names]
     null_cols = []
     for name in names:
@@ -268,8 +270,11 @@ def evidence_seeds(E: np.ndarray, E_null: np.ndarray, classes: list[str], *, alp
                    max_per_class: int | None, min_required: int) -> tuple[np.ndarray, dict]:
     """Seed labels (object array, None = not a seed) and the report (module docstring 4-5)."""
     z = float(stats.norm.isf(alpha))
-    top, gap, ok = _rule(E, z)
     n = E.shape[0]
+    if E.shape[1] == 0:  # no programme could be evidenced: nothing to seed
+        top, gap, ok = np.zeros(n, dtype=int), np.zeros(n), np.zeros(n, dtype=bool)
+    else:
+        top, gap, ok = _rule(E, z)
     labels = np.full(n, None, dtype=object)
     cand, seeds, null_q95, absent, absent_why = {}, {}, {}, [], {}
     n_null = E_null.shape[2]
