@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cafclassify.tl._evidence import audit_genes, evidence_seeds, fibroblast_graph, programme_evidence
+from cafclassify.tl._evidence import (
+    audit_genes,
+    evidence_seeds,
+    fibroblast_graph,
+    programme_evidence,
+)
 
 
 @pytest.fixture(scope="module")
