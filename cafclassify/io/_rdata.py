@@ -1,0 +1,840 @@
+"""Read the R objects single-cell studies publish (``.rds``, ``.rda``, ``.RData``) without R.
+
+Method
+------
+The file is parsed by the pure-Python `rdata <https://pypi.org/project/rdata/>`_
+package (R's serialisation format: XDR/ASCII/native, gzip/bzip2/xz compressed;
+no R at run time). Before anything is converted, the parsed tree is *peeked*:
+the class attribute (and its ``package``) of each top-level object tells what the
+file holds, so a file without a single-cell object is refused with a message that
+says what it does hold, and an ``.RData`` file with several objects reads the one
+single-cell object in it, or the one named with ``r_object=`` (``--r-object``).
+Only the chosen object is converted. S4 objects become namespaces of their slots;
+sparse matrices are built as SciPy matrices straight from R's arrays:
+
+- a ``dgCMatrix`` (genes x cells, compressed sparse columns) *is* a cells x genes
+  CSR matrix with the same ``x``/``i``/``p`` arrays, so nothing is densified or
+  copied (counts that are whole numbers below 2**24 are stored as float32, exact);
+  ``dgTMatrix``/``dgRMatrix`` are converted sparse to sparse;
+- dense R matrices are column-major, so their transpose is a C-ordered view.
+
+What is read from each kind of object:
+
+- **Seurat** (SeuratObject v3/v4 ``Assay``; v5 ``Assay5`` with layers, split layers
+  such as ``counts.1``, ``counts.2`` joined back in the object's cell order): the
+  default assay (``active.assay``); its ``counts`` when present and non-empty,
+  otherwise its normalised ``data`` (raw counts are preferred because
+  :func:`cafclassify.read` normalises them the same way for every input);
+  ``meta.data`` (author labels included) as ``obs``, the active identities as
+  ``obs["seurat_ident"]``, feature metadata as ``var``, reductions as
+  ``obsm["X_<name>"]``.
+- **SingleCellExperiment / SummarizedExperiment** (``RangedSummarizedExperiment``
+  too): the ``counts`` assay when present, otherwise ``logcounts``, otherwise the
+  first assay; ``colData`` as ``obs``; ``rowData`` as ``var`` (a symbol column is
+  found by :func:`cafclassify.genes.resolve_gene_identity` when the row names are
+  Ensembl IDs); ``reducedDims`` as ``obsm["X_<name>"]``.
+- a plain ``dgCMatrix`` or dense numeric matrix (genes x cells, R's convention,
+  unless the names say otherwise), with an optional cell-metadata table
+  (``metadata=``: CSV/TSV, first column the cell names).
+
+``layer=`` picks another matrix: a layer/slot (``"data"``), a Seurat
+``"ASSAY:LAYER"`` (``"SCT:counts"``), or an SCE assay name (``"logcounts"``).
+The object's class, its package and version (the Seurat ``version`` slot, the SCE
+``int_metadata$version``), the R version that wrote the file, the assay and layer
+used and the metadata columns kept are returned for the ``read`` provenance record.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .._errors import CafClassifyError, InputFileError
+
+__all__ = ["R_FORMATS", "read_r_file"]
+
+logger = logging.getLogger(__name__)
+
+#: formats of :data:`cafclassify.io.FORMATS` read by this module
+R_FORMATS = ("rds", "rdata")
+
+_SEURAT = ("Seurat",)
+_SE = ("SingleCellExperiment", "SummarizedExperiment", "RangedSummarizedExperiment")
+_SPARSE = ("dgCMatrix", "dgTMatrix", "dgRMatrix")
+_EXACT_F32 = 2**24  # integers below this are exact in float32
+_R_OBJECT_FIX = (
+    "name the object to read with --r-object NAME (r_object= in Python; the r_object column "
+    "of config/datasets.tsv)"
+)
+_SAVE_FIX = (
+    "in R, save the single-cell object itself: saveRDS(obj, 'data.rds') for a Seurat object, "
+    "a SingleCellExperiment/SummarizedExperiment or a (sparse) genes x cells matrix"
+)
+
+
+# ---------------------------------------------------------------------------
+# small helpers on converted values
+# ---------------------------------------------------------------------------
+def _is_null(v: Any) -> bool:
+    # a NULL S4 slot is stored as the symbol "\001NULL\001"
+    return v is None or (isinstance(v, str) and v == "\x01NULL\x01")
+
+
+def _strings(v: Any) -> list[str] | None:
+    if _is_null(v):
+        return None
+    arr = np.asarray(getattr(v, "values", v)).ravel()
+    return [str(x) for x in arr]
+
+
+def _scalar_str(v: Any) -> str | None:
+    s = _strings(v)
+    return s[0] if s else None
+
+
+def _version(v: Any) -> str | None:
+    """A converted R ``package_version`` (list of one int vector) as "4.1.3"."""
+    if _is_null(v):
+        return None
+    if isinstance(v, list) and v:
+        v = v[0]
+    try:
+        return ".".join(str(int(x)) for x in np.asarray(v).ravel())
+    except (TypeError, ValueError):
+        return None
+
+
+def _slots(obj: Any) -> dict:
+    return vars(obj) if isinstance(obj, SimpleNamespace) else {}
+
+
+def _klass(obj: Any) -> str:
+    c = _slots(obj).get("class")
+    return str(np.asarray(c).ravel()[0]) if c is not None and np.asarray(c).size else ""
+
+
+@dataclass
+class _RMatrix:
+    """An R matrix transposed to cells x genes (``T``), with R's row and column names."""
+
+    T: Any  # sp.csr_matrix or np.ndarray, shape (R ncol, R nrow)
+    rownames: list[str] | None  # R rows (genes)
+    colnames: list[str] | None  # R columns (cells)
+    r_class: str
+
+
+def _f32_if_exact(x: np.ndarray) -> np.ndarray:
+    if x.dtype.kind == "f" and x.size and x.dtype != np.float32:
+        if np.all(np.abs(x) < _EXACT_F32) and np.array_equal(x, np.rint(x)):
+            return x.astype(np.float32)
+    return x
+
+
+def _dimnames(v: Any) -> tuple[list[str] | None, list[str] | None]:
+    if _is_null(v) or not isinstance(v, (list, dict)):
+        return None, None
+    vals = list(v.values()) if isinstance(v, dict) else list(v)
+    vals += [None] * (2 - len(vals))
+    return _strings(vals[0]), _strings(vals[1])
+
+
+def _sparse_constructor(kind: str):
+    def build(obj: Any, attrs: dict) -> _RMatrix:
+        nrow, ncol = (int(d) for d in np.asarray(attrs["Dim"]).ravel())
+        x = _f32_if_exact(np.asarray(attrs["x"]))
+        if kind == "dgCMatrix":
+            # R's CSC of genes x cells is the CSR of cells x genes: same arrays, no copy
+            T = sp.csr_matrix(
+                (x, np.asarray(attrs["i"]), np.asarray(attrs["p"])), shape=(ncol, nrow)
+            )
+        elif kind == "dgRMatrix":
+            T = sp.csc_matrix(
+                (x, np.asarray(attrs["j"]), np.asarray(attrs["p"])), shape=(ncol, nrow)
+            ).tocsr()
+        else:  # dgTMatrix: triplets (duplicates are summed, as in R)
+            T = sp.coo_matrix(
+                (x, (np.asarray(attrs["j"]), np.asarray(attrs["i"]))), shape=(ncol, nrow)
+            ).tocsr()
+        rows, cols = _dimnames(attrs.get("Dimnames"))
+        return _RMatrix(T, rows, cols, kind)
+
+    return build
+
+
+def _converter():
+    from rdata.conversion import DEFAULT_CLASS_MAP, SimpleConverter
+
+    cmap = dict(DEFAULT_CLASS_MAP)
+    for kind in _SPARSE:
+        cmap[kind] = _sparse_constructor(kind)
+    return SimpleConverter(cmap)
+
+
+def _convert(robj: Any) -> Any:
+    with warnings.catch_warnings():
+        # rdata warns for every S4 class it has no constructor for (Seurat, Assay, ...)
+        warnings.simplefilter("ignore")
+        return _converter().convert(robj)
+
+
+def _as_matrix(v: Any, what: str, path: Path) -> _RMatrix:
+    """A converted R matrix (sparse or dense numeric) as :class:`_RMatrix`."""
+    if isinstance(v, _RMatrix):
+        return v
+    if isinstance(v, SimpleNamespace):
+        raise InputFileError(
+            f"{what} is an R object of class {_klass(v)!r}, not an in-memory matrix "
+            "(dgCMatrix or dense numeric matrix).",
+            path=path,
+            fix="in R, turn it into an in-memory sparse matrix first (for example "
+            "as(x, 'dgCMatrix')) and save the object again.",
+        )
+    rows = cols = None
+    if hasattr(v, "coords") and hasattr(v, "dims"):  # xarray.DataArray (dimnames)
+        names = [
+            _strings(v.coords[d].values) if d in v.coords else None for d in v.dims
+        ]
+        names += [None] * (2 - len(names))
+        rows, cols = names[0], names[1]
+        v = v.values
+    arr = np.asarray(v)
+    if arr.ndim != 2 or arr.dtype.kind not in "biuf":
+        raise InputFileError(
+            f"{what} is not a numeric matrix ({arr.dtype} array of shape {arr.shape}).",
+            path=path,
+            fix=_SAVE_FIX + ".",
+        )
+    arr = arr.astype(np.float32) if arr.dtype.kind == "b" else _f32_if_exact(arr)
+    return _RMatrix(arr.T, rows, cols, "matrix")
+
+
+def _frame(v: Any, n: int, what: str, skipped: list[str]) -> pd.DataFrame:
+    """A converted data.frame or S4 DFrame as a DataFrame of 1-D columns (others skipped)."""
+    if isinstance(v, pd.DataFrame):
+        cols = {c: v[c] for c in v.columns}
+        index = v.index
+    elif isinstance(v, SimpleNamespace) and "listData" in _slots(v):
+        cols = dict(v.listData or {}) if isinstance(v.listData, dict) else {}
+        index = _strings(_slots(v).get("rownames"))
+    else:
+        return pd.DataFrame(index=pd.RangeIndex(n))
+    out: dict[str, Any] = {}
+    for name, col in cols.items():
+        if isinstance(col, pd.Series):
+            col = col.to_numpy() if not isinstance(col.dtype, pd.CategoricalDtype) else col.array
+        if hasattr(col, "coords") and hasattr(col, "dims"):
+            col = col.values
+        if isinstance(col, pd.Categorical) or (
+            isinstance(col, np.ndarray) and col.ndim == 1 and len(col) == n
+        ):
+            if len(col) == n:
+                out[str(name)] = col
+                continue
+        skipped.append(f"{what}:{name}")
+    df = pd.DataFrame(out)
+    df.index = pd.Index(index, dtype=object) if index is not None and len(index) == n else (
+        pd.RangeIndex(n)
+    )
+    return df
+
+
+# ---------------------------------------------------------------------------
+# peeking at the parsed tree (no conversion)
+# ---------------------------------------------------------------------------
+def _deref(o: Any) -> Any:
+    from rdata.parser import RObjectType
+
+    while o is not None and o.info.type == RObjectType.REF:
+        o = o.referenced_object
+    return o
+
+
+def _sym_name(tag: Any) -> str | None:
+    from rdata.parser import RObjectType
+
+    tag = _deref(tag)
+    if tag is None or tag.info.type != RObjectType.SYM:
+        return None
+    return tag.value.value.decode("utf-8", "replace")
+
+
+def _pairlist(o: Any) -> list[tuple[str | None, Any]]:
+    """(tag, value) items of a parsed pairlist (attributes, an .RData's objects)."""
+    from rdata.parser import RObjectType
+
+    items = []
+    o = _deref(o)
+    while o is not None and o.info.type == RObjectType.LIST:
+        items.append((_sym_name(o.tag), o.value[0]))
+        o = _deref(o.value[1])
+    return items
+
+
+def _char_values(o: Any) -> list[str]:
+    o = _deref(o)
+    try:
+        return [c.value.decode("utf-8", "replace") for c in o.value if c.value is not None]
+    except (AttributeError, TypeError):
+        return []
+
+
+def _peek(robj: Any) -> dict:
+    """Class, package, type, dim and slot names of a parsed object, without converting it."""
+    from rdata.parser import RObjectType
+
+    robj = _deref(robj)
+    attrs = _pairlist(robj.attributes) if robj.attributes is not None else []
+    out: dict = {"type": robj.info.type.name, "class": [], "package": None, "dim": None,
+                 "names": [], "slots": [name for name, _ in attrs], "length": None}
+    for name, val in attrs:
+        if name == "class":
+            out["class"] = _char_values(val)
+            v = _deref(val)
+            for an, av in _pairlist(v.attributes) if v.attributes is not None else []:
+                if an == "package":
+                    pk = _char_values(av)
+                    out["package"] = pk[0] if pk else None
+        elif name == "dim":
+            out["dim"] = [int(x) for x in np.asarray(_deref(val).value).ravel()]
+        elif name == "names":
+            out["names"] = _char_values(val)
+    if isinstance(robj.value, (np.ndarray, list, tuple)) and robj.info.type != RObjectType.S4:
+        out["length"] = len(robj.value)
+    return out
+
+
+def _kind(peek: dict) -> str:
+    """'seurat', 'se', 'matrix' or 'other'."""
+    cls, slots = peek["class"], set(peek["slots"])
+    if peek["type"] == "S4":
+        if any(c in _SEURAT for c in cls) or {"assays", "meta.data", "active.assay"} <= slots:
+            return "seurat"
+        if any(c in _SE for c in cls) or {"assays", "colData"} <= slots:
+            return "se"
+        if any(c in _SPARSE for c in cls):
+            return "matrix"
+        return "other"
+    if peek["type"] in ("REAL", "INT", "LGL") and peek["dim"] is not None and len(peek["dim"]) == 2:
+        return "matrix"
+    return "other"
+
+
+def _describe(peek: dict) -> str:
+    """What an object is, in words (for error messages)."""
+    cls = peek["class"]
+    if peek["type"] == "S4":
+        pkg = f" (package {peek['package']})" if peek["package"] else ""
+        return f"an S4 object of class {cls[0] if cls else '?'!r}{pkg}"
+    if "data.frame" in cls:
+        return f"a data.frame with {len(peek['names'])} column(s)"
+    if "factor" in cls:
+        return f"a factor of length {peek['length']}"
+    t = peek["type"]
+    if t == "VEC":
+        names = peek["names"]
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        return f"an R list of {peek['length']} element(s)" + (f" ({shown})" if names else "")
+    if t == "STR":
+        return f"a character vector of length {peek['length']}"
+    if t in ("REAL", "INT", "LGL", "CPLX"):
+        word = {"REAL": "numeric", "INT": "integer", "LGL": "logical", "CPLX": "complex"}[t]
+        if peek["dim"]:
+            return f"a {word} array of dimensions {' x '.join(map(str, peek['dim']))}"
+        return f"a {word} vector of length {peek['length']}"
+    if t in ("CLO", "BUILTIN", "SPECIAL"):
+        return "an R function"
+    if t == "ENV":
+        return "an R environment"
+    if t in ("NILVALUE", "NIL"):
+        return "NULL"
+    return f"an R object of type {t}" + (f" and class {cls[0]!r}" if cls else "")
+
+
+# ---------------------------------------------------------------------------
+# parsing and choosing the object
+# ---------------------------------------------------------------------------
+def _parse(path: Path) -> Any:
+    import rdata
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rdata warns about extensions it does not expect
+            return rdata.parser.parse_file(path)
+    except MemoryError:
+        raise
+    except Exception as exc:  # EOFError, ValueError, zlib/lzma errors, NotImplementedError...
+        msg = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise InputFileError(
+            f"cannot read the R data file ({type(exc).__name__}: {msg}).",
+            path=path,
+            fix="the file is probably truncated or corrupted (an incomplete download or copy): "
+            "download or export it again and compare its checksum; in R, readRDS()/load() "
+            "should open it.",
+        ) from None
+
+
+def _choose(path: Path, fmt: str, parsed: Any, r_object: str | None) -> tuple[str | None, Any, dict]:
+    """The object to read: (name or None for .rds, parsed object, peek)."""
+    if fmt == "rds":
+        if r_object is not None:
+            raise InputFileError(
+                f"r_object={r_object!r} was given but an .rds file holds one unnamed object.",
+                path=path,
+                fix="leave --r-object (r_object=) unset for .rds files; it names one object "
+                "of an .RData/.rda file.",
+            )
+        peek = _peek(parsed.object)
+        if _kind(peek) == "other":
+            raise InputFileError(
+                f"the file holds {_describe(peek)}, not a single-cell object.",
+                path=path,
+                fix=_SAVE_FIX + ".",
+            )
+        return None, parsed.object, peek
+    items = [(n, o, _peek(o)) for n, o in _pairlist(parsed.object)]
+    listing = "; ".join(f"{n}: {_describe(p)}" for n, o, p in items[:12]) or "nothing"
+    if r_object is not None:
+        for n, o, p in items:
+            if n == r_object:
+                if _kind(p) == "other":
+                    raise InputFileError(
+                        f"the object {r_object!r} is {_describe(p)}, not a single-cell object.",
+                        path=path,
+                        fix=f"the file holds {listing}; name a Seurat, SingleCellExperiment or "
+                        "matrix object with --r-object NAME.",
+                    )
+                return n, o, p
+        raise InputFileError(
+            f"the file has no object named {r_object!r} (it holds {listing}).",
+            path=path,
+            fix="pass one of the names above with --r-object NAME (r_object= in Python).",
+        )
+    cells = [(n, o, p) for n, o, p in items if _kind(p) in ("seurat", "se")]
+    if not cells:
+        cells = [(n, o, p) for n, o, p in items if _kind(p) == "matrix"]
+    if len(cells) == 1:
+        return cells[0]
+    if not cells:
+        raise InputFileError(
+            f"the file holds no single-cell object (it holds {listing}).",
+            path=path,
+            fix=_SAVE_FIX + "; or save() it into an .RData file.",
+        )
+    raise InputFileError(
+        f"the file holds {len(cells)} single-cell objects ({listing}), so it is not clear "
+        "which one to read.",
+        path=path,
+        fix=_R_OBJECT_FIX + ".",
+    )
+
+
+# ---------------------------------------------------------------------------
+# object readers: each returns (matrix cells x genes, genes, cells, obs, var, obsm, info)
+# ---------------------------------------------------------------------------
+def _names_or(names: list[str] | None, n: int, prefix: str) -> list[str]:
+    return names if names is not None and len(names) == n else [f"{prefix}{i + 1}" for i in range(n)]
+
+
+def _embedding(v: Any, cells: list[str], path: Path, what: str) -> np.ndarray | None:
+    try:
+        m = _as_matrix(v, what, path)
+    except CafClassifyError:
+        return None
+    emb = np.asarray(m.T.toarray() if sp.issparse(m.T) else m.T).T  # back to cells x dims
+    if emb.shape[0] != len(cells) or emb.shape[1] == 0:
+        return None
+    if m.rownames is not None and m.rownames != cells:
+        pos = pd.Index(m.rownames).get_indexer(cells)
+        if (pos < 0).any():
+            return None
+        emb = emb[pos]
+    return np.ascontiguousarray(emb, dtype=np.float64)
+
+
+def _seurat_layers(assay: Any) -> dict[str, Any]:
+    s = _slots(assay)
+    if "layers" in s:  # v5 Assay5
+        return dict(s["layers"]) if isinstance(s["layers"], dict) else {}
+    out = {}
+    for slot in ("counts", "data"):
+        v = s.get(slot)
+        if v is None:
+            continue
+        shape = v.T.shape if isinstance(v, _RMatrix) else np.shape(getattr(v, "values", v))
+        if 0 not in shape:
+            out[slot] = v
+    return out
+
+
+def _logmap(v: Any) -> tuple[list[str], list[str], np.ndarray] | None:
+    """A SeuratObject v5 LogMap (logical matrix names x layers)."""
+    if hasattr(v, "coords") and hasattr(v, "dims"):
+        names = [_strings(v.coords[d].values) if d in v.coords else None for d in v.dims]
+        return names[0] or [], names[1] or [], np.asarray(v.values, dtype=bool)
+    return None
+
+
+def _v5_layer(assay: Any, base: str, path: Path, what: str) -> tuple[Any, list, list, list]:
+    """Join a v5 layer (and its splits ``base.*``) into cells x features, object cell order."""
+    s = _slots(assay)
+    layers = s["layers"]
+    parts = [k for k in layers if k == base] or [k for k in layers if k.startswith(base + ".")]
+    cmap, fmap = _logmap(s.get("cells")), _logmap(s.get("features"))
+    if cmap is None or fmap is None:
+        raise InputFileError(
+            f"{what}: the Assay5 has no readable cells/features maps.",
+            path=path,
+            fix="save the object again with SeuratObject >= 5.0.",
+        )
+    all_cells, cl_layers, cmat = cmap
+    all_feats, fl_layers, fmat = fmap
+    blocks, cell_idx, feat_sets = [], [], []
+    for k in parts:
+        m = _as_matrix(layers[k], f"{what} layer {k!r}", path)
+        ci = np.flatnonzero(cmat[:, cl_layers.index(k)]) if k in cl_layers else np.arange(len(all_cells))
+        fi = np.flatnonzero(fmat[:, fl_layers.index(k)]) if k in fl_layers else np.arange(len(all_feats))
+        if m.colnames is not None:
+            ci = pd.Index(all_cells).get_indexer(m.colnames)
+        if m.rownames is not None:
+            fi = pd.Index(all_feats).get_indexer(m.rownames)
+        if m.T.shape != (len(ci), len(fi)) or (ci < 0).any() or (fi < 0).any():
+            raise InputFileError(
+                f"{what} layer {k!r} is {m.T.shape[1]} x {m.T.shape[0]} but its cell/feature "
+                f"maps list {len(fi)} features x {len(ci)} cells.",
+                path=path,
+                fix="the object is inconsistent: in R, check it with validObject() and save it again.",
+            )
+        blocks.append((m, fi))
+        cell_idx.append(ci)
+        feat_sets.append(fi)
+    feats = np.unique(np.concatenate(feat_sets)) if len(parts) > 1 else feat_sets[0]
+    mats = []
+    for m, fi in blocks:
+        T = m.T
+        if len(parts) > 1 and not np.array_equal(fi, feats):  # put columns on the union
+            cols = np.searchsorted(feats, fi)
+            T = sp.csr_matrix(T) if not sp.issparse(T) else T
+            coo = T.tocoo()
+            T = sp.csr_matrix((coo.data, (coo.row, cols[coo.col])), shape=(T.shape[0], len(feats)))
+        mats.append(T)
+    rows = np.concatenate(cell_idx)
+    if len(mats) == 1:
+        X = mats[0]
+    elif all(sp.issparse(t) for t in mats):
+        X = sp.vstack(mats, format="csr")
+    else:
+        X = np.vstack([t.toarray() if sp.issparse(t) else t for t in mats])
+    order = np.argsort(rows, kind="stable")
+    if not np.array_equal(order, np.arange(len(order))):
+        X = X[order]
+    cells = [all_cells[i] for i in rows[order]]
+    return X, [all_feats[i] for i in feats], cells, parts
+
+
+def _pick_layer(path: Path, layer: str | None, default: list[str], present: list[str]) -> str:
+    if layer is None:
+        for cand in default:
+            if cand in present:
+                return cand
+        raise InputFileError(
+            f"no expression matrix found (available: {present or 'none'}).",
+            path=path,
+            fix="the object holds no counts or normalised data; save one with them.",
+        )
+    if layer not in present:
+        raise InputFileError(
+            f"layer {layer!r} is not in the object.",
+            path=path,
+            fix=f"choose one of: {', '.join(present) or 'none'} (--layer NAME), or leave it unset.",
+        )
+    return layer
+
+
+def _read_seurat(obj: Any, path: Path, layer: str | None) -> tuple:
+    s = _slots(obj)
+    assays = s.get("assays") if isinstance(s.get("assays"), dict) else {}
+    assays = {str(k): v for k, v in assays.items()}
+    default_assay = _scalar_str(s.get("active.assay")) or (next(iter(assays), None))
+    present = []
+    for an, a in assays.items():
+        names = _seurat_layers(a)
+        if "layers" in _slots(a):  # v5: list the joined layer names
+            names = dict.fromkeys(k.split(".")[0] if k.split(".")[0] in ("counts", "data")
+                                  else k for k in names)
+        present += [f"{an}:{k}" for k in names]
+    if layer is not None and ":" not in layer:
+        layer = f"{default_assay}:{layer}"
+    choice = _pick_layer(path, layer, [f"{default_assay}:counts", f"{default_assay}:data"], present)
+    assay_name, lname = choice.split(":", 1)
+    assay = assays[assay_name]
+    what = f"assay {assay_name!r}"
+    version = "v5 (Assay5)" if "layers" in _slots(assay) else "v3/v4 (Assay)"
+    if "layers" in _slots(assay):
+        X, genes, cells, parts = _v5_layer(assay, lname, path, what)
+        var_df = _slots(assay).get("meta.data")
+        feats_all = (_logmap(_slots(assay).get("features")) or ([],))[0]
+    else:
+        m = _as_matrix(_seurat_layers(assay)[lname], f"{what} slot {lname!r}", path)
+        X, parts = m.T, [lname]
+        genes = _names_or(m.rownames, X.shape[1], "gene")
+        cells = _names_or(m.colnames, X.shape[0], "cell")
+        var_df = _slots(assay).get("meta.features")
+        feats_all = genes
+    skipped: list[str] = []
+    meta = s.get("meta.data")
+    obs = _frame(meta, len(meta) if isinstance(meta, pd.DataFrame) else 0, "meta.data", skipped)
+    if isinstance(meta, pd.DataFrame) and len(obs):
+        obs = obs.reindex(pd.Index(cells, dtype=object)) if set(cells) <= set(map(str, obs.index)) \
+            else pd.DataFrame(index=pd.Index(cells, dtype=object))
+    else:
+        obs = pd.DataFrame(index=pd.Index(cells, dtype=object))
+    ident = s.get("active.ident")
+    if isinstance(ident, pd.Categorical) and len(ident) == len(cells) and "seurat_ident" not in obs:
+        obs["seurat_ident"] = ident
+    var = pd.DataFrame(index=pd.Index(genes, dtype=object))
+    if isinstance(var_df, pd.DataFrame) and len(var_df.columns):
+        vf = _frame(var_df, len(var_df), "meta.features", skipped)
+        if len(vf) == len(feats_all):
+            vf.index = pd.Index(feats_all, dtype=object)
+            var = vf.reindex(var.index)
+    obsm = {}
+    reds = s.get("reductions") if isinstance(s.get("reductions"), dict) else {}
+    for rn, red in reds.items():
+        emb = _embedding(_slots(red).get("cell.embeddings"), cells, path, f"reduction {rn!r}")
+        if emb is not None:
+            obsm[f"X_{rn}"] = emb
+        else:
+            skipped.append(f"reductions:{rn}")
+    info = {
+        "r_object_class": _klass(obj) or "Seurat",
+        "r_object_version": _version(s.get("version")),
+        "seurat_assay_version": version,
+        "assay": assay_name,
+        "default_assay": default_assay,
+        "layer": lname,
+        "layer_parts": parts,
+        "layers_present": present,
+        "reductions": sorted(obsm),
+    }
+    return X, genes, cells, obs, var, obsm, info, skipped
+
+
+def _assay_matrices(assays: Any) -> dict[str, Any]:
+    data = _slots(assays).get("data")  # SimpleAssays -> SimpleList
+    if isinstance(data, SimpleNamespace):
+        ld = _slots(data).get("listData")
+        return dict(ld) if isinstance(ld, dict) else {}
+    if isinstance(assays, SimpleNamespace) and isinstance(_slots(assays).get("listData"), dict):
+        return dict(assays.listData)
+    if isinstance(data, dict):  # ShallowSimpleListAssays (reference class environment)
+        inner = data.get("data")
+        if isinstance(inner, SimpleNamespace) and isinstance(_slots(inner).get("listData"), dict):
+            return dict(inner.listData)
+    return {}
+
+
+def _se_row_names_and_data(s: dict) -> tuple[list[str] | None, Any]:
+    rr = s.get("rowRanges")
+    if isinstance(rr, SimpleNamespace):
+        rs = _slots(rr)
+        names = None
+        if isinstance(rs.get("partitioning"), SimpleNamespace):  # GRangesList
+            names = _strings(_slots(rs["partitioning"]).get("NAMES"))
+        elif isinstance(rs.get("ranges"), SimpleNamespace):  # GRanges
+            names = _strings(_slots(rs["ranges"]).get("NAMES"))
+        return names, rs.get("elementMetadata")
+    return _strings(s.get("NAMES")), s.get("elementMetadata")
+
+
+def _read_se(obj: Any, path: Path, layer: str | None) -> tuple:
+    s = _slots(obj)
+    mats = {str(k): v for k, v in _assay_matrices(s.get("assays")).items()}
+    present = list(mats)
+    first = present[:1]
+    choice = _pick_layer(path, layer, ["counts", "logcounts", *first], present)
+    m = _as_matrix(mats[choice], f"assay {choice!r}", path)
+    X = m.T
+    row_names, row_data = _se_row_names_and_data(s)
+    skipped: list[str] = []
+    coldata = s.get("colData")
+    cells = _strings(_slots(coldata).get("rownames")) if isinstance(coldata, SimpleNamespace) else None
+    cells = _names_or(cells if cells is not None else m.colnames, X.shape[0], "cell")
+    genes = _names_or(row_names if row_names is not None else m.rownames, X.shape[1], "gene")
+    obs = _frame(coldata, X.shape[0], "colData", skipped)
+    obs.index = pd.Index(cells, dtype=object)
+    var = _frame(row_data, X.shape[1], "rowData", skipped)
+    var.index = pd.Index(genes, dtype=object)
+    obsm = {}
+    icd = s.get("int_colData")
+    reds = _slots(icd).get("listData", {}) if isinstance(icd, SimpleNamespace) else {}
+    reds = reds.get("reducedDims") if isinstance(reds, dict) else None
+    rd = _slots(reds).get("listData", {}) if isinstance(reds, SimpleNamespace) else {}
+    for rn, v in (rd or {}).items():
+        emb = _embedding(v, cells, path, f"reducedDim {rn!r}")
+        if emb is not None:
+            obsm[f"X_{rn}"] = emb
+        else:
+            skipped.append(f"reducedDims:{rn}")
+    meta = s.get("int_metadata")
+    info = {
+        "r_object_class": _klass(obj),
+        "r_object_version": _version(meta.get("version")) if isinstance(meta, dict) else None,
+        "assay": choice,
+        "layer": choice,
+        "layers_present": present,
+        "reductions": sorted(obsm),
+    }
+    return X, genes, cells, obs, var, obsm, info, skipped
+
+
+def _read_matrix(obj: Any, path: Path, layer: str | None, orientation: str | None) -> tuple:
+    if layer is not None:
+        raise InputFileError(
+            f"layer={layer!r} was given but the file holds a single matrix.",
+            path=path,
+            fix="leave --layer unset.",
+        )
+    m = _as_matrix(obj, "the object", path)
+    X, genes, cells = m.T, m.rownames, m.colnames
+    if orientation is None and genes is not None and cells is not None:
+        from ._read import _gene_axis_score
+
+        r_score, _ = _gene_axis_score(pd.Index(genes))
+        c_score, _ = _gene_axis_score(pd.Index(cells))
+        orientation = "cells_x_genes" if c_score > r_score else "genes_x_cells"
+    if orientation == "cells_x_genes":
+        X = X.T.tocsr() if sp.issparse(X) else np.ascontiguousarray(X.T)
+        genes, cells = cells, genes
+    genes = _names_or(genes, X.shape[1], "gene")
+    cells = _names_or(cells, X.shape[0], "cell")
+    obs = pd.DataFrame(index=pd.Index(cells, dtype=object))
+    var = pd.DataFrame(index=pd.Index(genes, dtype=object))
+    info = {"r_object_class": m.r_class, "r_object_version": None, "layer": None,
+            "matrix_orientation": orientation or "genes_x_cells"}
+    return X, genes, cells, obs, var, {}, info, []
+
+
+def _add_metadata(obs: pd.DataFrame, metadata: Path, path: Path) -> list[str]:
+    from ._formats import open_text
+
+    mp = Path(metadata).expanduser()
+    try:
+        with open_text(mp) as fh:
+            head = fh.readline()
+        sep = "\t" if head.count("\t") >= head.count(",") else ","
+        with open_text(mp) as fh:
+            meta = pd.read_csv(fh, sep=sep, index_col=0)
+    except CafClassifyError:
+        raise
+    except Exception as exc:
+        raise InputFileError(
+            f"cannot read the cell metadata table ({type(exc).__name__}: {exc}).",
+            path=mp,
+            fix="give a CSV or TSV table with a header line and the cell names in the first column.",
+        ) from None
+    meta.index = meta.index.astype(str)
+    missing = obs.index.difference(meta.index)
+    if len(missing):
+        raise InputFileError(
+            f"{len(missing)} of the {len(obs)} cells of {path.name} are not in the metadata "
+            f"table (e.g. {', '.join(map(str, missing[:3]))}).",
+            path=mp,
+            fix="the first column of the metadata table must hold the cell names of the matrix.",
+        )
+    meta = meta.loc[obs.index]
+    for c in meta.columns:
+        obs[str(c)] = meta[c].to_numpy()
+    return [str(c) for c in meta.columns]
+
+
+def _clean_obs(df: pd.DataFrame) -> pd.DataFrame:
+    """Strings and logicals as h5ad-writable columns: strings categorical, NA kept."""
+    for c in df.columns:
+        col = df[c]
+        if col.dtype.kind in "OU":
+            df[c] = pd.Categorical(col.astype(object).where(col.notna(), None))
+    return df
+
+
+# ---------------------------------------------------------------------------
+# entry point
+# ---------------------------------------------------------------------------
+def read_r_file(
+    path: Path, fmt: str, *, r_object: str | None = None, layer: str | None = None,
+    metadata: Path | None = None, orientation: str | None = None,
+) -> tuple[ad.AnnData, dict]:
+    """Read the single-cell object of an ``.rds`` / ``.rda`` / ``.RData`` file.
+
+    Parameters
+    ----------
+    path
+        The file.
+    fmt
+        ``"rds"`` (one object, ``saveRDS``) or ``"rdata"`` (named objects, ``save``).
+    r_object
+        ``.RData``/``.rda`` only: the name of the object to read.
+    layer
+        The matrix to read (see the module docstring); default: raw counts.
+    metadata
+        A CSV/TSV table of cell metadata (first column: cell names) added to ``obs``.
+    orientation
+        Plain matrices only: ``"genes_x_cells"`` (R's convention) or ``"cells_x_genes"``.
+
+    Returns
+    -------
+    ``(adata, info)``: cells x genes AnnData (X as stored) and what was read, for
+    ``uns["cafclassify"]["read"]["details"]``.
+    """
+    parsed = _parse(path)
+    name, robj, peek = _choose(path, fmt, parsed, r_object)
+    kind = _kind(peek)
+    obj = _convert(robj)
+    if kind == "seurat":
+        X, genes, cells, obs, var, obsm, info, skipped = _read_seurat(obj, path, layer)
+    elif kind == "se":
+        X, genes, cells, obs, var, obsm, info, skipped = _read_se(obj, path, layer)
+    else:
+        X, genes, cells, obs, var, obsm, info, skipped = _read_matrix(obj, path, layer, orientation)
+    if metadata is not None:
+        _add_metadata(obs, metadata, path)
+    obs, var = _clean_obs(obs), _clean_obs(var)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        adata = ad.AnnData(X=X, obs=obs, var=var, obsm=obsm or None)
+    ser = parsed.versions.serialized
+    info.update({
+        "r_object_name": name,
+        "r_class_package": peek["package"],
+        "r_written_by": f"R {ser >> 16}.{(ser >> 8) & 0xFF}.{ser & 0xFF}",
+        "r_serialization_format": int(parsed.versions.format),
+        "source_matrix": (f"{info['assay']}:{info['layer']}" if kind == "seurat"
+                          else info.get("layer") or "matrix"),
+        "metadata_columns": [str(c) for c in obs.columns],
+        "feature_columns": [str(c) for c in var.columns],
+        "metadata_file": None if metadata is None else str(Path(metadata).resolve()),
+        "skipped": skipped,
+        "dtype": str(X.dtype),
+        "sparse": bool(sp.issparse(X)),
+    })
+    logger.info(
+        "%s: R %s%s%s read (written by %s): using %s, %d metadata column(s)%s%s",
+        path, info["r_object_class"],
+        f" {info['r_object_version']}" if info.get("r_object_version") else "",
+        f" {name!r}" if name else "", info["r_written_by"], info["source_matrix"],
+        len(obs.columns),
+        f" ({', '.join(map(str, obs.columns[:10]))}{', ...' if len(obs.columns) > 10 else ''})"
+        if len(obs.columns) else "",
+        f", reductions {', '.join(obsm)}" if obsm else "",
+    )
+    if skipped:
+        logger.info("%s: not read (not per-cell/per-gene vectors): %s", path, ", ".join(skipped[:20]))
+    return adata, info
