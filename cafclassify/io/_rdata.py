@@ -349,7 +349,8 @@ def _describe(peek: dict) -> str:
         word = {"REAL": "numeric", "INT": "integer", "LGL": "logical", "CPLX": "complex"}[t]
         if peek["dim"]:
             return f"a {word} array of dimensions {' x '.join(map(str, peek['dim']))}"
-        return f"a {word} vector of length {peek['length']}"
+        article = "an" if word[0] in "aeiou" else "a"
+        return f"{article} {word} vector of length {peek['length']}"
     if t in ("CLO", "BUILTIN", "SPECIAL"):
         return "an R function"
     if t == "ENV":
@@ -760,7 +761,7 @@ def _clean_obs(df: pd.DataFrame) -> pd.DataFrame:
     """Strings and logicals as h5ad-writable columns: strings categorical, NA kept."""
     for c in df.columns:
         col = df[c]
-        if col.dtype.kind in "OU":
+        if not isinstance(col.dtype, pd.CategoricalDtype) and col.dtype.kind in "OU":
             df[c] = pd.Categorical(col.astype(object).where(col.notna(), None))
     return df
 
