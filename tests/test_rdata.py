@@ -223,15 +223,18 @@ def test_seurat_v5_assay5_split_layers_fixture():
     meta = pd.read_csv(V5 / "expected_meta.csv", index_col=0)
     assert list(a.obs["celltype"].astype(str)) == list(meta["celltype"])
     assert list(a.obs["sample"].astype(str)) == list(meta["sample"])
+    assert list(a.obs["celltype"].cat.categories) == ["epithelial", "CAF", "T cell"]  # R levels
+    np.testing.assert_array_equal(a.obs["nCount_RNA"].to_numpy(), meta["nCount_RNA"].to_numpy())
+    assert list(a.var["feature_type"]) == ["Gene Expression"] * a.n_vars  # Assay5 meta.data
     d = a.uns["cafclassify"]["read"]["details"]
     assert d["seurat_assay_version"] == "v5 (Assay5)"
     assert d["layer_parts"] == ["counts.s1", "counts.s2"]
     assert d["r_object_version"].startswith("5.")
-    emb = pd.read_csv(V5 / "expected_umap.csv", index_col=0)
+    emb = pd.read_csv(V5 / "expected_umap.csv", index_col=0, float_precision="round_trip")
     np.testing.assert_array_equal(a.obsm["X_umap"], emb.to_numpy(float))
     b = cc.read(V5 / "seurat_v5.rds", layer="data", normalize=False)
-    want_data = pd.read_csv(V5 / "expected_data.csv", index_col=0)
-    np.testing.assert_allclose(sp.csr_matrix(b.X).toarray(), want_data.to_numpy(float), rtol=1e-15)
+    want_data = pd.read_csv(V5 / "expected_data.csv", index_col=0, float_precision="round_trip")
+    np.testing.assert_array_equal(sp.csr_matrix(b.X).toarray(), want_data.to_numpy(float))
 
 
 # ---------------------------------------------------------------------------
