@@ -296,3 +296,84 @@ def test_cli_reads_rdata_with_r_object(robj, tmp_path):
     counts, _, _ = r_matrix(robj, "sce_counts")
     _assert_matrix_equal(back.layers["counts"], counts)
     assert back.uns["cafclassify"]["read"]["details"]["r_object_name"] == "sce2"
+
+
+# ---------------------------------------------------------------------------
+# the workflow, from config/datasets.tsv rows, with no R at run time
+# ---------------------------------------------------------------------------
+def _no_r_path(tmp_path: Path) -> tuple[dict, Path]:
+    """Environment whose PATH starts with fake R/Rscript that leave a marker if ever run."""
+    import os
+
+    fake = tmp_path / "fake_r_bin"
+    fake.mkdir()
+    marker = tmp_path / "r_was_called"
+    for exe in ("R", "Rscript"):
+        (fake / exe).write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+        (fake / exe).chmod(0o755)
+    env = dict(os.environ)
+    env["PATH"] = f"{fake}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env, marker
+
+
+def _snakemake(work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    repo = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("snakemake")), "--snakefile", str(repo / "Snakefile"),
+         "--directory", str(work), "--configfile", str(work / "config" / "config.yaml"), *args],
+        capture_output=True, text=True, timeout=900, env=env, cwd=work,
+    )
+
+
+def test_workflow_dry_run_passes_r_object_from_the_sheet(robj, tmp_path):
+    work = tmp_path / "work"
+    (work / "config").mkdir(parents=True)
+    (work / "two_sce.RData").write_bytes((robj / "two_sce.RData").read_bytes())
+    (work / "config" / "datasets.tsv").write_text(
+        "id\tpath_or_url\tformat\tr_object\n" "pick\ttwo_sce.RData\trdata\tsce2\n"
+    )
+    (work / "config" / "config.yaml").write_text("datasets: config/datasets.tsv\n")
+    env, _ = _no_r_path(tmp_path)
+    proc = _snakemake(work, env, "-n", "-p", "--cores", "1", "results/pick/read.h5ad")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "--format rdata --r-object sce2" in proc.stdout
+
+
+@pytest.mark.slow
+def test_workflow_runs_on_seurat_and_sce_rds_written_by_r(robj, tmp_path):
+    """A Seurat .rds and an SCE .rds written by R go through the whole workflow without R."""
+    if not Path(sys.executable).with_name("snakemake").exists():
+        pytest.skip("snakemake not installed")
+    import anndata as ad
+
+    work = tmp_path / "work"
+    (work / "config").mkdir(parents=True)
+    (work / "data").mkdir()
+    for name in ("seurat.rds", "sce.rds"):
+        (work / "data" / name).write_bytes((robj / name).read_bytes())
+    (work / "config" / "datasets.tsv").write_text(
+        "id\tpath_or_url\tsha256\tformat\tspecies\tsample_column\tlabel_column\tnotes\n"
+        "seu\tdata/seurat.rds\t\trds\t\tbatch\tlineage\tSeurat object written by R\n"
+        "sce\tdata/sce.rds\t\t\thuman\t\tsubtype\tSingleCellExperiment written by R\n"
+    )
+    (work / "config" / "config.yaml").write_text("datasets: config/datasets.tsv\n")
+    env, marker = _no_r_path(tmp_path)
+    proc = _snakemake(work, env, "--cores", "2")
+    logs = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted((work / "logs").rglob("*.log"))) \
+        if (work / "logs").exists() else ""
+    assert proc.returncode == 0, proc.stderr[-3000:] + logs
+    assert not marker.exists(), "R was called at run time"
+    meta = pd.read_csv(robj / "in_meta.csv", index_col=0)
+    for ds, r_class in (("seu", "Seurat"), ("sce", "SingleCellExperiment")):
+        res = work / "results" / ds
+        for name in ("classified.h5ad", "cells.csv", "report.html"):
+            assert (res / name).stat().st_size > 0, (ds, name)
+        out = ad.read_h5ad(res / "classified.h5ad", backed="r")
+        rec = out.uns["cafclassify"]["provenance"]["history"]
+        read_rec = ad.read_h5ad(res / "read.h5ad", backed="r").uns["cafclassify"]["read"]
+        assert read_rec["details"]["r_object_class"] == r_class
+        assert [k.split("_", 1)[1] for k in rec][0] == "read"
+        # the author labels came along with every cell
+        cells = out.obs_names
+        label = "lineage" if ds == "seu" else "subtype"
+        assert list(out.obs[label].astype(str)) == list(meta.loc[cells, label])
