@@ -41,8 +41,8 @@ dump_mat <- function(m, name) {  # genes x cells, every stored value
   m <- as(m, "CsparseMatrix"); s <- summary(m)
   write.table(data.frame(i = s$i, j = s$j, x = sprintf("%.17g", s$x)), f(paste0(name, "_x.tsv")),
               sep = "\t", quote = FALSE, row.names = FALSE)
-  writeLines(rownames(m), f(paste0(name, "_rows.txt")))
-  writeLines(colnames(m), f(paste0(name, "_cols.txt")))
+  writeLines(if (is.null(rownames(m))) character(0) else rownames(m), f(paste0(name, "_rows.txt")))
+  writeLines(if (is.null(colnames(m))) character(0) else colnames(m), f(paste0(name, "_cols.txt")))
   writeLines(as.character(dim(m)), f(paste0(name, "_dim.txt")))
 }
 dump_df <- function(df, name) {
@@ -97,6 +97,13 @@ saveRDS(counts, f("dgc.rds"))
 write.csv(meta[rev(seq_len(nrow(meta))), ], f("dgc_meta.csv"))
 saveRDS(as.matrix(counts[1:50, 1:20]), f("dense.rds"))
 dump_mat(counts[1:50, 1:20], "dense")
+
+## a huge, nearly empty dgCMatrix: 30000 genes x 100000 cells (12 GB if densified)
+set.seed(2)
+big <- sparseMatrix(i = sample.int(30000, 500), j = sample.int(100000, 500), x = rpois(500, 3) + 1,
+                    dims = c(30000, 100000))
+saveRDS(big, f("big_sparse.rds"))
+dump_mat(big, "big")
 
 ## .RData files
 save(sce, file = f("one_sce.RData"))

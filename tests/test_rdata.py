@@ -99,7 +99,7 @@ def test_seurat_counts_names_labels_reductions(robj):
     assert list(a.var_names) == genes
     assert list(a.obs_names) == cells
     _assert_matrix_equal(a.X, counts)
-    assert sp.isspmatrix_csr(a.X) or sp.issparse(a.X)
+    assert sp.isspmatrix_csr(a.X)
     _assert_obs_equal(a.obs, robj, "seurat")
     assert list(a.obs["seurat_ident"].astype(str)) == r_lines(robj, "seurat_idents.txt")
     assert list(a.obs["seurat_ident"].cat.categories) == r_lines(robj, "seurat_idents_levels.txt")
@@ -198,6 +198,19 @@ def test_dgcmatrix_with_metadata_file_and_dense_matrix(robj):
     b = cc.read(robj / "dense.rds", normalize=False)
     assert list(b.var_names) == dg and list(b.obs_names) == dc
     np.testing.assert_array_equal(np.asarray(b.X, dtype=float), dense.toarray())
+
+
+def test_sparse_all_the_way(robj):
+    """A 30000 x 100000 dgCMatrix (12 GB dense) is read as CSR built on R's own arrays."""
+    from cafclassify.io._rdata import read_r_file
+
+    a, info = read_r_file(robj / "big_sparse.rds", "rds")
+    big, rows, cols = r_matrix(robj, "big")
+    assert rows == [] and cols == []  # R stored no names: genes and cells are numbered
+    assert a.var_names[0] == "gene1" and a.obs_names[-1] == "cell100000"
+    assert sp.isspmatrix_csr(a.X) and info["sparse"]
+    assert a.X.shape == (100000, 30000) and a.X.dtype == np.float32  # whole counts: exact
+    _assert_matrix_equal(a.X, big)
 
 
 def test_rdata_picks_the_single_cell_object_or_the_named_one(robj):
