@@ -124,11 +124,12 @@ def _frame(v: Any, n: int, what: str, skipped: list[str]) -> pd.DataFrame:
         return pd.DataFrame(index=pd.RangeIndex(n))
     out: dict[str, Any] = {}
     for name, col in cols.items():
-        if isinstance(col, pd.Series):
-            col = col.to_numpy() if not isinstance(col.dtype, pd.CategoricalDtype) else col.array
+        if isinstance(col, pd.Series):  # keep Categorical / nullable Int32 / string arrays
+            col = col.to_numpy() if isinstance(col.dtype, np.dtype) else col.array
         if hasattr(col, "coords") and hasattr(col, "dims"):
             col = col.values
-        if isinstance(col, (pd.Categorical, np.ndarray)) and col.ndim == 1 and len(col) == n:
+        if isinstance(col, (pd.api.extensions.ExtensionArray, np.ndarray)) and col.ndim == 1 \
+                and len(col) == n:
             out[str(name)] = col
         else:  # nested tables, matrices, S4 columns (Rle, ...)
             skipped.append(f"{what}:{name}")
