@@ -280,6 +280,14 @@ def test_truncated_r_file_is_refused(robj, tmp_path):
             cc.read(bad)
 
 
+def test_metadata_file_missing_cells_is_refused(robj, tmp_path):
+    meta = pd.read_csv(robj / "dgc_meta.csv", index_col=0)
+    short = tmp_path / "short_meta.tsv"
+    meta.iloc[:-5].to_csv(short, sep="\t")
+    with pytest.raises(InputFileError, match=r"5 of the 300 cells of dgc.rds are not in the metadata"):
+        cc.read(robj / "dgc.rds", metadata=short)
+
+
 def test_r_options_refused_for_other_formats(tmp_path):
     import anndata as ad
 
