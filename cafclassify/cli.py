@@ -294,7 +294,8 @@ def _cmd_read(args: argparse.Namespace) -> int:
     src = _require_input(args.input)
     if args.sha256:
         _verify_input(src, args.sha256)
-    if _use_backed(args, src):
+    # --r-object/--metadata belong to R objects, which are read in memory (read() checks them)
+    if _use_backed(args, src) and not (args.r_object or args.metadata):
         from .io._stream import streamable
 
         ok, why = streamable(src, format=args.format, layer=args.layer)
@@ -312,7 +313,9 @@ def _read_options(args: argparse.Namespace) -> dict[str, Any]:
     """Options shared by read() and its block-by-block twin read_to_h5ad()."""
     return dict(format=args.format, species=args.species, symbol_column=args.symbol_column,
                 sample_column=args.sample_column, value_type=args.value_type,
-                normalize=not args.no_normalize, layer=args.layer)
+                normalize=not args.no_normalize, layer=args.layer,
+                **({"r_object": args.r_object} if args.r_object else {}),
+                **({"metadata": args.metadata} if args.metadata else {}))
 
 
 def _record_species(args: argparse.Namespace, adata) -> None:
@@ -1126,15 +1129,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "read",
         _cmd_read,
-        "read any supported input (h5ad, 10x h5/mtx, csv/tsv, loom) into an .h5ad",
+        "read any supported input (h5ad, 10x h5/mtx, csv/tsv, loom, R .rds/.RData) into an .h5ad",
     )
     p.add_argument("input", help="input file or 10x matrix folder")
     out_opt(p)
     p.add_argument(
         "--format",
         default=None,
-        choices=["h5ad", "10x_h5", "10x_mtx", "csv", "tsv", "loom"],
-        help="input format (default: detected from the content)",
+        choices=["h5ad", "10x_h5", "10x_mtx", "csv", "tsv", "loom", "rds", "rdata"],
+        help="input format; rds = saveRDS() file, rdata = .rda/.RData (default: detected "
+        "from the content)",
     )
     p.add_argument(
         "--species",
@@ -1173,7 +1177,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="text tables only: which way round the table is (default: detected)",
     )
     p.add_argument(
-        "--layer", default=None, help="h5ad only: read this layer instead of X ('raw' = adata.raw)"
+        "--layer", default=None, help="h5ad: read this layer instead of X ('raw' = adata.raw); "
+        "R objects: the matrix instead of the raw counts (Seurat 'data' or 'ASSAY:LAYER', "
+        "SingleCellExperiment assay name)"
+    )
+    p.add_argument(
+        "--r-object", default=None, metavar="NAME",
+        help=".rda/.RData: the object to read when the file holds several single-cell objects",
+    )
+    p.add_argument(
+        "--metadata", default=None, metavar="FILE",
+        help="R objects: CSV/TSV of cell metadata (first column: cell names) added to the cells",
     )
     p.add_argument(
         "--sha256", default=None, help="verify the input against this SHA-256 before reading"

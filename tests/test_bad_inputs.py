@@ -658,6 +658,49 @@ def _(tmp, shared):
     return ["read", str(p), "--sha256", "f" * 64, "-o", str(_out(tmp))], [_out(tmp)]
 
 
+# ---- R objects (files written by R: tests/data/r_objects/make_bad_objects.R) ----------
+R_OBJECTS = REPO / "tests" / "data" / "r_objects"
+
+
+def _copy_r(tmp: Path, name: str) -> Path:
+    (tmp / name).write_bytes((R_OBJECTS / name).read_bytes())
+    return tmp / name
+
+
+@case("rds_holds_a_list", ".rds file holding an R list, not a single-cell object",
+      "holds an R list of 2 element(s) (counts, genes)", names=lambda t: "list.rds")
+def _(tmp, shared):
+    return ["read", str(_copy_r(tmp, "list.rds")), "-o", str(_out(tmp))], [_out(tmp)]
+
+
+@case("rds_holds_a_character_vector", ".rds file holding a character vector",
+      "holds a character vector of length 3", names=lambda t: "character.rds")
+def _(tmp, shared):
+    return ["read", str(_copy_r(tmp, "character.rds")), "-o", str(_out(tmp))], [_out(tmp)]
+
+
+@case("rdata_two_single_cell_objects", ".RData with two SingleCellExperiment objects, none named",
+      "2 single-cell objects", "--r-object NAME", names=lambda t: "two_sce.RData")
+def _(tmp, shared):
+    return ["read", str(_copy_r(tmp, "two_sce.RData")), "-o", str(_out(tmp))], [_out(tmp)]
+
+
+@case("rdata_unknown_object_name", "--r-object naming an object the .RData does not hold",
+      "no object named 'tumor'", "tumour", names=lambda t: "two_sce.RData")
+def _(tmp, shared):
+    p = _copy_r(tmp, "two_sce.RData")
+    return ["read", str(p), "--r-object", "tumor", "-o", str(_out(tmp))], [_out(tmp)]
+
+
+@case("truncated_rdata", "truncated .RData (download cut short)", "cannot read the R data file",
+      "truncated", names=lambda t: "cut.RData")
+def _(tmp, shared):
+    data = gzip.decompress((R_OBJECTS / "two_sce.RData").read_bytes())  # save(compress=FALSE)
+    p = tmp / "cut.RData"
+    p.write_bytes(data[: len(data) // 2])
+    return ["read", str(p), "--r-object", "tumour", "-o", str(_out(tmp))], [_out(tmp)]
+
+
 # =============================================================================== fixtures
 
 
@@ -1211,6 +1254,9 @@ def write_docs(path: Path) -> None:
         "`absent_classes` (model summary and `uns['cafclassify']['classify']`), never called |",
         "| gene sets with too little coverage | skipped with a WARNING naming the missing "
         "genes; the coverage table is in `uns['cafclassify']['score']` |",
+        "| an `.RData`/`.rda` file holding one single-cell object among other objects | that "
+        "object is read; its name, class and version are recorded in "
+        "`uns['cafclassify']['read']['details']` |",
         "",
         "## Runs that are stopped, outputs that would replace inputs",
         "",

@@ -38,12 +38,17 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: formats :func:`cafclassify.read` understands
-FORMATS = ("h5ad", "10x_h5", "10x_mtx", "csv", "tsv", "loom")
+FORMATS = ("h5ad", "10x_h5", "10x_mtx", "csv", "tsv", "loom", "rds", "rdata")
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
 BZ2_MAGIC = b"BZh"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+# R's serialisation: saveRDS() writes one object ("X\n" XDR, "A\n" ASCII, "B\n" native),
+# save() writes named objects behind "RDX2"/"RDX3" (XDR), "RDA*" (ASCII), "RDB*" (native)
+_RDS_HEADS = (b"X\n", b"A\n", b"A\r\n", b"B\n")
+_RDATA_HEADS = (b"RDX2\n", b"RDX3\n", b"RDA2\n", b"RDA3\n", b"RDB2\n", b"RDB3\n")
 _HEAD_BYTES = 1 << 16  # bytes of (decompressed) text looked at when sniffing
 # HDF5 allows a user block before the signature at 0, 512, 1024, 2048, ...
 _HDF5_OFFSETS = (0, 512, 1024, 2048, 4096)
@@ -343,21 +348,40 @@ def _short_hdf5_message(exc: BaseException) -> str:
     return msg.splitlines()[0][:200] if msg else type(exc).__name__
 
 
+def _r_kind(head: bytes) -> str | None:
+    """'rdata' (save()), 'rds' (saveRDS()) or None, from the decompressed first bytes."""
+    if head.startswith(_RDATA_HEADS):
+        return "rdata"
+    if head.startswith(_RDS_HEADS):
+        return "rds"
+    return None
+
+
+def _compressed_head(path: Path, magic: bytes) -> bytes:
+    """First decompressed bytes of a bzip2 / xz file (b"" if they cannot be decoded)."""
+    import bz2
+    import lzma
+
+    opener = bz2.open if magic == BZ2_MAGIC else lzma.open
+    try:
+        with opener(path, "rb") as fh:
+            return fh.read(16)
+    except (OSError, EOFError, lzma.LZMAError):
+        return b""
+
+
 def _text_kind(path: Path, head: bytes) -> str:
-    if head.startswith((b"RDX2\n", b"RDX3\n", b"RDA2\n", b"RDA3\n")) or head[:2] in (b"X\n", b"A\n"):
-        raise InputFileError(
-            "this is an R data file (.rds/.rda), not a format cafclassify reads.",
-            path=path,
-            fix="export it from R: for a Seurat object use SeuratDisk/sceasy to write .h5ad, or "
-            "write the counts with Matrix::writeMM() plus gene and barcode lists (10x layout).",
-        )
+    r_kind = _r_kind(head)
+    if r_kind is not None:
+        return r_kind
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # text, but not UTF-8
         raise encoding_error(path, UnicodeDecodeError("utf-8", head, 0, 2, "UTF-16 byte-order mark"))
     if b"\x00" in head:
         raise InputFileError(
             "the file is binary but not HDF5, gzip or a format cafclassify knows.",
             path=path,
-            fix="provide .h5ad, 10x .h5, .loom, a 10x Matrix Market folder, or a CSV/TSV table.",
+            fix="provide .h5ad, 10x .h5, .loom, .rds/.RData, a 10x Matrix Market folder, or a "
+            "CSV/TSV table.",
         )
     text = head.decode("utf-8", errors="replace")
     if text.startswith("%%MatrixMarket"):
@@ -399,6 +423,10 @@ def _extension_hint(path: Path) -> str | None:
         return "10x_h5"
     if name.endswith(".loom"):
         return "loom"
+    if name.endswith(".rds"):
+        return "rds"
+    if name.endswith((".rda", ".rdata")):
+        return "rdata"
     if name.endswith(".mtx"):
         return "10x_mtx"
     if name.endswith(".csv"):
@@ -453,20 +481,27 @@ def sniff_format(path: str | os.PathLike) -> str:
                 path=p,
                 fix="unzip it and point to the file (or 10x folder) inside.",
             )
-        if raw.startswith(BZ2_MAGIC):
+        r_kind = None
+        for magic in (BZ2_MAGIC, XZ_MAGIC):
+            if raw.startswith(magic):
+                r_kind = _r_kind(_compressed_head(p, magic))
+        if r_kind is not None:
+            kind = r_kind
+        elif raw.startswith(BZ2_MAGIC):
             raise InputFileError(
                 "the file is bzip2-compressed, which cafclassify does not read directly.",
                 path=p,
                 fix="decompress it (`bunzip2`) or recompress it with gzip.",
             )
-        head = _text_head(p)
-        if head.startswith(HDF5_MAGIC):
-            raise InputFileError(
-                "the file is a gzip-compressed HDF5 file.",
-                path=p,
-                fix="decompress it (`gunzip`) first; HDF5 files are read uncompressed.",
-            )
-        kind = _text_kind(p, head)
+        else:
+            head = _text_head(p)
+            if head.startswith(HDF5_MAGIC):
+                raise InputFileError(
+                    "the file is a gzip-compressed HDF5 file.",
+                    path=p,
+                    fix="decompress it (`gunzip`) first; HDF5 files are read uncompressed.",
+                )
+            kind = _text_kind(p, head)
     hint = _extension_hint(p)
     if hint is not None and hint != kind and {hint, kind} != {"csv", "tsv"}:
         logger.warning(

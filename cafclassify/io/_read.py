@@ -37,6 +37,7 @@ from ._formats import (
     open_text,
     sniff_format,
 )
+from ._rdata import R_FORMATS
 from ._valuetype import value_type_details
 
 __all__ = ["ORIENTATIONS", "VALUE_TYPE_OVERRIDES", "file_sha256", "read", "read_backed"]
@@ -720,13 +721,13 @@ def _resolve_format(
         fmt = format
     else:
         fmt = sniffed
-    if layer is not None and fmt != "h5ad":
+    if layer is not None and fmt not in ("h5ad", *R_FORMATS):
         raise InputFileError(
-            f"layer={layer!r} only applies to .h5ad files, and this is {fmt}.",
+            f"layer={layer!r} only applies to .h5ad files and R objects, and this is {fmt}.",
             path=p,
             fix="leave layer=None.",
         )
-    if orientation is not None and fmt not in ("csv", "tsv"):
+    if orientation is not None and fmt not in ("csv", "tsv", *R_FORMATS):
         raise InputFileError(
             f"orientation= only applies to CSV/TSV tables, and this is {fmt}.",
             path=p,
@@ -878,6 +879,8 @@ def read(
     normalize: bool = True,
     orientation: str | None = None,
     layer: str | None = None,
+    r_object: str | None = None,
+    metadata: str | os.PathLike | None = None,
 ) -> ad.AnnData:
     """Read a single-cell expression file, detect what it holds and normalise it if needed.
 
@@ -888,10 +891,14 @@ def read(
         Market folder (``matrix.mtx[.gz]``, ``features.tsv[.gz]`` or the older
         ``genes.tsv``, ``barcodes.tsv[.gz]``; GEO-style file-name prefixes work)
         or the ``.mtx`` file inside it, a CSV/TSV table (optionally gzipped;
-        genes x cells or cells x genes), or a ``.loom`` file.
+        genes x cells or cells x genes), a ``.loom`` file, or an R object file:
+        ``.rds`` (``"rds"``) or ``.rda``/``.RData`` (``"rdata"``) holding a Seurat
+        object (v3/v4 or v5 assays), a SingleCellExperiment/SummarizedExperiment,
+        or a ``dgCMatrix``/dense matrix (read without R, see
+        :mod:`cafclassify.io._rdata`).
     format
         One of ``"h5ad"``, ``"10x_h5"``, ``"10x_mtx"``, ``"csv"``, ``"tsv"``,
-        ``"loom"``. By default detected from the file content (magic bytes,
+        ``"loom"``, ``"rds"``, ``"rdata"``. By default detected from the file content (magic bytes,
         HDF5 layout, first line), not the extension.
     species
         ``"human"`` or ``"mouse"``; detected from the gene names by default.
@@ -913,7 +920,16 @@ def read(
         from which axis looks like gene names by default; ambiguous tables are
         refused with a message asking for this option.
     layer
-        h5ad only: read this layer instead of X (``"raw"`` reads ``adata.raw``).
+        h5ad: read this layer instead of X (``"raw"`` reads ``adata.raw``). R objects:
+        the matrix to read instead of the raw counts: a Seurat layer/slot of the
+        default assay (``"data"``) or ``"ASSAY:LAYER"``, or a SingleCellExperiment
+        assay (``"logcounts"``).
+    r_object
+        ``.RData``/``.rda`` files holding several single-cell objects: the name of
+        the one to read.
+    metadata
+        R objects: a CSV/TSV table of cell metadata (first column: the cell names)
+        added to ``obs``, e.g. the annotation published next to a bare count matrix.
 
     Returns
     -------
@@ -936,10 +952,23 @@ def read(
     """
     p = Path(path).expanduser()
     fmt = _resolve_format(p, format, layer=layer, orientation=orientation)
+    if fmt not in R_FORMATS and (r_object is not None or metadata is not None):
+        raise InputFileError(
+            f"r_object/metadata only apply to R object files (.rds, .rda, .RData), and this is {fmt}.",
+            path=p,
+            fix="leave r_object (--r-object) and metadata (--metadata) unset.",
+        )
 
     info: dict = {}
     hashed: list[Path] = [p]
-    if fmt == "h5ad":
+    if fmt in R_FORMATS:
+        from ._rdata import read_r_file
+
+        adata, info = read_r_file(p, fmt, r_object=r_object, layer=layer,
+                                  metadata=metadata, orientation=orientation)
+        if metadata is not None:
+            info["metadata_file_sha256"] = file_sha256(Path(metadata).expanduser())
+    elif fmt == "h5ad":
         adata, info = _read_h5ad(p, layer)
     elif fmt == "10x_h5":
         adata, info = _read_10x_h5(p)

@@ -11,6 +11,7 @@ rule read:
     params:
         opts=lambda wc: step_opts(
             format=row(wc)["format"],
+            r_object=row(wc)["r_object"],
             species=row(wc)["species"],
             sample_column=row(wc)["sample_column"],
             label_column=row(wc)["label_column"],
