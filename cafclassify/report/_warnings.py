@@ -1,0 +1,113 @@
+"""Plain-words warnings about one dataset, grouped by what they concern."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .. import _keys as K
+from ._common import (
+    LOW_COVERAGE,
+    LOW_MACRO_F1,
+    MANY_UNASSIGNED,
+    MIN_FIBROBLASTS,
+    MIN_LTBP2_CELLS,
+    QC_REMOVED,
+    TAIL,
+    _coverage_frames,
+    _fibro_mask,
+    _ltbp2_caveat,
+    _n_or0,
+    _qc_removed,
+    _root,
+    _subtype_order,
+    key_numbers,
+)
+from ._uns import as_list, as_mapping, find, to_py
+
+logger = logging.getLogger(__name__)
+
+
+def collect_warnings(adata) -> list[dict]:
+    """Plain-words warnings about this dataset (needs obs and uns only)."""
+    warns: list[dict] = []
+
+    def add(text: str, level: str = "warn", key: str = "") -> None:
+        warns.append({"text": text, "level": level, "key": key})
+
+    root = _root(adata)
+    nums = key_numbers(adata)
+    n_fib = nums["n_fibroblasts"]
+    if n_fib is not None:
+        if n_fib == 0:
+            add("No fibroblasts were found: there is nothing to classify into CAF subtypes. "
+                "Check the lineage gate section below and whether this tissue should contain stroma.",
+                "error", "few_fibroblasts")
+        elif n_fib < MIN_FIBROBLASTS:
+            add(f"Only {n_fib:,} fibroblasts were found (of {nums['n_cells']:,} cells). Subtype "
+                "proportions from so few cells are uncertain.", key="few_fibroblasts")
+    removed, total = _qc_removed(adata)
+    if removed is not None and total:
+        frac = removed / total
+        if frac > QC_REMOVED:
+            add(f"QC removed {removed:,} of {total:,} cells ({frac:.0%}). Check the QC thresholds "
+                "and the reasons per sample below.", key="qc_removed")
+    warned_sets: set[str] = set()
+    for key, df in _coverage_frames(adata).items():
+        low = df[(df["coverage"] < LOW_COVERAGE) | (~df["status"].astype(str).str.lower().isin(["ok", "used", "pass"]))]
+        for _, r in low.iterrows():
+            if str(r["set"]) in warned_sets:
+                continue
+            warned_sets.add(str(r["set"]))
+            missing = ", ".join(r["missing"][:8]) + (" …" if len(r["missing"]) > 8 else "")
+            add(f"Gene set {r['set']} ({key}): only {_n_or0(r['n_found'])} of {_n_or0(r['n_genes'])} genes "
+                f"found ({float(r['coverage']):.0%}); status: {r['status']}. Missing: {missing or '—'}.",
+                key="low_coverage")
+    counts = nums["subtype_counts"]
+    classify = as_mapping(root.get(K.UNS_CLASSIFY))
+    absent = set(as_list(find(classify, "absent_classes", "absent")))
+    if counts is not None and n_fib:
+        zero = [c for c, v in counts.items() if v == 0 and c not in TAIL]
+        absent |= set(zero)
+    if absent:
+        add("No cells were assigned to: " + ", ".join(_subtype_order(absent)) + ". Either these "
+            "subtypes are absent from this sample or their markers were not measured (see coverage).",
+            "info", "subtype_absent")
+    frac_un = nums.get("unassigned_fraction")
+    if frac_un is not None and frac_un > MANY_UNASSIGNED:
+        add(f"{frac_un:.0%} of fibroblasts are 'unassigned' (no subtype reached the confidence "
+            "threshold).", key="many_unassigned")
+    ltbp2_thin = []
+    fib = _fibro_mask(adata)
+    if K.OBS_LTBP2 in adata.obs.columns and fib is not None and n_fib:
+        n_pos = int(adata.obs[K.OBS_LTBP2].astype(bool).to_numpy()[fib].sum())
+        if n_pos < MIN_LTBP2_CELLS:
+            ltbp2_thin.append(f"only {n_pos} LTBP2+ fibroblasts")
+    for df in _coverage_frames(adata).values():
+        row = df[df["set"].astype(str).str.upper().str.startswith("LTBP2")]
+        if len(row) and float(row["coverage"].iloc[0]) < LOW_COVERAGE:
+            ltbp2_thin.append(f"LTBP2 gene set coverage {float(row['coverage'].iloc[0]):.0%}")
+    if ltbp2_thin:
+        caveat = _ltbp2_caveat(classify)
+        add("LTBP2+ CAF evidence is thin (" + "; ".join(ltbp2_thin) + ")."
+            + (f" {caveat}" if isinstance(caveat, str) and caveat else ""), key="ltbp2_thin")
+    f1 = find(classify, "cv_macro_f1", "macro_f1")
+    try:
+        f1 = float(to_py(f1)) if f1 is not None else None
+    except (TypeError, ValueError):
+        f1 = None
+    if f1 is not None and np.isfinite(f1) and f1 < LOW_MACRO_F1:
+        add(f"The classifier reproduces its own seed labels poorly in cross-validation "
+            f"(macro-F1 {f1:.2f}): subtype calls, especially of small classes, are uncertain. "
+            "See the confusion matrix below.", key="low_f1")
+    for w in as_list(find(as_mapping(root.get(K.UNS_GATE)), "warnings")):
+        add(f"Gate: {w}", key="gate")
+    for w in as_list(find(classify, "warnings")):
+        add(f"Classifier: {w}", key="classify")
+    missing_steps = [s for s in (K.UNS_READ, K.UNS_QC, K.UNS_GATE, K.UNS_SCORE, K.UNS_CLASSIFY)
+                     if s not in root]
+    if missing_steps:
+        add("These pipeline steps left no record in this file: " + ", ".join(missing_steps)
+            + ". Their sections are marked 'not run'.", "info", "not_run")
+    return warns
