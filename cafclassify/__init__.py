@@ -42,12 +42,21 @@ _API = {
     "simulate": "cafclassify.datasets",
     "write_report": "cafclassify.report",
     "write_summary": "cafclassify.report",
+    # agreement with labels given by others (authors, a simulation)
+    "agreement": "cafclassify.tl",
 }
 
 __all__ = ["__version__", *sorted(_API)]
 
 
+_SUBPACKAGES = ("pl", "tl", "pp", "io", "datasets")
+
+
 def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        value = importlib.import_module(f"cafclassify.{name}")
+        globals()[name] = value
+        return value
     module = _API.get(name)
     if module is None:
         raise AttributeError(f"module 'cafclassify' has no attribute {name!r}")

@@ -710,7 +710,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
         title=args.title or src.name,
         max_cells_plot=args.max_cells_plot,
         random_state=args.seed,
+        label_key=args.label_column,
     )
+    if args.agreement_csv:
+        from .report._answer import label_key_of
+        from .report._common import _load
+        from .tl._agreement import agreement_table
+
+        adata, _ = _load(str(src))
+        _write_table(agreement_table(adata, label_key_of(adata, args.label_column)), args.agreement_csv)
     return 0
 
 
@@ -1184,7 +1192,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--doublets", action="store_true", help="also score doublets (needs raw counts)")
     p.add_argument(
-        "--filter", action="store_true", help="remove failing cells (default: only mark them)"
+        "--filter", action=argparse.BooleanOptionalAction, default=True,
+        help="remove failing cells (default, as the workflow's qc: filter: true); "
+        "--no-filter only marks them in obs['qc_pass']",
     )
 
     # gate
@@ -1242,10 +1252,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--min-coverage",
         type=_fraction_or_library,
-        default=None,
+        default="library",
         help="skip sets with a smaller fraction of their genes present: a number in [0, 1], "
         "or 'library' for each set's own min_coverage from the signature library "
-        "(default: the scoring function's default, 0.5)",
+        "(default: library, as the workflow's score: min_coverage: null)",
     )
     p.add_argument(
         "--on-low-coverage",
@@ -1341,11 +1351,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--on-insufficient",
-        default="error",
+        default="skip",
         choices=["error", "skip"],
         help="when the data cannot support subtyping (too few fibroblasts, seed cells or "
-        "covered gene sets): stop with an error (default), or skip subtyping, keep the "
-        "gate and scores and record the reason",
+        "covered gene sets): skip subtyping, keep the gate and scores and record the reason "
+        "(default, as the workflow's classify: on_insufficient: skip), or stop with an error",
     )
     p.add_argument(
         "--signatures",
@@ -1361,6 +1371,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="classified .h5ad")
     p.add_argument("-o", "--output", required=True, metavar="PATH", help="HTML file to write")
     p.add_argument("--title", default=None, help="report title (default: the input file name)")
+    p.add_argument(
+        "--label-column", default=None, metavar="COL",
+        help="obs column with labels to compare the calls with, e.g. an atlas's author cell "
+        "types (default: the label column given to `read`, or a simulation's true_subtype)",
+    )
+    p.add_argument(
+        "--agreement-csv", default=None, metavar="PATH",
+        help="also write the calls-vs-labels table (level, label, call, n_cells, "
+        "fraction_of_label, named_call; only the header when there are no labels)",
+    )
     p.add_argument(
         "--max-cells-plot",
         type=_positive_int,

@@ -39,7 +39,8 @@ from ._sections import (
 )
 from ._subtypes import _classifier_section, _reliability_curves, _subtypes_section  # noqa: F401
 from ._uns import fmt, get
-from ._warnings import collect_warnings
+from ._answer import agreement_section, answer_section, label_key_of, trust_rows
+from ._warnings import collect_warnings, group_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -82,16 +83,18 @@ def write_report(
     title: str | None = None,
     max_cells_plot: int = 20000,
     random_state: int = 0,
+    label_key: str | None = None,
 ) -> Path:
     """Write a self-contained HTML QC report for one annotated dataset.
 
-    The page has a warnings box, the input and provenance record, QC distributions
-    with thresholds, the lineage gate (embedding, marker dot plot, counts), the
-    coverage of every signature set, score distributions, the subtype calls
-    (embedding, confidence, proportions, markers, LTBP2+ and state flags) and the
-    classifier's training summary (seeds, cross-validated macro-F1, confusion
-    matrix, reliability diagram, ECE). Sections for steps that did not run are
-    marked "not run". Figures are embedded PNGs; there is no JavaScript and
+    The page answers first: cells and fibroblasts, the subtype composition per
+    sample, a "can I trust it?" table (fibroblast numbers, gene coverage of the
+    subtype sets, unassigned fraction, cross-validation, agreement with labels) and,
+    when subtyping was refused, the reason and the fix. Then grouped warnings,
+    agreement with labels (cross-tabulation heatmaps, ARI, per-label agreement), the
+    subtype calls, the classifier, the lineage gate, QC, gene coverage, scores and,
+    folded at the end, the input and provenance record. Sections for steps that did
+    not run are marked "not run". Figures are embedded PNGs; there is no JavaScript and
     nothing is loaded from the network.
 
     Parameters
@@ -109,6 +112,10 @@ def write_report(
         every cell.
     random_state
         Seed for the plotting subsample and for a UMAP computed when none is stored.
+    label_key
+        ``obs`` column with labels to compare the calls with (an atlas's author
+        annotation). Default: the ``label_column`` recorded by ``cafclassify read``,
+        else a simulation's ``true_subtype``, else none.
 
     Returns
     -------
@@ -124,7 +131,10 @@ def write_report(
     ctx = _Ctx(adata, max_cells_plot=max_cells_plot, random_state=random_state)
     nums = key_numbers(adata)
     sections: dict[str, Any] = {}
+    label_key = label_key_of(adata, label_key)
     builders: list[tuple[str, Callable[[], dict]]] = [
+        ("agreement", lambda: agreement_section(ctx, label_key)),
+        ("answer", lambda: answer_section(ctx, nums, sections.get("agreement") or {})),
         ("input", lambda: _input_section(ctx, source)),
         ("qc", lambda: _qc_section(ctx)),
         ("gate", lambda: _gate_section(ctx, nums)),
@@ -148,7 +158,9 @@ def write_report(
         ctx.errors.append(f"warnings: {type(exc).__name__}: {exc}")
         warnings = []
     html = _env().get_template("report.html.j2").render(
-        title=title, nums=nums, warnings=warnings, s=sections, errors=ctx.errors,
+        title=title, nums=nums, warnings=warnings, groups=group_warnings(warnings), s=sections,
+        errors=ctx.errors, ag=sections.get("agreement") or {"ran": False, "levels": {}},
+        trust=trust_rows((sections.get("answer") or {}).get("checks") or []),
         n_plot=ctx.n_plot, embedding_note=ctx.embedding_note,
         version=_version(), generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         lineage_colors=[(lab, color_for(lab)) for lab in K.LINEAGES],

@@ -28,13 +28,31 @@ from ._uns import as_list, as_mapping, find, to_py
 
 logger = logging.getLogger(__name__)
 
+#: warning key -> the group it is shown under (groups in this order)
+GROUPS = ("Fibroblasts and subtypes", "Classifier", "Gene coverage", "Lineage gate", "QC", "Other")
+GROUP_OF = {
+    "few_fibroblasts": GROUPS[0], "subtype_absent": GROUPS[0], "many_unassigned": GROUPS[0],
+    "ltbp2_thin": GROUPS[0], "low_f1": GROUPS[1], "classify": GROUPS[1],
+    "low_coverage": GROUPS[2], "gate": GROUPS[3], "qc_removed": GROUPS[4], "not_run": GROUPS[5],
+}
+
+
+def group_warnings(warns: list[dict]) -> list[dict]:
+    """``[{"name": group, "warnings": [warning, ...]}, ...]`` in the fixed group order."""
+    out = []
+    for g in GROUPS:
+        items = [w for w in warns if w.get("group", "Other") == g]
+        if items:
+            out.append({"name": g, "warnings": items})
+    return out
+
 
 def collect_warnings(adata) -> list[dict]:
     """Plain-words warnings about this dataset (needs obs and uns only)."""
     warns: list[dict] = []
 
     def add(text: str, level: str = "warn", key: str = "") -> None:
-        warns.append({"text": text, "level": level, "key": key})
+        warns.append({"text": text, "level": level, "key": key, "group": GROUP_OF.get(key, "Other")})
 
     root = _root(adata)
     nums = key_numbers(adata)
@@ -53,17 +71,20 @@ def collect_warnings(adata) -> list[dict]:
         if frac > QC_REMOVED:
             add(f"QC removed {removed:,} of {total:,} cells ({frac:.0%}). Check the QC thresholds "
                 "and the reasons per sample below.", key="qc_removed")
-    warned_sets: set[str] = set()
-    for key, df in _coverage_frames(adata).items():
+    low_sets: list[str] = []
+    seen: set[str] = set()
+    for _key, df in _coverage_frames(adata).items():
         low = df[(df["coverage"] < LOW_COVERAGE) | (~df["status"].astype(str).str.lower().isin(["ok", "used", "pass"]))]
         for _, r in low.iterrows():
-            if str(r["set"]) in warned_sets:
+            if str(r["set"]) in seen:
                 continue
-            warned_sets.add(str(r["set"]))
-            missing = ", ".join(r["missing"][:8]) + (" …" if len(r["missing"]) > 8 else "")
-            add(f"Gene set {r['set']} ({key}): only {_n_or0(r['n_found'])} of {_n_or0(r['n_genes'])} genes "
-                f"found ({float(r['coverage']):.0%}); status: {r['status']}. Missing: {missing or '—'}.",
-                key="low_coverage")
+            seen.add(str(r["set"]))
+            low_sets.append(f"{r['set']} ({_n_or0(r['n_found'])} of {_n_or0(r['n_genes'])} genes)")
+    if low_sets:
+        add(f"{len(low_sets)} gene set{'s' if len(low_sets) > 1 else ''} could not be measured well in "
+            "these data (less than half of their genes present, or skipped): " + ", ".join(low_sets)
+            + ". Calls that rest on them are missing or weaker; the coverage table lists the missing genes.",
+            key="low_coverage")
     counts = nums["subtype_counts"]
     classify = as_mapping(root.get(K.UNS_CLASSIFY))
     absent = set(as_list(find(classify, "absent_classes", "absent")))
@@ -103,7 +124,10 @@ def collect_warnings(adata) -> list[dict]:
             "See the confusion matrix below.", key="low_f1")
     for w in as_list(find(as_mapping(root.get(K.UNS_GATE)), "warnings")):
         add(f"Gate: {w}", key="gate")
+    skipped = str(classify.get("status", "")) == "skipped"
     for w in as_list(find(classify, "warnings")):
+        if skipped and "skipped" in str(w):
+            continue  # stated once, in the "subtyping was not run" card at the top
         add(f"Classifier: {w}", key="classify")
     missing_steps = [s for s in (K.UNS_READ, K.UNS_QC, K.UNS_GATE, K.UNS_SCORE, K.UNS_CLASSIFY)
                      if s not in root]

@@ -7,8 +7,10 @@ against a label column of ``obs`` (an atlas's author annotation, or the planted
 ``true_subtype`` of simulated data). Three numbers summarise the table:
 
 * the **adjusted Rand index** (ARI, :func:`sklearn.metrics.adjusted_rand_score`)
-  between calls and labels: 1 = the same partition of the cells, about 0 = no more
-  alike than chance. It needs no correspondence between the two vocabularies;
+  between the calls and the labels mapped onto the calls they name (below): 1 = the
+  same partition of the cells, about 0 = no more alike than chance. Mapping first
+  keeps a finer label vocabulary (25 atlas cell types vs 6 lineages) from lowering
+  the index by itself; the ARI against the raw labels is kept as ``ari_raw``;
 * **per-label agreement**: for each label, the call it *names* (``"CAFs myCAF-like"``
   names ``myCAF``; ``"PVL Immature"`` names the ``mural`` lineage, and hence
   ``not_fibroblast`` at the subtype level) and the fraction of that label's cells
@@ -39,7 +41,7 @@ import pandas as pd
 from .. import _keys as K
 from .._errors import ConfigError
 
-__all__ = ["Agreement", "agreement", "named_call"]
+__all__ = ["Agreement", "agreement", "agreement_levels", "agreement_table", "named_call"]
 
 #: words atlases use for each lineage (lower-case tokens)
 LINEAGE_WORDS: dict[str, tuple[str, ...]] = {
@@ -81,6 +83,8 @@ def named_call(label: object, calls: Sequence[str]) -> str | None:
     calls = [str(c) for c in calls]
     if text in calls:
         return text
+    if text.lower() in ("none", "not_caf", "not_fibroblast", "non_fibroblast", "non-fibroblast"):
+        return K.NOT_FIBROBLAST if K.NOT_FIBROBLAST in calls else None
     toks = _tokens(text)
     lower = {c.lower(): c for c in calls}
     for t in toks:
@@ -108,7 +112,12 @@ class Agreement:
     crosstab
         Cells per (label, call): labels as rows, calls as columns.
     ari
-        Adjusted Rand index between calls and labels on the compared cells.
+        Adjusted Rand index between the calls and the labels mapped onto the calls they
+        name (all ``"Endothelial ..."`` labels count as ``endothelial``; a label that
+        names no call stays a group of its own), on the compared cells.
+    ari_raw
+        Adjusted Rand index between the calls and the labels as given (penalises a
+        label vocabulary finer than the calls, e.g. 25 atlas cell types vs 6 lineages).
     per_label
         One row per label: ``label, n_cells, named_call, n_named, agreement,
         top_call, top_fraction`` (``agreement`` = fraction of the label's cells given
@@ -135,6 +144,7 @@ class Agreement:
     n_cells: int
     n_named: int
     subset: str = "all cells with a label"
+    ari_raw: float = float("nan")
     notes: list[str] = field(default_factory=list)
 
     def to_frame(self) -> pd.DataFrame:
@@ -156,7 +166,7 @@ class Agreement:
         """The headline numbers as a plain dict (for ``uns`` or a table)."""
         return {"label_key": self.label_key, "key": self.key, "subset": self.subset,
                 "n_cells": self.n_cells, "n_named": self.n_named,
-                "ari": float(self.ari), "overall_agreement": float(self.overall)}
+                "ari": float(self.ari), "ari_raw": float(self.ari_raw), "overall_agreement": float(self.overall)}
 
 
 def _order(labels: Sequence[str], first: Sequence[str]) -> list[str]:
@@ -235,14 +245,22 @@ def agreement(
                  else sorted(set(cal)))
     call_order = _order([c for c in call_cats if c in set(cal)] or call_cats,
                         (*K.LINEAGES, "myCAF", "iCAF", "apCAF", "meCAF", "vCAF", "dCAF"))
-    label_order = sorted(set(lab), key=lambda s: (named_call(s, call_order) is None, str(s).lower()))
+    rank = {c: i for i, c in enumerate(call_order)}
+
+    def _key(s):
+        nc = named_call(s, call_order)
+        return (nc is None, rank.get(nc, len(rank)), str(s).lower())
+
+    label_order = sorted(set(lab), key=_key)
     ct = pd.crosstab(pd.Categorical(lab, categories=label_order),
                      pd.Categorical(cal, categories=call_order), dropna=False)
     ct.index = pd.Index([str(x) for x in ct.index], name=label_key)
     ct.columns = pd.Index([str(x) for x in ct.columns], name=key)
     n = int(mask.sum())
-    ari = float(adjusted_rand_score(lab, cal)) if n >= 2 else float("nan")
     named = {lb: named_call(lb, call_order) for lb in label_order}
+    mapped = np.array([named[x] if named[x] is not None else f"label:{x}" for x in lab], dtype=object)
+    ari = float(adjusted_rand_score(mapped, cal)) if n >= 2 else float("nan")
+    ari_raw = float(adjusted_rand_score(lab, cal)) if n >= 2 else float("nan")
     rows = []
     for lb in label_order:
         r = ct.loc[lb]
@@ -269,4 +287,33 @@ def agreement(
     overall = float(per_label.loc[has_name, "n_named"].sum() / n_with) if n_with else float("nan")
     return Agreement(label_key=str(label_key), key=str(key), crosstab=ct, ari=ari,
                      per_label=per_label, per_call=per_call, overall=overall, n_cells=n,
-                     n_named=n_with, subset=desc)
+                     n_named=n_with, subset=desc, ari_raw=ari_raw)
+
+
+def agreement_levels(adata, label_key: str, *, lineage_label_key: str | None = None) -> dict[str, Agreement]:
+    """Agreement at both levels the report shows: ``{"lineage": ..., "subtype": ...}``.
+
+    ``lineage``: ``obs["caf_lineage"]`` against the labels on every labelled cell;
+    ``subtype``: ``obs["caf_subtype"]`` against the labels on the cells the gate
+    called fibroblast. A level whose calls are absent is left out. ``lineage_label_key``
+    compares the lineages with another column (a simulation's ``true_lineage``);
+    by default a simulation's ``true_subtype`` is paired with its ``true_lineage``.
+    """
+    out: dict[str, Agreement] = {}
+    if lineage_label_key is None and label_key == "true_subtype" and "true_lineage" in adata.obs.columns:
+        lineage_label_key = "true_lineage"
+    if K.OBS_LINEAGE in adata.obs.columns:
+        out["lineage"] = agreement(adata, lineage_label_key or label_key, key=K.OBS_LINEAGE)
+    if K.OBS_SUBTYPE in adata.obs.columns:
+        out["subtype"] = agreement(adata, label_key, key=K.OBS_SUBTYPE, subset="fibroblasts")
+    return out
+
+
+def agreement_table(adata, label_key: str | None) -> pd.DataFrame:
+    """Tidy table of :func:`agreement_levels`: ``level, label, call, n_cells,
+    fraction_of_label, named_call`` (empty, with these columns, without labels)."""
+    cols = ["level", "label", "call", "n_cells", "fraction_of_label", "named_call"]
+    if not label_key or label_key not in adata.obs.columns:
+        return pd.DataFrame(columns=cols)
+    frames = [res.to_frame().assign(level=level) for level, res in agreement_levels(adata, label_key).items()]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
