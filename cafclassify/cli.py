@@ -655,7 +655,8 @@ def proportion_table(adata, *, sample_key: str | None = None):
     Columns: ``sample, level, label, n_cells, n_total, fraction``. For ``level ==
     "lineage"`` the denominator is all cells of the sample; for ``level == "subtype"``
     it is the sample's cells that reached subtyping (everything except
-    ``not_fibroblast``).
+    ``not_fibroblast``). A lineage the gate could not measure (its gene set is not in
+    the data) has empty ``n_cells`` and ``fraction``, not 0.
     """
     import pandas as pd
 
@@ -674,6 +675,11 @@ def proportion_table(adata, *, sample_key: str | None = None):
             else sorted(labels.unique())
         )
         mask = pd.Series(True, index=obs.index)
+        unmeasured: list[str] = []
+        if level == "lineage":  # a lineage whose gene set is not in the data: unknown, not 0
+            from .report._sections import not_measured_lineages
+
+            unmeasured = not_measured_lineages(adata)
         if level == "subtype":
             mask = labels != K.NOT_FIBROBLAST
             cats = [c for c in cats if c != K.NOT_FIBROBLAST]
@@ -683,14 +689,15 @@ def proportion_table(adata, *, sample_key: str | None = None):
             counts = labels[in_s].value_counts()
             for c in cats:
                 n = int(counts.get(c, 0))
+                nan = c in unmeasured and n == 0
                 rows.append(
                     {
                         "sample": s,
                         "level": level,
                         "label": c,
-                        "n_cells": n,
+                        "n_cells": None if nan else n,
                         "n_total": total,
-                        "fraction": n / total if total else float("nan"),
+                        "fraction": n / total if total and not nan else float("nan"),
                     }
                 )
     return pd.DataFrame(
@@ -707,7 +714,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         write_report,
         str(src),
         args.output,
-        title=args.title or src.name,
+        title=args.title or (f"{src.parent.name}/{src.name}" if src.parent.name else src.name),
         max_cells_plot=args.max_cells_plot,
         random_state=args.seed,
         label_key=args.label_column,

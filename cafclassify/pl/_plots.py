@@ -228,7 +228,7 @@ def composition(adata, *, sample_key: str | None = None, key: str = K.OBS_SUBTYP
     ct = ct[cats]
     totals = ct.sum(axis=1)
     frac = ct.div(totals.replace(0, np.nan), axis=0).fillna(0.0)
-    ax = _axes(ax, (7.0, 0.45 * len(frac) + 1.3))
+    ax = _axes(ax, (5.8, 0.45 * len(frac) + 1.3))
     y = np.arange(len(frac))
     left = np.zeros(len(frac))
     for c in cats:

@@ -54,31 +54,36 @@ def label_key_of(adata, label_key: str | None) -> str | None:
     return SIMULATED_TRUTH if SIMULATED_TRUTH in adata.obs.columns else None
 
 
-def _fix_for(reason: str) -> dict[str, str]:
-    """How to get subtypes after all, from the refusal reason (CLI and config terms)."""
+def _fix_for(reason: str, adata) -> dict[str, str]:
+    """Why subtyping was refused, in plain words, and how to change that (CLI and config)."""
     r = reason.lower()
     if "score" in r or "coverage" in r or "gene" in r:
+        cov, tot, low = _subtype_coverage(adata)
+        plain = (f"Only {cov} of {tot} subtype gene sets could be measured in these data" if tot else
+                 "Too few subtype gene sets could be measured in these data")
         return {
-            "what": "The data do not measure enough of the subtype marker genes (see the coverage "
-                    "table): a gene panel, or a matrix filtered to a subset of genes.",
-            "cli": "use the full-transcriptome matrix of these cells if you have it; to score sets "
-                   "with fewer of their genes anyway: cafclassify score IN.h5ad -o OUT.h5ad "
-                   "--min-coverage 0.2, then cafclassify classify OUT.h5ad -o classified.h5ad",
-            "config": "score: {min_coverage: 0.2} in config/config.yaml (calls then rest on few "
-                      "genes; read the coverage table first)",
+            "plain": plain + ": most subtype marker genes are not in the matrix (a gene panel, or a "
+                     "matrix filtered to a subset of genes). No subtype labels are invented from a "
+                     "handful of genes.",
+            "cli_note": "Use the full-transcriptome matrix of these cells if you have one. To score "
+                        "sets that have fewer of their genes anyway (calls then rest on few genes):",
+            "cli": "cafclassify score gate.h5ad -o scored.h5ad --min-coverage 0.2 && "
+                   "cafclassify classify scored.h5ad -o classified.h5ad",
+            "config": "score:\n  min_coverage: 0.2",
         }
     if "fibroblast" in r or "seed" in r or "too few" in r:
         return {
-            "what": "Too few fibroblasts or too few clear marker-defined (seed) cells to train a "
-                    "classifier on this dataset alone.",
-            "cli": "train on several datasets together and classify this one with that model: "
-                   "cafclassify train A.h5ad B.h5ad -o pooled.cafmodel, then cafclassify classify "
-                   "IN.h5ad --model pooled.cafmodel -o classified.h5ad",
-            "config": "train: {pool: [this_id, other_id, ...]} in config/config.yaml",
+            "plain": "Too few fibroblasts, or too few clearly marker-defined (seed) fibroblasts, to "
+                     "train a subtype classifier on this dataset alone.",
+            "cli_note": "Train one model on several datasets and classify this one with it:",
+            "cli": "cafclassify train a.h5ad b.h5ad -o pooled.cafmodel && "
+                   "cafclassify classify scored.h5ad --model pooled.cafmodel -o classified.h5ad",
+            "config": "train:\n  pool: [this_dataset, other_dataset]",
         }
-    return {"what": "", "cli": "cafclassify classify IN.h5ad -o OUT.h5ad --on-insufficient error "
-                               "shows the full message",
-            "config": "classify: {on_insufficient: error} stops the workflow with the message"}
+    return {"plain": "The classifier could not be trained on these data.",
+            "cli_note": "See the full message with:",
+            "cli": "cafclassify classify scored.h5ad -o classified.h5ad --on-insufficient error",
+            "config": "classify:\n  on_insufficient: error"}
 
 
 def _subtype_coverage(adata) -> tuple[int, int, list[str]]:
@@ -123,7 +128,7 @@ def answer_section(ctx: _Ctx, nums: dict, agreement: dict) -> dict:
     out["headline"] = "; ".join(parts) + "."
     if refused:
         reason = str(cl.get("reason") or "the classify step left no subtype calls in this file.")
-        out["refusal"] = {"reason": reason, **_fix_for(reason)}
+        out["refusal"] = {"reason": reason, **_fix_for(reason, adata)}
     # composition per sample
     if subtyped and n_fib:
         def comp():
@@ -140,17 +145,16 @@ def answer_section(ctx: _Ctx, nums: dict, agreement: dict) -> dict:
     checks = []
     if n_fib is not None:
         checks.append(_check("fibroblasts", f"{n_fib:,}", n_fib >= MIN_FIBROBLASTS,
-                             f"at least {MIN_FIBROBLASTS} for stable proportions"))
+                             f"{MIN_FIBROBLASTS}+ for stable proportions"))
     cov, tot, low = _subtype_coverage(adata)
     if tot:
         checks.append(_check("subtype gene sets measurable", f"{cov} of {tot}", cov == tot,
                              ("not measurable: " + ", ".join(low)) if low else
-                             f"each set has at least {LOW_COVERAGE:.0%} of its genes in the data"))
+                             f"each has {LOW_COVERAGE:.0%}+ of its genes in the data"))
     if subtyped and nums.get("unassigned_fraction") is not None:
         uf = nums["unassigned_fraction"]
         checks.append(_check("fibroblasts unassigned", f"{uf:.0%}", uf <= MANY_UNASSIGNED,
-                             f"no subtype reached the confidence threshold; above {MANY_UNASSIGNED:.0%} "
-                             "the composition describes a minority"))
+                             f"no subtype confident enough; keep below {MANY_UNASSIGNED:.0%}"))
     f1 = find(cl, "macro_f1", "cv_macro_f1")
     try:
         f1 = float(to_py(f1)) if f1 is not None else None
@@ -158,7 +162,7 @@ def answer_section(ctx: _Ctx, nums: dict, agreement: dict) -> dict:
         f1 = None
     if subtyped and f1 is not None and np.isfinite(f1):
         checks.append(_check("classifier cross-validation", f"macro-F1 {f1:.2f}", f1 >= LOW_MACRO_F1,
-                             "how well the classifier reproduces its own training labels (not truth)"))
+                             "reproduces its own training labels (not truth)"))
     for level, a in agreement.get("levels", {}).items():
         if not np.isfinite(a["overall"]):
             continue

@@ -21,6 +21,7 @@ import numpy as np
 from .. import _keys as K
 from .._atomic import write_text_atomic
 from .._errors import ConfigError
+from ._answer import agreement_section, answer_section, label_key_of, trust_rows
 from ._colors import color_for
 from ._common import (
     SUBTYPE_ORDER,
@@ -39,7 +40,6 @@ from ._sections import (
 )
 from ._subtypes import _classifier_section, _reliability_curves, _subtypes_section  # noqa: F401
 from ._uns import fmt, get
-from ._answer import agreement_section, answer_section, label_key_of, trust_rows
 from ._warnings import collect_warnings, group_warnings
 
 logger = logging.getLogger(__name__)

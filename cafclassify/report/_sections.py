@@ -126,6 +126,26 @@ def _thresholds(qc: Mapping) -> dict[str, dict[str, float]]:
     return out
 
 
+def _qc_panel_words(qc) -> tuple[dict, list, dict]:
+    """Axis names, panels to leave out and per-panel notes from the QC record."""
+    labels, drop, notes = {}, [], {}
+    value_type = str(find(qc, "value_type") or "")
+    matrix = str(find(qc, "matrix") or "")
+    if value_type and value_type != "counts" and "counts" not in matrix:
+        labels[K.OBS_TOTAL_COUNTS] = "sum of log-normalised values per cell (not counts)"
+        notes[K.OBS_TOTAL_COUNTS] = "no count threshold on log-normalised data"
+    n_mt = find(qc, "n_mt_genes")
+    try:
+        if n_mt is not None and int(to_py(n_mt)) == 0:
+            drop.append(K.OBS_PCT_MT)
+    except (TypeError, ValueError):
+        pass
+    skipped = as_mapping(find(qc, "skipped"))
+    if K.OBS_PCT_MT not in drop and skipped.get("mt"):
+        notes[K.OBS_PCT_MT] = "no mitochondrial threshold (see QC parameters)"
+    return labels, drop, notes
+
+
 def _qc_section(ctx: _Ctx) -> dict:
     adata = ctx.adata
     qc = _section(adata, K.UNS_QC)
@@ -134,8 +154,10 @@ def _qc_section(ctx: _Ctx) -> dict:
         return _not_run("QC", "QC was not run (no uns['cafclassify']['qc'] and no QC columns in obs).")
     thr = _thresholds(qc)
     obs = adata.obs.iloc[ctx.idx]
+    labels, drop, notes = _qc_panel_words(qc)
     fig = ctx.figure("qc distributions", lambda: F.fig_qc_distributions(
-        obs, thresholds=thr, pass_key=K.OBS_QC_PASS if K.OBS_QC_PASS in obs.columns else None))
+        obs, thresholds=thr, pass_key=K.OBS_QC_PASS if K.OBS_QC_PASS in obs.columns else None,
+        labels=labels, drop=drop, notes=notes))
     table = as_frame(find(qc, "table", "per_sample", "summary"), index_name="sample")
     source = "uns['cafclassify']['qc']"
     if (table is None or table.empty) and K.OBS_QC_PASS in adata.obs.columns:
@@ -165,6 +187,10 @@ def _qc_section(ctx: _Ctx) -> dict:
                                and not adata.obs[K.OBS_QC_PASS].astype(bool).all()),
         "note": "" if qc else "No QC record in uns; distributions from obs only.",
         "n_plot": len(obs),
+        "panel_note": " ".join(
+            ["These data have no mitochondrial genes: no mitochondrial panel."] * (K.OBS_PCT_MT in drop)
+            + ["X holds log-normalised values, not counts: the middle panel sums them and has no "
+               "threshold."] * (K.OBS_TOTAL_COUNTS in labels)),
     }
 
 
@@ -227,6 +253,40 @@ def _marker_genes(ctx: _Ctx, set_names: Mapping[str, Sequence[str]], *, groupby:
     return out
 
 
+def not_measured_lineages(adata) -> list[str]:
+    """Lineages the gate could not call because their gene set was not in the data."""
+    gate = as_mapping(_root(adata).get(K.UNS_GATE))
+    used = gate.get("sets_used")
+    if used is None:
+        return []
+    used = {str(x) for x in as_list(used)}
+    return [lab for lab in K.LINEAGES if lab != "other" and lab not in used]
+
+
+def _cluster_margin(adata, gate) -> np.ndarray | None:
+    """Per cell: the margin of its gate cluster's lineage call (0 for 'other' clusters).
+
+    Drawn instead of ``obs["caf_lineage_confidence"]``, which scores a cell without
+    any lineage evidence ('other') as certain and a cell of a clearly called cluster
+    whose own markers miss the per-cell cut-off as uncertain (see the gate module).
+    """
+    table = as_frame(find(gate, "clusters", "per_cluster", "cluster_table"), index_name="cluster")
+    if table is None or "margin" not in table.columns or "cluster" not in table.columns:
+        return None
+    if K.OBS_LINEAGE_CLUSTER not in adata.obs.columns:
+        return None
+    m = dict(zip(table["cluster"].astype(str), pd.to_numeric(table["margin"], errors="coerce"), strict=False))
+    return adata.obs[K.OBS_LINEAGE_CLUSTER].astype(str).map(m).astype(float).to_numpy()
+
+
+def _numeric_sort(df: pd.DataFrame, col: str) -> pd.DataFrame:
+    """Rows sorted by ``col`` as numbers when they are numbers (0, 1, 2, 10, not 0, 1, 10, 2)."""
+    num = pd.to_numeric(df[col], errors="coerce")
+    if num.notna().all():
+        return df.assign(_k=num).sort_values("_k").drop(columns="_k").reset_index(drop=True)
+    return df
+
+
 def _gate_section(ctx: _Ctx, nums: dict) -> dict:
     adata = ctx.adata
     gate = _section(adata, K.UNS_GATE)
@@ -239,7 +299,14 @@ def _gate_section(ctx: _Ctx, nums: dict) -> dict:
     rows = [[cell(lab, swatch=color_for(lab)),
              cell(f"{int(counts[lab]):,}", cls="num", data={"lineage-count": lab, "value": int(counts[lab])}),
              cell(f"{counts[lab] / n:.1%}", cls="num")] for lab in order]
-    count_table = {"columns": ["lineage", "cells", "fraction"], "rows": rows, "note": ""}
+    unmeasured = not_measured_lineages(adata)
+    for lab in unmeasured:
+        if lab not in order:
+            rows.append([cell(lab, swatch=color_for(lab)), cell("not measurable", cls="num"), cell("—", cls="num")])
+    count_table = {"columns": ["lineage", "cells", "fraction"], "rows": rows,
+                   "note": ("Not measurable: too few of the lineage's marker genes are in the data, so the "
+                            "gate cannot call it (such cells count as 'other'), not zero cells."
+                            if unmeasured else "")}
     coords = ctx.coords()
     sub_lin = lin.iloc[ctx.idx].reset_index(drop=True)
     emb = None
@@ -247,10 +314,11 @@ def _gate_section(ctx: _Ctx, nums: dict) -> dict:
         emb = ctx.figure("lineage embedding", lambda: F.fig_embedding_categorical(
             coords, sub_lin, title="lineage (gate)", order=order, basis=ctx.basis))
     conf = None
-    if coords is not None and K.OBS_LINEAGE_CONF in adata.obs.columns:
-        vals = pd.to_numeric(adata.obs[K.OBS_LINEAGE_CONF], errors="coerce").to_numpy()[ctx.idx]
-        conf = ctx.figure("lineage confidence", lambda: F.fig_embedding_continuous(
-            coords, vals, title="lineage confidence", basis=ctx.basis))
+    margin = _cluster_margin(adata, gate)
+    if coords is not None and margin is not None:
+        vals = margin[ctx.idx]
+        conf = ctx.figure("lineage call margin", lambda: F.fig_embedding_continuous(
+            coords, vals, title="how clearly the cell's cluster was called", basis=ctx.basis))
 
     def dot():
         genes = _marker_genes(ctx, {lab: LINEAGE_SETS.get(lab, (lab,)) for lab in order},
@@ -265,6 +333,8 @@ def _gate_section(ctx: _Ctx, nums: dict) -> dict:
 
     dotplot = ctx.figure("lineage dot plot", dot)
     clusters = as_frame(find(gate, "clusters", "per_cluster", "cluster_table"), index_name="cluster")
+    if clusters is not None and "cluster" in clusters.columns:
+        clusters = _numeric_sort(clusters, "cluster")
     missing = as_mapping(find(gate, "missing_markers", "missing"))
     missing_rows = [[cell(k, cls="key"), cell(", ".join(as_list(v)), cls="missing")]
                     for k, v in missing.items() if as_list(v)]

@@ -18,6 +18,7 @@ from ._common import (
     _cat,
     _fibro_mask,
     _ltbp2_caveat,
+    _n_or0,
     _sample_key,
     _section,
     _subtype_categories,
@@ -143,12 +144,26 @@ def _classifier_section(ctx: _Ctx, nums: dict) -> dict:
         df = as_frame(seeds)
         if df is not None and df.shape[1] >= 2:
             seeds_m = dict(zip(df.iloc[:, 0].astype(str), df.iloc[:, 1], strict=False))
+    pseudo = as_mapping(find(cl, "pseudo_label_counts"))
     if seeds_m:
-        order = _subtype_order(seeds_m)
-        rows = [[cell(k, swatch=color_for(k)),
-                 cell(fmt(seeds_m[k]), cls="num", data={"seed-count": k, "value": fmt(seeds_m[k])})]
-                for k in order]
-        out["seeds"] = {"columns": ["class", "seed cells"], "rows": rows, "note": ""}
+        order = _subtype_order(list(seeds_m) + list(pseudo))
+        cols = ["class", "seed cells (markers)"]
+        rows = []
+        for k in order:
+            row = [cell(k, swatch=color_for(k)),
+                   cell(fmt(seeds_m.get(k, 0)), cls="num",
+                        data={"seed-count": k, "value": fmt(seeds_m.get(k, 0))})]
+            if pseudo:
+                n_p = _n_or0(pseudo.get(k, 0))
+                row += [cell(f"{n_p:,}", cls="num"), cell(f"{_n_or0(seeds_m.get(k, 0)) + n_p:,}", cls="num")]
+            rows.append(row)
+        if pseudo:
+            cols += ["pseudo-labels (self-training)", "training cells"]
+        out["seeds"] = {"columns": cols, "rows": rows, "note": (
+            "Seed cells are fibroblasts whose marker scores clearly favour one subtype. "
+            "Self-training then added confidently predicted cells as pseudo-labels; the classifier "
+            "is trained and cross-validated on seeds + pseudo-labels, so the confusion matrix rows "
+            "add up to the training cells, not to the seeds.") if pseudo else ""}
     f1 = find(cl, "cv_macro_f1", "macro_f1", "cv_f1")
     out["macro_f1"] = _f3(f1)
     ece_b = find(cl, "ece_before", "ece_uncalibrated", "ece_raw")
@@ -172,7 +187,7 @@ def _classifier_section(ctx: _Ctx, nums: dict) -> dict:
     if cm is not None:
         m = np.asarray(to_py(cm), dtype=float)
         out["confusion"] = ctx.figure("confusion matrix", lambda: F.fig_confusion(
-            m, labels, title="cross-validated confusion matrix (seed cells)"))
+            m, labels, title="cross-validated confusion matrix (training cells)"))
     curves = _reliability_curves(cl)
     if curves:
         out["reliability"] = ctx.figure("reliability diagram", lambda: F.fig_reliability(
