@@ -399,7 +399,7 @@ def fig_proportions(
     if table.empty:
         return None
     wide = table.pivot_table(index=group_col, columns=label_col, values=count_col,
-                             aggfunc="sum", fill_value=0, observed=False, sort=False)
+                             aggfunc="sum", observed=False, sort=False).astype(float).fillna(0.0)
     totals = wide.sum(axis=1).replace(0, np.nan)
     frac = wide.div(totals, axis=0).fillna(0.0)
     labels = list(frac.columns)

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .. import _keys as K
@@ -21,6 +22,7 @@ from ._common import (
     _fibro_mask,
     _load,
     _sample_key,
+    _section,
     _subtype_categories,
     _subtype_order,
     _subtype_series,
@@ -28,6 +30,7 @@ from ._common import (
 )
 from ._html import _env, _version
 from ._subtypes import _per_sample_table
+from ._uns import as_mapping
 from ._warnings import collect_warnings
 
 logger = logging.getLogger(__name__)
@@ -67,6 +70,38 @@ def _summary_inputs(inputs) -> list[tuple[str, Any]]:
     if not out:
         raise InputFileError("no inputs given to write_summary.", fix="pass at least one annotated .h5ad.")
     return out
+
+
+def _why_not(adata) -> str:
+    """Plain reason a dataset has no subtype calls."""
+    cl = as_mapping(_section(adata, K.UNS_CLASSIFY))
+    reason = str(cl.get("reason") or "")
+    if not reason:
+        return "the classify step left no subtype calls"
+    r = reason.lower()
+    if "score" in r or "coverage" in r:
+        return "too few subtype gene sets measurable in its genes (see its report)"
+    if "fibroblast" in r or "seed" in r:
+        return "too few fibroblasts or seed cells to train a classifier (see its report)"
+    return reason
+
+
+def _agreement_cell(adata) -> str:
+    """'subtype 41% (ARI 0.19); lineage 98% (ARI 0.95)' or '—' without labels."""
+    from ..tl._agreement import agreement_levels
+    from ._answer import label_key_of
+
+    key = label_key_of(adata, None)
+    if not key:
+        return "—"
+    try:
+        levels = agreement_levels(adata, key)
+    except Exception as exc:  # a summary never fails on one dataset's labels
+        logger.warning("agreement with %r failed: %s", key, exc)
+        return "—"
+    parts = [f"{lv} {r.overall:.0%} (ARI {r.ari:.2f})" for lv, r in sorted(levels.items(), reverse=True)
+             if np.isfinite(r.overall)]
+    return f"{key}: " + "; ".join(parts) if parts else "—"
 
 
 def proportions_table(adata, dataset: str) -> pd.DataFrame:
@@ -109,8 +144,9 @@ def write_summary(
         Where to write the summary page (atomically).
     table_out
         CSV of the tidy proportions table (columns ``dataset, sample, subtype,
-        n_cells, fraction``; fraction of the fibroblasts of that dataset and
-        sample). Default: ``<out_html stem>_proportions.csv`` beside the page.
+        n_cells, fraction, status``; fraction of the fibroblasts of that dataset and
+        sample). A dataset without subtype calls has one row with ``status`` "not
+        subtyped: <reason>" and empty counts: it is listed, never dropped. Default: ``<out_html stem>_proportions.csv`` beside the page.
     figure_out
         PNG of stacked subtype bars per dataset and sample. Default:
         ``<out_html stem>_proportions.png`` beside the page.
@@ -134,27 +170,39 @@ def write_summary(
     for name, obj in items:
         adata, _ = _load(obj, what=f"dataset {name!r}")
         tidy = proportions_table(adata, name)
-        frames.append(tidy)
         nums = key_numbers(adata)
         warns = collect_warnings(adata)
+        subtyped = nums["subtype_counts"] is not None
+        status = "subtyped" if subtyped else "not subtyped: " + _why_not(adata)
+        if subtyped:
+            frames.append(tidy.assign(status=status))
+        else:  # listed, never silently dropped
+            frames.append(pd.DataFrame([{"dataset": name, "sample": "all", "subtype": "",
+                                         "n_cells": np.nan, "fraction": np.nan, "status": status}]))
         all_cats.extend(c for c in tidy["subtype"].unique() if c not in all_cats)
         n_fib = nums["n_fibroblasts"]
         datasets.append({
             "name": name, "n_cells": nums["n_cells"], "n_fibroblasts": n_fib,
             "unassigned": (f"{nums['unassigned_fraction']:.1%}" if nums.get("unassigned_fraction") is not None else "—"),
-            "classified": nums["subtype_counts"] is not None,
+            "classified": subtyped, "status": status,
+            "agreement": _agreement_cell(adata),
             "warnings": [w["text"] for w in warns if w["level"] in ("warn", "error")],
             "link": links.get(name), "color": color_for(FIBRO),
         })
         if getattr(adata, "isbacked", False):
             adata.file.close()
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    frames = [f for f in frames if not f.empty]
+    cols = ["dataset", "sample", "subtype", "n_cells", "fraction", "status"]
+    table = (pd.concat([f.astype({"n_cells": float, "fraction": float}) for f in frames], ignore_index=True)[cols]
+             if frames else pd.DataFrame(columns=cols))
+    table["n_cells"] = table["n_cells"].round().astype("Int64")  # empty when not subtyped
+    subtyped_rows = table[table["status"] == "subtyped"].astype({"n_cells": int})
     order = _subtype_order(all_cats)
     with atomic_path(table_out, suffix=".csv") as tmp:
         table.to_csv(tmp, index=False)
     fig_uri = None
-    if not table.empty:
-        t = table.assign(group=table["dataset"] + " / " + table["sample"].astype(str))
+    if not subtyped_rows.empty:
+        t = subtyped_rows.assign(group=subtyped_rows["dataset"] + " / " + subtyped_rows["sample"].astype(str))
         fig_uri = F.fig_proportions(t, group_col="group", order=order,
                                     title="CAF subtype proportions per dataset / sample")
     fig_size = F.png_display_size(fig_uri) if fig_uri else None
@@ -164,8 +212,8 @@ def write_summary(
         with atomic_path(figure_out, suffix=".png") as tmp:
             tmp.write_bytes(base64.b64decode(fig_uri.split(",", 1)[1]))
     wide_rows = []
-    if not table.empty:
-        for (ds, smp), g in table.groupby(["dataset", "sample"], sort=False):
+    if not subtyped_rows.empty:
+        for (ds, smp), g in subtyped_rows.groupby(["dataset", "sample"], sort=False):
             total = int(g["n_cells"].sum())
             by = dict(zip(g["subtype"], g["n_cells"], strict=False))
             wide_rows.append({"dataset": ds, "sample": smp, "total": total,
