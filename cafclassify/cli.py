@@ -23,10 +23,8 @@ import argparse
 import datetime as _dt
 import hashlib
 import inspect
-import json
 import logging
 import os
-import platform
 import shlex
 import sys
 import traceback
@@ -52,18 +50,9 @@ _THREAD_ENV = (
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("cafclassify", "scanpy", "anndata", "numpy", "scikit-learn"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:  # pragma: no cover - always installed with us
-            out[pkg] = "not installed"
-    return out
+# provenance records are shared with the Python API (cafclassify._provenance)
+from ._provenance import _h5ad_safe, _signature_info, _stamp, _versions  # noqa: E402
+from .tl._insufficient import mark_classification_skipped as _mark_classification_skipped  # noqa: E402
 
 
 def _sha256_path(path: Path) -> str:
@@ -77,26 +66,6 @@ def _sha256_path(path: Path) -> str:
             digest.update(file_sha256(f).encode())
         return digest.hexdigest()
     return file_sha256(path)
-
-
-def _h5ad_safe(value: Any) -> Any:
-    """Make a value storable in ``.uns`` with any supported anndata version."""
-    if value is None:
-        return "None"
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays/scalars
-        value = value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _h5ad_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        items = [_h5ad_safe(v) for v in value]
-        if all(isinstance(v, str) for v in items) and items:
-            return items
-        return json.dumps(items)
-    if isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
 
 
 def _require_input(path: str | os.PathLike, what: str = "input file") -> Path:
@@ -158,17 +127,6 @@ def _open_h5ad(args: argparse.Namespace, path: str | os.PathLike):
     return adata
 
 
-def _signature_info(spec: str | None) -> dict[str, str]:
-    if spec is None:
-        return {"name": "None", "sha256": "None", "version": "None"}
-    try:
-        from .genesets import load_signatures
-    except ImportError:  # pragma: no cover - genesets is part of the package
-        return {"name": str(spec), "sha256": "unknown", "version": "unknown"}
-    lib = load_signatures(spec)
-    return {"name": lib.name, "sha256": lib.sha256, "version": lib.version}
-
-
 def _parameters(args: argparse.Namespace) -> dict[str, Any]:
     skip = {"func", "debug", "log_file", "verbose", "_step", "_argv", "step"}
     return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
@@ -196,22 +154,6 @@ def _provenance(
         "run_date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
-
-
-def _stamp(adata, record: dict[str, Any]) -> None:
-    """Set ``uns["cafclassify"]["provenance"]``, moving the previous record into its history."""
-    from ._keys import UNS, UNS_PROVENANCE
-
-    root = adata.uns.setdefault(UNS, {})
-    previous = root.get(UNS_PROVENANCE)
-    history: dict[str, Any] = {}
-    if isinstance(previous, dict):
-        history = dict(previous.get("history", {}) or {})
-        prev = {k: v for k, v in previous.items() if k != "history"}
-        history[f"{len(history) + 1:02d}_{prev.get('step', 'step')}"] = prev
-    record = dict(record)
-    record["history"] = history
-    root[UNS_PROVENANCE] = _h5ad_safe(record)
 
 
 def _compression(args: argparse.Namespace) -> str | None:
@@ -570,28 +512,6 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     if args.proportions_csv:
         _write_table(proportion_table(adata, sample_key=sample_key), args.proportions_csv)
     return 0
-
-
-def _mark_classification_skipped(adata, exc: Exception) -> None:
-    """Record why no subtypes were assigned; the gate and scores are kept as they are.
-
-    No subtype labels are invented: ``obs["caf_subtype"]`` and friends are absent, the
-    report marks the subtype section "not run" and shows the reason as a warning.
-    """
-    from . import _keys as K
-
-    reason = getattr(exc, "message", str(exc))
-    logger.warning("subtype classification skipped: %s", reason)
-    for key in (K.OBS_SUBTYPE, K.OBS_SUBTYPE_CONF, K.OBS_SUBTYPE_SMOOTHED, K.OBS_SEED):
-        if key in adata.obs.columns:
-            del adata.obs[key]
-    if K.OBSM_SUBTYPE_PROBA in adata.obsm:
-        del adata.obsm[K.OBSM_SUBTYPE_PROBA]
-    adata.uns.setdefault(K.UNS, {})[K.UNS_CLASSIFY] = {
-        "status": "skipped",
-        "reason": reason,
-        "warnings": [f"subtype classification was skipped: {reason}"],
-    }
 
 
 def _sample_key_from(adata) -> str | None:
