@@ -803,7 +803,16 @@ def _cmd_signatures(args: argparse.Namespace) -> int:
                     "evidence": gs.evidence,
                 }
             )
-    _print_table(pd.DataFrame(rows), args.format)
+    table = pd.DataFrame(rows)
+    if args.format != "tsv" and not table.empty:  # a terminal: lines under ~130 characters
+        import textwrap
+
+        table["evidence"] = [textwrap.shorten(str(e), width=64, placeholder=" …") for e in table["evidence"]]
+        sys.stdout.write(table.to_string(index=False, justify="left",
+                                         formatters={"evidence": lambda x: f"{x:<64}"}) + "\n")
+        print("(evidence shortened; full text: cafclassify signatures --format tsv, or --show SET)")
+        return 0
+    _print_table(table, args.format)
     return 0
 
 

@@ -32,8 +32,8 @@ LINEAGE_COLORS: dict[str, str] = {
     "epithelial": "#b3de69",
     "immune": "#80b1d3",
     "endothelial": "#fb8072",
-    "other": "#bc80bd",
-    "other_lineage": "#bc80bd",
+    "other": "#ffed6f",
+    "other_lineage": "#ffed6f",
 }
 
 #: CAF subtypes, states and the two non-subtype labels of ``obs["caf_subtype"]``
