@@ -151,3 +151,22 @@ def test_api_classify_skips_or_raises_and_stamps_its_own_provenance(monkeypatch)
     import inspect
 
     assert inspect.signature(cafclassify.classify).parameters["on_insufficient"].default == "skip"
+
+
+def test_calls_the_labels_contradict_are_warned_about():
+    from cafclassify.report._warnings import collect_warnings
+
+    a = make_annotated(600, random_state=0)
+    calls = a.obs[K.OBS_SUBTYPE].astype(str)
+    a.obs["lab"] = calls.to_numpy()
+    assert not [w for w in collect_warnings(a, "lab") if w["key"] == "low_agreement"]
+    swapped = calls.map(lambda c: {"myCAF": "iCAF", "iCAF": "myCAF"}.get(c, c))
+    a.obs["lab"] = swapped.to_numpy()  # every myCAF and iCAF call contradicted by the labels
+    warns = sorted(w["text"] for w in collect_warnings(a, "lab") if w["key"] == "low_agreement")
+    fib = (a.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
+    n_i, n_my = int(((calls == "iCAF") & fib).sum()), int(((calls == "myCAF") & fib).sum())
+    assert len(warns) == 2
+    assert f"Of the {n_i:,} labelled fibroblasts called iCAF, only 0 (0%)" in warns[0]
+    assert f"Of the {n_my:,} labelled fibroblasts called myCAF, only 0 (0%)" in warns[1]
+    assert all(w["group"] == "Agreement with labels" for w in collect_warnings(a, "lab")
+               if w["key"] == "low_agreement")

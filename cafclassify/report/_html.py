@@ -152,7 +152,7 @@ def write_report(
             sections[name] = {"ran": False, "error": True,
                               "note": f"This section could not be built ({type(exc).__name__}: {exc})."}
     try:
-        warnings = collect_warnings(adata)
+        warnings = collect_warnings(adata, label_key)
     except Exception as exc:
         logger.warning("report warnings failed: %s", exc, exc_info=True)
         ctx.errors.append(f"warnings: {type(exc).__name__}: {exc}")

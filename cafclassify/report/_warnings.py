@@ -29,11 +29,12 @@ from ._uns import as_list, as_mapping, find, to_py
 logger = logging.getLogger(__name__)
 
 #: warning key -> the group it is shown under (groups in this order)
-GROUPS = ("Fibroblasts and subtypes", "Classifier", "Gene coverage", "Lineage gate", "QC", "Other")
+GROUPS = ("Fibroblasts and subtypes", "Agreement with labels", "Classifier", "Gene coverage", "Lineage gate",
+          "QC", "Other")
 GROUP_OF = {
     "few_fibroblasts": GROUPS[0], "subtype_absent": GROUPS[0], "many_unassigned": GROUPS[0],
-    "ltbp2_thin": GROUPS[0], "low_f1": GROUPS[1], "classify": GROUPS[1],
-    "low_coverage": GROUPS[2], "gate": GROUPS[3], "qc_removed": GROUPS[4], "not_run": GROUPS[5],
+    "ltbp2_thin": GROUPS[0], "low_agreement": GROUPS[1], "low_f1": GROUPS[2], "classify": GROUPS[2],
+    "low_coverage": GROUPS[3], "gate": GROUPS[4], "qc_removed": GROUPS[5], "not_run": GROUPS[6],
 }
 
 
@@ -47,8 +48,37 @@ def group_warnings(warns: list[dict]) -> list[dict]:
     return out
 
 
-def collect_warnings(adata) -> list[dict]:
-    """Plain-words warnings about this dataset (needs obs and uns only)."""
+LOW_CALL_AGREEMENT = 0.5  # a subtype call whose cells carry the label naming it less often than this
+MIN_CALL_CELLS = 10  # ... among at least this many cells with such a label
+
+
+def _agreement_warnings(adata, label_key: str | None) -> list[tuple[str, str]]:
+    """(text, key) for subtype calls that the labels contradict more often than not."""
+    if not label_key or label_key not in adata.obs.columns or K.OBS_SUBTYPE not in adata.obs.columns:
+        return []
+    from ..tl._agreement import agreement
+
+    res = agreement(adata, label_key, subset="fibroblasts")
+    named = dict(zip(res.per_label["label"], res.per_label["named_call"], strict=False))
+    out = []
+    for _, r in res.per_call.iterrows():
+        call = str(r["call"])
+        if call in TAIL or not any(v == call for v in named.values()):
+            continue  # no label names this call: nothing to compare with
+        with_name = sum(int(res.crosstab.loc[lab, call]) for lab, nc in named.items() if nc is not None)
+        if with_name >= MIN_CALL_CELLS and r["agreement"] < LOW_CALL_AGREEMENT:
+            out.append((f"Of the {with_name:,} labelled fibroblasts called {call}, only {int(r['n_named']):,} "
+                        f"({r['agreement']:.0%}) carry a label naming {call} in obs['{label_key}']: read the "
+                        f"{call} calls with care (see the agreement heatmap).", "low_agreement"))
+    return out
+
+
+def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
+    """Plain-words warnings about this dataset (needs obs and uns only).
+
+    With ``label_key`` (an obs column of labels), subtype calls the labels contradict
+    more often than not are warned about too.
+    """
     warns: list[dict] = []
 
     def add(text: str, level: str = "warn", key: str = "") -> None:
@@ -109,7 +139,7 @@ def collect_warnings(adata) -> list[dict]:
         row = df[df["set"].astype(str).str.upper().str.startswith("LTBP2")]
         if len(row) and float(row["coverage"].iloc[0]) < LOW_COVERAGE:
             ltbp2_thin.append(f"LTBP2 gene set coverage {float(row['coverage'].iloc[0]):.0%}")
-    if ltbp2_thin:
+    if ltbp2_thin and counts is not None:  # moot when no subtypes were called
         caveat = _ltbp2_caveat(classify)
         add("LTBP2+ CAF evidence is thin (" + "; ".join(ltbp2_thin) + ")."
             + (f" {caveat}" if isinstance(caveat, str) and caveat else ""), key="ltbp2_thin")
@@ -129,6 +159,11 @@ def collect_warnings(adata) -> list[dict]:
         if skipped and "skipped" in str(w):
             continue  # stated once, in the "subtyping was not run" card at the top
         add(f"Classifier: {w}", key="classify")
+    try:
+        for text, key in _agreement_warnings(adata, label_key):
+            add(text, key=key)
+    except Exception as exc:  # a warning box never fails the report
+        logger.warning("agreement warnings failed: %s", exc)
     missing_steps = [s for s in (K.UNS_READ, K.UNS_QC, K.UNS_GATE, K.UNS_SCORE, K.UNS_CLASSIFY)
                      if s not in root]
     if missing_steps:
