@@ -171,7 +171,9 @@ def write_summary(
         adata, _ = _load(obj, what=f"dataset {name!r}")
         tidy = proportions_table(adata, name)
         nums = key_numbers(adata)
-        warns = collect_warnings(adata)
+        from ._answer import label_key_of
+
+        warns = collect_warnings(adata, label_key_of(adata, None))
         subtyped = nums["subtype_counts"] is not None
         status = "subtyped" if subtyped else "not subtyped: " + _why_not(adata)
         if subtyped:
