@@ -203,7 +203,7 @@ def chains(tmp_path_factory):
     scored = []
     for i in range(N_SHARDS):
         _shard(d / "read.h5ad", d / f"read_{i}.h5ad", i)
-        _cli("qc", d / f"read_{i}.h5ad", "-o", d / f"qc_{i}.h5ad")
+        _cli("qc", d / f"read_{i}.h5ad", "-o", d / f"qc_{i}.h5ad", "--no-filter")  # as the workflow
         _cli("score", d / f"qc_{i}.h5ad", "-o", d / f"scored_{i}.h5ad")
         scored.append(d / f"scored_{i}.h5ad")
     _merge(scored, d / "merged.h5ad")
