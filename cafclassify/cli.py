@@ -23,10 +23,8 @@ import argparse
 import datetime as _dt
 import hashlib
 import inspect
-import json
 import logging
 import os
-import platform
 import shlex
 import sys
 import traceback
@@ -52,18 +50,9 @@ _THREAD_ENV = (
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("cafclassify", "scanpy", "anndata", "numpy", "scikit-learn"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:  # pragma: no cover - always installed with us
-            out[pkg] = "not installed"
-    return out
+# provenance records are shared with the Python API (cafclassify._provenance)
+from ._provenance import _h5ad_safe, _signature_info, _stamp, _versions  # noqa: E402
+from .tl._insufficient import mark_classification_skipped as _mark_classification_skipped  # noqa: E402
 
 
 def _sha256_path(path: Path) -> str:
@@ -77,26 +66,6 @@ def _sha256_path(path: Path) -> str:
             digest.update(file_sha256(f).encode())
         return digest.hexdigest()
     return file_sha256(path)
-
-
-def _h5ad_safe(value: Any) -> Any:
-    """Make a value storable in ``.uns`` with any supported anndata version."""
-    if value is None:
-        return "None"
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays/scalars
-        value = value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _h5ad_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        items = [_h5ad_safe(v) for v in value]
-        if all(isinstance(v, str) for v in items) and items:
-            return items
-        return json.dumps(items)
-    if isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
 
 
 def _require_input(path: str | os.PathLike, what: str = "input file") -> Path:
@@ -158,17 +127,6 @@ def _open_h5ad(args: argparse.Namespace, path: str | os.PathLike):
     return adata
 
 
-def _signature_info(spec: str | None) -> dict[str, str]:
-    if spec is None:
-        return {"name": "None", "sha256": "None", "version": "None"}
-    try:
-        from .genesets import load_signatures
-    except ImportError:  # pragma: no cover - genesets is part of the package
-        return {"name": str(spec), "sha256": "unknown", "version": "unknown"}
-    lib = load_signatures(spec)
-    return {"name": lib.name, "sha256": lib.sha256, "version": lib.version}
-
-
 def _parameters(args: argparse.Namespace) -> dict[str, Any]:
     skip = {"func", "debug", "log_file", "verbose", "_step", "_argv", "step"}
     return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
@@ -196,22 +154,6 @@ def _provenance(
         "run_date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
-
-
-def _stamp(adata, record: dict[str, Any]) -> None:
-    """Set ``uns["cafclassify"]["provenance"]``, moving the previous record into its history."""
-    from ._keys import UNS, UNS_PROVENANCE
-
-    root = adata.uns.setdefault(UNS, {})
-    previous = root.get(UNS_PROVENANCE)
-    history: dict[str, Any] = {}
-    if isinstance(previous, dict):
-        history = dict(previous.get("history", {}) or {})
-        prev = {k: v for k, v in previous.items() if k != "history"}
-        history[f"{len(history) + 1:02d}_{prev.get('step', 'step')}"] = prev
-    record = dict(record)
-    record["history"] = history
-    root[UNS_PROVENANCE] = _h5ad_safe(record)
 
 
 def _compression(args: argparse.Namespace) -> str | None:
@@ -598,28 +540,6 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mark_classification_skipped(adata, exc: Exception) -> None:
-    """Record why no subtypes were assigned; the gate and scores are kept as they are.
-
-    No subtype labels are invented: ``obs["caf_subtype"]`` and friends are absent, the
-    report marks the subtype section "not run" and shows the reason as a warning.
-    """
-    from . import _keys as K
-
-    reason = getattr(exc, "message", str(exc))
-    logger.warning("subtype classification skipped: %s", reason)
-    for key in (K.OBS_SUBTYPE, K.OBS_SUBTYPE_CONF, K.OBS_SUBTYPE_SMOOTHED, K.OBS_SEED):
-        if key in adata.obs.columns:
-            del adata.obs[key]
-    if K.OBSM_SUBTYPE_PROBA in adata.obsm:
-        del adata.obsm[K.OBSM_SUBTYPE_PROBA]
-    adata.uns.setdefault(K.UNS, {})[K.UNS_CLASSIFY] = {
-        "status": "skipped",
-        "reason": reason,
-        "warnings": [f"subtype classification was skipped: {reason}"],
-    }
-
-
 def _sample_key_from(adata) -> str | None:
     from ._keys import UNS, UNS_PROVENANCE, UNS_READ
 
@@ -681,7 +601,8 @@ def proportion_table(adata, *, sample_key: str | None = None):
     Columns: ``sample, level, label, n_cells, n_total, fraction``. For ``level ==
     "lineage"`` the denominator is all cells of the sample; for ``level == "subtype"``
     it is the sample's cells that reached subtyping (everything except
-    ``not_fibroblast``).
+    ``not_fibroblast``). A lineage the gate could not measure (its gene set is not in
+    the data) has empty ``n_cells`` and ``fraction``, not 0.
     """
     import pandas as pd
 
@@ -700,6 +621,11 @@ def proportion_table(adata, *, sample_key: str | None = None):
             else sorted(labels.unique())
         )
         mask = pd.Series(True, index=obs.index)
+        unmeasured: list[str] = []
+        if level == "lineage":  # a lineage whose gene set is not in the data: unknown, not 0
+            from .report._sections import not_measured_lineages
+
+            unmeasured = not_measured_lineages(adata)
         if level == "subtype":
             mask = labels != K.NOT_FIBROBLAST
             cats = [c for c in cats if c != K.NOT_FIBROBLAST]
@@ -709,14 +635,15 @@ def proportion_table(adata, *, sample_key: str | None = None):
             counts = labels[in_s].value_counts()
             for c in cats:
                 n = int(counts.get(c, 0))
+                nan = c in unmeasured and n == 0
                 rows.append(
                     {
                         "sample": s,
                         "level": level,
                         "label": c,
-                        "n_cells": n,
+                        "n_cells": None if nan else n,
                         "n_total": total,
-                        "fraction": n / total if total else float("nan"),
+                        "fraction": n / total if total and not nan else float("nan"),
                     }
                 )
     return pd.DataFrame(
@@ -733,10 +660,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
         write_report,
         str(src),
         args.output,
-        title=args.title or src.name,
+        title=args.title or (f"{src.parent.name}/{src.name}" if src.parent.name else src.name),
         max_cells_plot=args.max_cells_plot,
         random_state=args.seed,
+        label_key=args.label_column,
     )
+    if args.agreement_csv:
+        from .report._answer import label_key_of
+        from .report._common import _load
+        from .tl._agreement import agreement_table
+
+        adata, _ = _load(str(src))
+        _write_table(agreement_table(adata, label_key_of(adata, args.label_column)), args.agreement_csv)
     return 0
 
 
@@ -894,7 +829,16 @@ def _cmd_signatures(args: argparse.Namespace) -> int:
                     "evidence": gs.evidence,
                 }
             )
-    _print_table(pd.DataFrame(rows), args.format)
+    table = pd.DataFrame(rows)
+    if args.format != "tsv" and not table.empty:  # a terminal: lines under ~130 characters
+        import textwrap
+
+        table["evidence"] = [textwrap.shorten(str(e), width=64, placeholder=" …") for e in table["evidence"]]
+        sys.stdout.write(table.to_string(index=False, justify="left",
+                                         formatters={"evidence": lambda x: f"{x:<64}"}) + "\n")
+        print("(evidence shortened; full text: cafclassify signatures --format tsv, or --show SET)")
+        return 0
+    _print_table(table, args.format)
     return 0
 
 
@@ -1229,7 +1173,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--doublets", action="store_true", help="also score doublets (needs raw counts)")
     p.add_argument(
-        "--filter", action="store_true", help="remove failing cells (default: only mark them)"
+        "--filter", action=argparse.BooleanOptionalAction, default=True,
+        help="remove failing cells (default, as the workflow's qc: filter: true); "
+        "--no-filter only marks them in obs['qc_pass']",
     )
 
     # gate
@@ -1286,10 +1232,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--min-coverage",
         type=_fraction_or_library,
-        default=None,
+        default="library",
         help="skip sets with a smaller fraction of their genes present: a number in [0, 1], "
         "or 'library' for each set's own min_coverage from the signature library "
-        "(default: the scoring function's default, 0.5)",
+        "(default: library, as the workflow's score: min_coverage: null)",
     )
     p.add_argument(
         "--on-low-coverage",
@@ -1402,11 +1348,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--on-insufficient",
-        default="error",
+        default="skip",
         choices=["error", "skip"],
         help="when the data cannot support subtyping (too few fibroblasts, seed cells or "
-        "covered gene sets): stop with an error (default), or skip subtyping, keep the "
-        "gate and scores and record the reason",
+        "covered gene sets): skip subtyping, keep the gate and scores and record the reason "
+        "(default, as the workflow's classify: on_insufficient: skip), or stop with an error",
     )
     p.add_argument(
         "--signatures",
@@ -1422,6 +1368,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="classified .h5ad")
     p.add_argument("-o", "--output", required=True, metavar="PATH", help="HTML file to write")
     p.add_argument("--title", default=None, help="report title (default: the input file name)")
+    p.add_argument(
+        "--label-column", default=None, metavar="COL",
+        help="obs column with labels to compare the calls with, e.g. an atlas's author cell "
+        "types (default: the label column given to `read`, or a simulation's true_subtype)",
+    )
+    p.add_argument(
+        "--agreement-csv", default=None, metavar="PATH",
+        help="also write the calls-vs-labels table (level, label, call, n_cells, "
+        "fraction_of_label, named_call; only the header when there are no labels)",
+    )
     p.add_argument(
         "--max-cells-plot",
         type=_positive_int,

@@ -459,7 +459,8 @@ def _(tmp, shared):
     a = ad.read_h5ad(shared.scored())
     blood = a[a.obs[K.OBS_LINEAGE].astype(str) != "fibroblast"].copy()
     blood.write_h5ad(tmp / "blood.h5ad")
-    return ["classify", str(tmp / "blood.h5ad"), "-o", str(_out(tmp)),
+    # --on-insufficient error: the default (skip, as the workflow) records the reason instead
+    return ["classify", str(tmp / "blood.h5ad"), "-o", str(_out(tmp)), "--on-insufficient", "error",
             "--cells-csv", str(tmp / "out" / "cells.csv")], [_out(tmp), tmp / "out" / "cells.csv"]
 
 
@@ -470,7 +471,7 @@ def _(tmp, shared):
     fib = np.flatnonzero(lin == "fibroblast")[:5]
     keep = np.sort(np.concatenate([np.flatnonzero(lin != "fibroblast"), fib]))
     a[keep].copy().write_h5ad(tmp / "five.h5ad")
-    return ["classify", str(tmp / "five.h5ad"), "-o", str(_out(tmp))], [_out(tmp)]
+    return ["classify", str(tmp / "five.h5ad"), "-o", str(_out(tmp)), "--on-insufficient", "error"], [_out(tmp)]
 
 
 # ---- signatures -----------------------------------------------------------------------

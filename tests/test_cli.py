@@ -246,14 +246,18 @@ def test_qc_keeps_provenance_history_and_filters(capsys, tmp_path, counts_h5ad):
     assert list(prov["input_sha256"]) == [_sha(r)]
     assert prov["history"]["01_read"]["step"] == "read"
     assert list(prov["history"]["01_read"]["input_sha256"]) == [_sha(counts_h5ad)]
-    # --filter removed exactly the cells that qc marks as failing without it
+    # --filter removed exactly the cells that qc marks as failing with --no-filter
     marked = tmp_path / "marked.h5ad"
     args = ["--sample-key", "patient", "--min-genes", "120"]
-    assert run(capsys, "qc", str(r), "-o", str(marked), *args)[0] == 0
+    assert run(capsys, "qc", str(r), "-o", str(marked), *args, "--no-filter")[0] == 0
     m = ad.read_h5ad(marked)
     assert m.n_obs == ad.read_h5ad(r).n_obs
     assert 0 < int((~m.obs[K.OBS_QC_PASS]).sum()) < m.n_obs  # the fixture has failing cells
     assert a.obs[K.OBS_QC_PASS].all()
+    # with no option, qc filters like the workflow's default (qc: filter: true)
+    default = tmp_path / "default.h5ad"
+    assert run(capsys, "qc", str(r), "-o", str(default), *args)[0] == 0
+    assert ad.read_h5ad(default).n_obs == a.n_obs
     assert list(a.obs_names) == list(m.obs_names[m.obs[K.OBS_QC_PASS].to_numpy()])
 
 
@@ -432,7 +436,8 @@ def no_fibroblast_h5ad(tmp_path):
 @pytest.mark.skipif(not _has("cafclassify.tl"), reason="cafclassify.tl not available")
 def test_classify_insufficient_data_error_or_skip(capsys, tmp_path, no_fibroblast_h5ad):
     out = tmp_path / "classified.h5ad"
-    code, _, err = run(capsys, "classify", str(no_fibroblast_h5ad), "-o", str(out))
+    code, _, err = run(capsys, "classify", str(no_fibroblast_h5ad), "-o", str(out),
+                       "--on-insufficient", "error")
     assert code == 2
     assert "fibroblast" in err
     assert not out.exists()
@@ -444,9 +449,7 @@ def test_classify_insufficient_data_error_or_skip(capsys, tmp_path, no_fibroblas
         str(no_fibroblast_h5ad),
         "-o",
         str(out),
-        "--on-insufficient",
-        "skip",
-        "--cells-csv",
+        "--cells-csv",  # skip is the default, as in the workflow
         str(cells),
         "--proportions-csv",
         str(props),
@@ -473,6 +476,22 @@ def test_min_coverage_option_parsing():
     assert args.min_coverage == pytest.approx(0.3)
     with pytest.raises(SystemExit):
         parser.parse_args(["score", "x.h5ad", "-o", "y.h5ad", "--min-coverage", "1.5"])
+
+
+def test_steps_by_hand_default_to_the_workflow_config():
+    from pathlib import Path
+
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
+    parser = cli.build_parser()
+    qc = parser.parse_args(["qc", "x.h5ad", "-o", "y.h5ad"])
+    assert qc.filter is config["qc"]["filter"] is True
+    assert parser.parse_args(["qc", "x.h5ad", "-o", "y.h5ad", "--no-filter"]).filter is False
+    score = parser.parse_args(["score", "x.h5ad", "-o", "y.h5ad"])
+    assert config["score"]["min_coverage"] is None and score.min_coverage == "library"  # null = library
+    cls = parser.parse_args(["classify", "x.h5ad", "-o", "y.h5ad"])
+    assert cls.on_insufficient == config["classify"]["on_insufficient"] == "skip"
 
 
 def test_call_drops_unset_options_and_keeps_explicit_none():

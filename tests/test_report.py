@@ -17,12 +17,9 @@ from cafclassify import _keys as K
 from cafclassify._errors import ConfigError, InputFileError
 from cafclassify.report import write_report, write_summary
 from cafclassify.report._colors import SUBTYPE_COLORS, color_for
-from cafclassify.report._html import (
-    _coverage_frames,
-    _reliability_curves,
-    collect_warnings,
-    key_numbers,
-)
+from cafclassify.report._common import _coverage_frames, key_numbers
+from cafclassify.report._subtypes import _reliability_curves
+from cafclassify.report._warnings import collect_warnings
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +164,8 @@ def test_reads_the_classifier_record_as_the_classifier_writes_it():
     curves = _reliability_curves(cl)
     assert list(curves) == ["before calibration", "after calibration"]
     np.testing.assert_array_equal(curves["after calibration"]["counts"], [3, 9])
-    from cafclassify.report._html import _classifier_section, _Ctx
+    from cafclassify.report._context import _Ctx
+    from cafclassify.report._subtypes import _classifier_section
 
     sec = _classifier_section(_Ctx(a, max_cells_plot=100, random_state=0), key_numbers(a))
     assert sec["macro_f1"] == "0.700" and sec["ece_after"] == "0.020"
@@ -193,7 +191,8 @@ def test_summary_table_figure_and_links(tmp_path):
     reports = {"a": tmp_path / "reports" / "a.html", "b": "https://example.org/b.html"}
     out = write_summary(list(paths.values()), tmp_path / "out" / "summary.html", report_links=reports)
     table = pd.read_csv(tmp_path / "out" / "summary_proportions.csv")
-    assert list(table.columns) == ["dataset", "sample", "subtype", "n_cells", "fraction"]
+    assert list(table.columns) == ["dataset", "sample", "subtype", "n_cells", "fraction", "status"]
+    assert set(table["status"]) == {"subtyped"}
     assert (tmp_path / "out" / "summary_proportions.png").read_bytes()[:4] == b"\x89PNG"
     for name, p in paths.items():
         obs = ad.read_h5ad(p).obs

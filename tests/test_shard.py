@@ -11,6 +11,7 @@ over all cells in ``merge`` is what makes the results equal.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -202,7 +203,7 @@ def chains(tmp_path_factory):
     scored = []
     for i in range(N_SHARDS):
         _shard(d / "read.h5ad", d / f"read_{i}.h5ad", i)
-        _cli("qc", d / f"read_{i}.h5ad", "-o", d / f"qc_{i}.h5ad")
+        _cli("qc", d / f"read_{i}.h5ad", "-o", d / f"qc_{i}.h5ad", "--no-filter")  # as the workflow
         _cli("score", d / f"qc_{i}.h5ad", "-o", d / f"scored_{i}.h5ad")
         scored.append(d / f"scored_{i}.h5ad")
     _merge(scored, d / "merged.h5ad")
@@ -279,11 +280,21 @@ def test_cli_merge_writes_coverage_and_provenance(chains, tmp_path):
 
 
 def _dry_run(tmp_path, max_cells) -> dict[str, int]:
+    # a fresh working folder with the repository's config and example data: results/ of a
+    # workflow run in the clone must not change what the dry run plans
+    work = tmp_path / f"work_{max_cells}"
+    (work / "config").mkdir(parents=True)
+    (work / "resources").mkdir()
+    for name in ("config.yaml", "datasets.tsv"):
+        shutil.copy(REPO / "config" / name, work / "config" / name)
+    (work / "resources" / "example").symlink_to(REPO / "resources" / "example")
     cfg = tmp_path / f"cfg_{max_cells}.yaml"
     cfg.write_text(f"shard:\n  max_cells: {max_cells}\n")
     r = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--nolock", "--cores", "1", "--configfile", str(cfg)],
-        cwd=REPO, capture_output=True, text=True, timeout=180,
+        [sys.executable, "-m", "snakemake", "-n", "--nolock", "--cores", "1",
+         "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
+         "--configfile", str(work / "config" / "config.yaml"), str(cfg)],
+        cwd=work, capture_output=True, text=True, timeout=180,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     text = r.stdout + r.stderr
@@ -299,12 +310,12 @@ def _dry_run(tmp_path, max_cells) -> dict[str, int]:
 
 @pytest.mark.skipif(not (REPO / "Snakefile").exists(), reason="workflow not in this checkout")
 def test_dry_run_shards_large_datasets_only(tmp_path):
-    # crc_example has 2850 cells (3 shards of <= 1000), breast_example 302 (not sharded);
+    # crc_example has 2850 cells (3 shards of <= 1000), breast_example 1564 (2 shards);
     # synthetic_control does not exist before the run, so it is not sharded either
     jobs = _dry_run(tmp_path, 1000)
-    assert jobs["shard"] == 3 and jobs["qc_shard"] == 3 and jobs["score_shard"] == 3
-    assert jobs["merge_scored_shards"] == 1 and jobs["gate_scored"] == 1
-    assert jobs["qc"] == 2 and jobs["score"] == 2 and jobs["gate"] == 2  # the other two
+    assert jobs["shard"] == 5 and jobs["qc_shard"] == 5 and jobs["score_shard"] == 5
+    assert jobs["merge_scored_shards"] == 2 and jobs["gate_scored"] == 2
+    assert jobs["qc"] == 1 and jobs["score"] == 1 and jobs["gate"] == 1  # the synthetic one
     jobs = _dry_run(tmp_path, 0)
     assert "shard" not in jobs and jobs["qc"] == 3 and jobs["score"] == 3
 

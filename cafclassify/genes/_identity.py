@@ -216,6 +216,17 @@ def _find_symbol_column(var: pd.DataFrame) -> str | None:
     return None
 
 
+def _recorded_species(adata) -> str | None:
+    """The species the read step recorded in ``uns["cafclassify"]["read"]``, if any."""
+    from .._keys import UNS, UNS_READ
+
+    try:
+        rec = adata.uns.get(UNS, {}).get(UNS_READ, {}).get("species")
+    except AttributeError:
+        return None
+    return str(rec) if str(rec) in ("human", "mouse") else None
+
+
 def resolve_gene_identity(
     adata: AnnData, *, species: str | None = None, symbol_column: str | None = None
 ) -> GeneIdentity:
@@ -285,8 +296,13 @@ def resolve_gene_identity(
         species = recorded_species(adata)
         logger.info("species: %s (recorded in uns['cafclassify']['read'])", species)
     if species is None:
-        species = detect_species(raw)
-        logger.info("detected species: %s", species)
+        recorded = _recorded_species(adata)
+        if recorded is not None:  # decided once, by the read step; not detected (and logged) again
+            species = recorded
+            logger.debug("species %s, as recorded by the read step", species)
+        else:
+            species = detect_species(raw)
+            logger.info("detected species: %s", species)
 
     ens = ensembl_human_to_symbol()
     symbols: list[str] = []

@@ -21,33 +21,38 @@ __all__ = [
     "palette_for",
 ]
 
-#: lineage labels written by ``gate()`` (``_keys.LINEAGES``) and the lineage gene sets
+#: lineage labels written by ``gate()`` (``_keys.LINEAGES``) and the lineage gene sets.
+#: Lineages use soft (pastel) tones and subtypes saturated ones, so a lineage is never
+#: mistaken for a subtype (the old fibroblast/vCAF, epithelial/dCAF, mural/meCAF and
+#: immune/iCAF pairs were near-identical); fibroblast, the lineage the page is about,
+#: is the one dark lineage colour.
 LINEAGE_COLORS: dict[str, str] = {
-    "fibroblast": "#d95f02",
-    "mural": "#7570b3",
-    "epithelial": "#1b9e77",
-    "immune": "#386cb0",
-    "endothelial": "#e6ab02",
-    "other": "#8c6d4f",
-    "other_lineage": "#8c6d4f",
+    "fibroblast": "#8c6d31",
+    "mural": "#fdb462",
+    "epithelial": "#b3de69",
+    "immune": "#80b1d3",
+    "endothelial": "#fb8072",
+    "other": "#ffed6f",
+    "other_lineage": "#ffed6f",
 }
 
 #: CAF subtypes, states and the two non-subtype labels of ``obs["caf_subtype"]``
+#: (saturated tones; greys are reserved for ``unassigned`` and ``not_fibroblast``)
 SUBTYPE_COLORS: dict[str, str] = {
-    "myCAF": "#c0392b",
-    "iCAF": "#2e86c1",
-    "apCAF": "#27ae60",
-    "meCAF": "#8e44ad",
-    "vCAF": "#e67e22",
-    "dCAF": "#16a085",
-    "dCAF_developmental": "#16a085",
-    "LTBP2_CAF": "#b7950b",
-    "LTBP2+": "#b7950b",
-    "LRRC15_myCAF": "#e84393",
-    "senescence": "#6d4c41",
-    "senescent_CAF": "#6d4c41",
-    "cycling": "#00838f",
-    "state_cycling": "#00838f",
+    "myCAF": "#d62728",
+    "iCAF": "#1f77b4",
+    "apCAF": "#2ca02c",
+    "meCAF": "#9467bd",
+    "vCAF": "#e377c2",
+    "dCAF": "#17becf",
+    "dCAF_developmental": "#17becf",
+    "LTBP2_CAF": "#bcbd22",
+    "LTBP2+": "#bcbd22",
+    "LRRC15_myCAF": "#ff7f0e",
+    "senescence": "#8c564b",
+    "senescent_CAF": "#8c564b",
+    "cycling": "#393b79",
+    "state_cycling": "#393b79",
     UNASSIGNED: "#9e9e9e",
     NOT_FIBROBLAST: "#dddddd",
 }

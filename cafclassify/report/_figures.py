@@ -102,14 +102,34 @@ def _threshold_lines(thresholds: Mapping[str, Mapping[str, float]], words: Seque
     return out
 
 
+def _compact(x: float, _pos=None) -> str:
+    """Tick label: 1,500 -> 1.5k, 20,000 -> 20k (short labels never overlap)."""
+    if abs(x) >= 1000:
+        v = x / 1000
+        return f"{v:.0f}k" if v == int(v) or abs(v) >= 10 else f"{v:.1f}k"
+    return f"{x:g}"
+
+
 def fig_qc_distributions(
     obs: pd.DataFrame,
     *,
     thresholds: Mapping[str, Mapping[str, float]],
     pass_key: str | None,
+    labels: Mapping[str, str] | None = None,
+    drop: Sequence[str] = (),
+    notes: Mapping[str, str] | None = None,
 ) -> str | None:
-    """Histograms of genes, counts and mt% per cell with the QC thresholds drawn."""
-    panels = [p for p in _QC_PANELS if p[0] in obs.columns]
+    """Histograms of genes, counts and mt% per cell with the QC thresholds drawn.
+
+    ``labels`` renames a panel's axis (e.g. the "counts" of log-normalised data are
+    sums of log values), ``drop`` leaves panels out (mt% without mitochondrial
+    genes), ``notes`` writes a line into a panel (why it has no threshold). The x
+    range is the data's: a threshold far outside it is named in the panel, not
+    drawn at the end of a stretched axis.
+    """
+    labels = dict(labels or {})
+    notes = dict(notes or {})
+    panels = [(c, labels.get(c, lab), w) for c, lab, w in _QC_PANELS if c in obs.columns and c not in drop]
     if not panels:
         return None
     fig, axes = _new((4.0 * len(panels), 3.0), 1, len(panels))
@@ -142,12 +162,28 @@ def fig_qc_distributions(
             ax.hist(v, bins=bins, color="#4e79a7", alpha=0.85)
         if log:
             ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:,.0f}"))
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         lines = _threshold_lines(thresholds, words)
-        for sample, _name, value in lines[:16]:
+        lo, hi = float(v.min()), float(v.max())
+        span = (hi - lo) or 1.0
+        off = []
+        for sample, name, value in lines[:16]:
             color = sample_colors.setdefault(sample, plt.cm.tab10(len(sample_colors) % 10))
-            ax.axvline(value, color=color, ls="--", lw=1)
+            if lo - 0.25 * span <= value <= hi + 0.25 * span or (log and lo / 2 <= value <= hi * 2):
+                ax.axvline(value, color=color, ls="--", lw=1)
+            else:
+                off.append(f"{name.replace('_', ' ')} {value:,.0f}")
+        text = "; ".join(x for x in (notes.get(col, ""), ("off the scale: " + ", ".join(sorted(set(off))[:3])) if off else "") if x)
+        if text:
+            ax.text(0.98, 0.97, text, transform=ax.transAxes, ha="right", va="top", fontsize=7,
+                    color="#555555", wrap=True)
+        if log:
+            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, numticks=5))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_compact))
+        else:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=5))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_compact))
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel(label, fontsize=9)
         ax.set_ylabel("cells", fontsize=9)
         _style(ax)
@@ -363,7 +399,7 @@ def fig_proportions(
     if table.empty:
         return None
     wide = table.pivot_table(index=group_col, columns=label_col, values=count_col,
-                             aggfunc="sum", fill_value=0, observed=False, sort=False)
+                             aggfunc="sum", observed=False, sort=False).astype(float).fillna(0.0)
     totals = wide.sum(axis=1).replace(0, np.nan)
     frac = wide.div(totals, axis=0).fillna(0.0)
     labels = list(frac.columns)
@@ -416,7 +452,7 @@ def fig_confusion(matrix: np.ndarray, labels: Sequence[str], *, title: str) -> s
     for t, lab in zip(ax.get_yticklabels(), labels, strict=False):
         t.set_color(color_for(lab))
     ax.set_xlabel("predicted (cross-validation)", fontsize=9)
-    ax.set_ylabel("seed label", fontsize=9)
+    ax.set_ylabel("training label (seed or pseudo-label)", fontsize=9)
     ax.set_title(title, fontsize=10)
     return to_data_uri(fig)
 
@@ -452,6 +488,7 @@ def fig_reliability(curves: Mapping[str, Mapping[str, np.ndarray]], *, title: st
     ax.legend(fontsize=7, frameon=False, loc="upper left")
     axc.set_xlabel("confidence (predicted probability)", fontsize=9)
     axc.set_ylabel("cells", fontsize=8)
+    axc.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, nbins=3))
     for a in axes:
         _style(a)
     fig.tight_layout()

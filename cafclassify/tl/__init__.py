@@ -14,3 +14,7 @@ except ImportError as _exc:  # pragma: no cover - only while _classify is missin
     import logging as _logging
 
     _logging.getLogger(__name__).debug("cafclassify.tl: classifier not importable (%s)", _exc)
+
+from ._agreement import Agreement, agreement
+
+__all__ += ["Agreement", "agreement"]

@@ -46,7 +46,7 @@ rule qc:
             max_pct_mt=config["qc"]["max_pct_mt"],
             min_genes=config["qc"]["min_genes"],
             doublets=config["qc"]["doublets"],
-            filter=config["qc"]["filter"],
+            no_filter=not config["qc"]["filter"],
         ),
     # out of core (backed), a second process writes the counts layer while X is written
     threads: 2

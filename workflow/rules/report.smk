@@ -11,17 +11,23 @@ rule report:
             category="Dataset reports",
             labels={"dataset": "{dataset}"},
         ),
+        agreement="results/{dataset}/agreement.csv",
     log:
         "logs/report/{dataset}.log",
     params:
-        opts=lambda wc: step_opts(title=f"cafclassify: {wc.dataset}", seed=config["seed"]),
+        opts=lambda wc: step_opts(
+            title=f"cafclassify: {wc.dataset}",
+            seed=config["seed"],
+            label_column=row(wc)["label_column"],
+        ),
     threads: 1
     resources:
         mem_mb=mem_mb(10),
     conda:
         "../envs/cafclassify.yaml"
     shell:
-        "cafclassify report {input.h5ad:q} -o {output.html:q} {params.opts} > {log:q} 2>&1"
+        "cafclassify report {input.h5ad:q} -o {output.html:q} --agreement-csv {output.agreement:q}"
+        " {params.opts} > {log:q} 2>&1"
 
 
 rule summary:

@@ -51,6 +51,7 @@ rule qc_shard:
             nmads=config["qc"]["nmads"],
             max_pct_mt=config["qc"]["max_pct_mt"],
             min_genes=config["qc"]["min_genes"],
+            no_filter=True,  # per shard: mark only; the merge filters on thresholds over all cells
         ),
     threads: 1
     resources:

@@ -1,0 +1,172 @@
+"""Plain-words warnings about one dataset, grouped by what they concern."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .. import _keys as K
+from ._common import (
+    LOW_COVERAGE,
+    LOW_MACRO_F1,
+    MANY_UNASSIGNED,
+    MIN_FIBROBLASTS,
+    MIN_LTBP2_CELLS,
+    QC_REMOVED,
+    TAIL,
+    _coverage_frames,
+    _fibro_mask,
+    _ltbp2_caveat,
+    _n_or0,
+    _qc_removed,
+    _root,
+    _subtype_order,
+    key_numbers,
+)
+from ._uns import as_list, as_mapping, find, to_py
+
+logger = logging.getLogger(__name__)
+
+#: warning key -> the group it is shown under (groups in this order)
+GROUPS = ("Fibroblasts and subtypes", "Agreement with labels", "Classifier", "Gene coverage", "Lineage gate",
+          "QC", "Other")
+GROUP_OF = {
+    "few_fibroblasts": GROUPS[0], "subtype_absent": GROUPS[0], "many_unassigned": GROUPS[0],
+    "ltbp2_thin": GROUPS[0], "low_agreement": GROUPS[1], "low_f1": GROUPS[2], "classify": GROUPS[2],
+    "low_coverage": GROUPS[3], "gate": GROUPS[4], "qc_removed": GROUPS[5], "not_run": GROUPS[6],
+}
+
+
+def group_warnings(warns: list[dict]) -> list[dict]:
+    """``[{"name": group, "warnings": [warning, ...]}, ...]`` in the fixed group order."""
+    out = []
+    for g in GROUPS:
+        items = [w for w in warns if w.get("group", "Other") == g]
+        if items:
+            out.append({"name": g, "warnings": items})
+    return out
+
+
+LOW_CALL_AGREEMENT = 0.5  # a subtype call whose cells carry the label naming it less often than this
+MIN_CALL_CELLS = 10  # ... among at least this many cells with such a label
+
+
+def _agreement_warnings(adata, label_key: str | None) -> list[tuple[str, str]]:
+    """(text, key) for subtype calls that the labels contradict more often than not."""
+    if not label_key or label_key not in adata.obs.columns or K.OBS_SUBTYPE not in adata.obs.columns:
+        return []
+    from ..tl._agreement import agreement
+
+    res = agreement(adata, label_key, subset="fibroblasts")
+    named = dict(zip(res.per_label["label"], res.per_label["named_call"], strict=False))
+    out = []
+    for _, r in res.per_call.iterrows():
+        call = str(r["call"])
+        if call in TAIL or not any(v == call for v in named.values()):
+            continue  # no label names this call: nothing to compare with
+        with_name = sum(int(res.crosstab.loc[lab, call]) for lab, nc in named.items() if nc is not None)
+        if with_name >= MIN_CALL_CELLS and r["agreement"] < LOW_CALL_AGREEMENT:
+            out.append((f"Of the {with_name:,} labelled fibroblasts called {call}, only {int(r['n_named']):,} "
+                        f"({r['agreement']:.0%}) carry a label naming {call} in obs['{label_key}']: read the "
+                        f"{call} calls with care (see the agreement heatmap).", "low_agreement"))
+    return out
+
+
+def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
+    """Plain-words warnings about this dataset (needs obs and uns only).
+
+    With ``label_key`` (an obs column of labels), subtype calls the labels contradict
+    more often than not are warned about too.
+    """
+    warns: list[dict] = []
+
+    def add(text: str, level: str = "warn", key: str = "") -> None:
+        warns.append({"text": text, "level": level, "key": key, "group": GROUP_OF.get(key, "Other")})
+
+    root = _root(adata)
+    nums = key_numbers(adata)
+    n_fib = nums["n_fibroblasts"]
+    if n_fib is not None:
+        if n_fib == 0:
+            add("No fibroblasts were found: there is nothing to classify into CAF subtypes. "
+                "Check the lineage gate section below and whether this tissue should contain stroma.",
+                "error", "few_fibroblasts")
+        elif n_fib < MIN_FIBROBLASTS:
+            add(f"Only {n_fib:,} fibroblasts were found (of {nums['n_cells']:,} cells). Subtype "
+                "proportions from so few cells are uncertain.", key="few_fibroblasts")
+    removed, total = _qc_removed(adata)
+    if removed is not None and total:
+        frac = removed / total
+        if frac > QC_REMOVED:
+            add(f"QC removed {removed:,} of {total:,} cells ({frac:.0%}). Check the QC thresholds "
+                "and the reasons per sample below.", key="qc_removed")
+    low_sets: list[str] = []
+    seen: set[str] = set()
+    for _key, df in _coverage_frames(adata).items():
+        low = df[(df["coverage"] < LOW_COVERAGE) | (~df["status"].astype(str).str.lower().isin(["ok", "used", "pass"]))]
+        for _, r in low.iterrows():
+            if str(r["set"]) in seen:
+                continue
+            seen.add(str(r["set"]))
+            low_sets.append(f"{r['set']} ({_n_or0(r['n_found'])} of {_n_or0(r['n_genes'])} genes)")
+    if low_sets:
+        add(f"{len(low_sets)} gene set{'s' if len(low_sets) > 1 else ''} could not be measured well in "
+            "these data (less than half of their genes present, or skipped): " + ", ".join(low_sets)
+            + ". Calls that rest on them are missing or weaker; the coverage table lists the missing genes.",
+            key="low_coverage")
+    counts = nums["subtype_counts"]
+    classify = as_mapping(root.get(K.UNS_CLASSIFY))
+    absent = set(as_list(find(classify, "absent_classes", "absent")))
+    if counts is not None and n_fib:
+        zero = [c for c, v in counts.items() if v == 0 and c not in TAIL]
+        absent |= set(zero)
+    if absent:
+        add("No cells were assigned to: " + ", ".join(_subtype_order(absent)) + ". Either these "
+            "subtypes are absent from this sample or their markers were not measured (see coverage).",
+            "info", "subtype_absent")
+    frac_un = nums.get("unassigned_fraction")
+    if frac_un is not None and frac_un > MANY_UNASSIGNED:
+        add(f"{frac_un:.0%} of fibroblasts are 'unassigned' (no subtype reached the confidence "
+            "threshold).", key="many_unassigned")
+    ltbp2_thin = []
+    fib = _fibro_mask(adata)
+    if K.OBS_LTBP2 in adata.obs.columns and fib is not None and n_fib:
+        n_pos = int(adata.obs[K.OBS_LTBP2].astype(bool).to_numpy()[fib].sum())
+        if n_pos < MIN_LTBP2_CELLS:
+            ltbp2_thin.append(f"only {n_pos} LTBP2+ fibroblasts")
+    for df in _coverage_frames(adata).values():
+        row = df[df["set"].astype(str).str.upper().str.startswith("LTBP2")]
+        if len(row) and float(row["coverage"].iloc[0]) < LOW_COVERAGE:
+            ltbp2_thin.append(f"LTBP2 gene set coverage {float(row['coverage'].iloc[0]):.0%}")
+    if ltbp2_thin and counts is not None:  # moot when no subtypes were called
+        caveat = _ltbp2_caveat(classify)
+        add("LTBP2+ CAF evidence is thin (" + "; ".join(ltbp2_thin) + ")."
+            + (f" {caveat}" if isinstance(caveat, str) and caveat else ""), key="ltbp2_thin")
+    f1 = find(classify, "cv_macro_f1", "macro_f1")
+    try:
+        f1 = float(to_py(f1)) if f1 is not None else None
+    except (TypeError, ValueError):
+        f1 = None
+    if f1 is not None and np.isfinite(f1) and f1 < LOW_MACRO_F1:
+        add(f"The classifier reproduces its own seed labels poorly in cross-validation "
+            f"(macro-F1 {f1:.2f}): subtype calls, especially of small classes, are uncertain. "
+            "See the confusion matrix below.", key="low_f1")
+    for w in as_list(find(as_mapping(root.get(K.UNS_GATE)), "warnings")):
+        add(f"Gate: {w}", key="gate")
+    skipped = str(classify.get("status", "")) == "skipped"
+    for w in as_list(find(classify, "warnings")):
+        if skipped and "skipped" in str(w):
+            continue  # stated once, in the "subtyping was not run" card at the top
+        add(f"Classifier: {w}", key="classify")
+    try:
+        for text, key in _agreement_warnings(adata, label_key):
+            add(text, key=key)
+    except Exception as exc:  # a warning box never fails the report
+        logger.warning("agreement warnings failed: %s", exc)
+    missing_steps = [s for s in (K.UNS_READ, K.UNS_QC, K.UNS_GATE, K.UNS_SCORE, K.UNS_CLASSIFY)
+                     if s not in root]
+    if missing_steps:
+        add("These pipeline steps left no record in this file: " + ", ".join(missing_steps)
+            + ". Their sections are marked 'not run'.", "info", "not_run")
+    return warns

@@ -1,0 +1,172 @@
+"""The report answers first: headline, composition, trust checks, refusal card, agreement;
+figure fixes (QC panels, lineage map, palettes); the summary lists every dataset."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from _report_fixtures import make_annotated
+
+import cafclassify
+from cafclassify import _keys as K
+from cafclassify._errors import DataError
+from cafclassify.cli import proportion_table
+from cafclassify.report import write_report, write_summary
+from cafclassify.report._colors import LINEAGE_COLORS, SUBTYPE_COLORS
+from cafclassify.report._sections import _cluster_margin, _numeric_sort, _qc_panel_words
+from cafclassify.tl._insufficient import mark_classification_skipped
+
+REFUSAL = ("obsm['caf_scores']: fewer than two subtype scores are available (['meCAF']). What to do: "
+           "score the subtype sets (cafclassify.score) with enough gene coverage.")
+
+
+def _refused(a):
+    mark_classification_skipped(a, DataError(REFUSAL))
+    return a
+
+
+def _first_screen(html: str) -> str:
+    return html[html.index('<section id="answer">'):html.index('<section id="warnings">')]
+
+
+def test_first_screen_answers_with_composition_trust_and_labels(tmp_path):
+    a = make_annotated(800, random_state=0)
+    html = write_report(a, tmp_path / "r.html", label_key="true_subtype").read_text()
+    top = _first_screen(html)
+    n_fib = int((a.obs[K.OBS_LINEAGE] == "fibroblast").sum())
+    assert f"{a.n_obs:,} cells; {n_fib:,} fibroblasts" in top
+    assert 'data-figure="subtype composition"' in top
+    assert 'id="trust"' in top and "fibroblasts unassigned" in top
+    assert 'data-figure="agreement (subtype)"' in top  # calls next to the labels, on the first screen
+    assert "agreement with the simulated truth" in top and "accuracy" not in top
+    res = cafclassify.agreement(a, "true_subtype", subset="fibroblasts")
+    assert f'data-key="agreement_subtype" data-value="{res.overall}"' in top
+    assert 'id="refusal"' not in html
+    # provenance is folded at the end, after the scores
+    assert html.index('id="provenance-details"') > html.index('<section id="scores">')
+    assert re.search(r'<details id="provenance-details">', html)
+
+
+def test_refused_dataset_gets_one_card_with_reason_and_fix(tmp_path):
+    a = _refused(make_annotated(500, random_state=1))
+    html = write_report(a, tmp_path / "r.html").read_text()
+    top = _first_screen(html)
+    assert 'id="refusal"' in top and "No CAF subtypes were called" in top
+    assert "cafclassify score" in top and "--min-coverage" in top  # the fix, in CLI terms
+    assert "min_coverage: 0.2" in top  # ... and in config terms
+    assert 'id="unassigned-fraction"' not in top  # no meaningless unassigned card
+    # the reason is not repeated as a raw warning bullet, and sections say why they are empty
+    assert "subtype classification was skipped" not in html
+    assert "Not run: Only" in html and "No classifier was trained: Only" in html
+    assert "fewer than two subtype scores are available" in html  # the classifier's own words, in small print
+
+
+def test_warnings_are_grouped_and_coverage_is_one_plain_sentence(tmp_path):
+    a = make_annotated(600, random_state=0)
+    html = write_report(a, tmp_path / "r.html").read_text()
+    box = html[html.index('<section id="warnings">'):html.index("</section>", html.index('<section id="warnings">'))]
+    assert box.count('data-warning="low_coverage"') == 1
+    assert '<span class="wg">Gene coverage</span>' in box
+    assert "status: ok" not in box and "no_genes_found" not in box
+
+
+def test_qc_panels_follow_the_data():
+    labels, drop, notes = _qc_panel_words({"value_type": "lognorm", "matrix": "X", "n_mt_genes": 0})
+    assert "not counts" in labels[K.OBS_TOTAL_COUNTS] and drop == [K.OBS_PCT_MT]
+    labels, drop, notes = _qc_panel_words({"value_type": "counts", "matrix": "layers['counts']",
+                                           "n_mt_genes": 13})
+    assert labels == {} and drop == [] and notes == {}
+
+
+def test_lineage_map_uses_the_cluster_margin_and_clusters_sort_as_numbers():
+    a = make_annotated(300, random_state=0)
+    a.obs[K.OBS_LINEAGE_CLUSTER] = pd.Categorical(np.where(np.arange(a.n_obs) % 2, "10", "2"))
+    gate = {"clusters": pd.DataFrame({"cluster": ["10", "2"], "lineage": ["other", "immune"],
+                                      "margin": [0.0, 0.9]})}
+    m = _cluster_margin(a, gate)
+    assert np.allclose(m[::2], 0.9) and np.allclose(m[1::2], 0.0)  # 'other' is not certain
+    df = pd.DataFrame({"cluster": ["0", "1", "10", "11", "2"]})
+    assert list(_numeric_sort(df, "cluster")["cluster"]) == ["0", "1", "2", "10", "11"]
+
+
+def _rgb(h):
+    return np.array([int(h[i:i + 2], 16) for i in (1, 3, 5)], float)
+
+
+def test_lineage_and_subtype_palettes_do_not_collide():
+    subtypes = ["myCAF", "iCAF", "apCAF", "meCAF", "vCAF", "dCAF", "LTBP2_CAF", K.UNASSIGNED]
+    lineages = list(K.LINEAGES)
+    dist = min(np.linalg.norm(_rgb(LINEAGE_COLORS[lin]) - _rgb(SUBTYPE_COLORS[s]))
+               for lin in lineages for s in subtypes)
+    assert dist > 60, dist  # the old fibroblast/vCAF pair was ~30 apart
+
+
+def test_summary_lists_datasets_that_were_not_subtyped(tmp_path):
+    ok = make_annotated(400, random_state=0)
+    ref = _refused(make_annotated(400, random_state=1))
+    out = write_summary({"ok": ok, "refused": ref}, tmp_path / "s.html")
+    table = pd.read_csv(tmp_path / "s_proportions.csv")
+    row = table[table["dataset"] == "refused"]
+    assert len(row) == 1 and row["status"].iloc[0].startswith("not subtyped: too few subtype gene sets")
+    assert row["n_cells"].isna().all()
+    assert set(table.loc[table["dataset"] == "ok", "status"]) == {"subtyped"}
+    html = out.read_text()
+    assert 'data-dataset="refused"' in html and 'data-status="not-subtyped"' in html
+
+
+def test_proportions_leave_unmeasured_lineages_empty():
+    a = make_annotated(300, random_state=0)
+    lin = a.obs[K.OBS_LINEAGE].astype(str).replace("epithelial", "other")  # the gate could not call it
+    a.obs[K.OBS_LINEAGE] = pd.Categorical(lin, categories=list(K.LINEAGES))
+    a.uns[K.UNS][K.UNS_GATE]["sets_used"] = np.array(["fibroblast", "mural", "immune", "endothelial"])
+    t = proportion_table(a, sample_key="sample")
+    epi = t[(t["level"] == "lineage") & (t["label"] == "epithelial")]
+    assert len(epi) and epi["fraction"].isna().all() and epi["n_cells"].isna().all()
+    imm = t[(t["level"] == "lineage") & (t["label"] == "immune")]
+    assert imm["fraction"].notna().all() and (imm["n_cells"] > 0).any()
+    del a.uns[K.UNS][K.UNS_GATE]["sets_used"]  # no record of the sets: 0 stays 0
+    t = proportion_table(a, sample_key="sample")
+    assert (t[(t["level"] == "lineage") & (t["label"] == "epithelial")]["n_cells"] == 0).all()
+
+
+def test_api_classify_skips_or_raises_and_stamps_its_own_provenance(monkeypatch):
+    import cafclassify._api as api
+
+    def refuse(adata, *args, **kwargs):
+        raise DataError(REFUSAL)
+
+    monkeypatch.setattr(api, "_tl_classify", refuse)
+    a = make_annotated(200, random_state=0)
+    assert cafclassify.classify(a) is None  # default on_insufficient="skip"
+    assert a.uns[K.UNS][K.UNS_CLASSIFY]["status"] == "skipped"
+    assert K.OBS_SUBTYPE not in a.obs.columns  # no invented labels
+    prov = a.uns[K.UNS][K.UNS_PROVENANCE]
+    assert prov["step"] == "classify" and "Python API" in prov["command"]
+    assert len(prov["history"]) == 1  # the fixture's earlier record moved into the history
+    with pytest.raises(DataError):
+        cafclassify.classify(make_annotated(200, random_state=0), on_insufficient="error")
+    import inspect
+
+    assert inspect.signature(cafclassify.classify).parameters["on_insufficient"].default == "skip"
+
+
+def test_calls_the_labels_contradict_are_warned_about():
+    from cafclassify.report._warnings import collect_warnings
+
+    a = make_annotated(600, random_state=0)
+    calls = a.obs[K.OBS_SUBTYPE].astype(str)
+    a.obs["lab"] = calls.to_numpy()
+    assert not [w for w in collect_warnings(a, "lab") if w["key"] == "low_agreement"]
+    swapped = calls.map(lambda c: {"myCAF": "iCAF", "iCAF": "myCAF"}.get(c, c))
+    a.obs["lab"] = swapped.to_numpy()  # every myCAF and iCAF call contradicted by the labels
+    warns = sorted(w["text"] for w in collect_warnings(a, "lab") if w["key"] == "low_agreement")
+    fib = (a.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
+    n_i, n_my = int(((calls == "iCAF") & fib).sum()), int(((calls == "myCAF") & fib).sum())
+    assert len(warns) == 2
+    assert f"Of the {n_i:,} labelled fibroblasts called iCAF, only 0 (0%)" in warns[0]
+    assert f"Of the {n_my:,} labelled fibroblasts called myCAF, only 0 (0%)" in warns[1]
+    assert all(w["group"] == "Agreement with labels" for w in collect_warnings(a, "lab")
+               if w["key"] == "low_agreement")
