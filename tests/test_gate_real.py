@@ -144,3 +144,13 @@ def test_pbmc_has_almost_no_fibroblasts(caplog):
     assert "fibroblasts" in caplog.text
     counts = pd.Series(a.uns[K.UNS][K.UNS_GATE]["counts"])
     assert counts.sum() == a.n_obs
+
+
+def test_crc_lineage_confidence_not_inverted(crc):
+    """Issue 15: correctly gated immune clusters showed ~0 and unplaced cells ~1."""
+    conf = crc.obs[K.OBS_LINEAGE_CONF].to_numpy()
+    lab = crc.obs[K.OBS_LINEAGE].astype(str).to_numpy()
+    ct = crc.obs["cell_type"].astype(str)
+    immune_ok = ct.isin(["T", "B", "TAM", "Monocyte", "Normal Macrophage"]).to_numpy() & (lab == "immune")
+    assert np.median(conf[immune_ok]) >= 0.5
+    assert np.median(conf[lab == "other"]) <= 0.1

@@ -333,17 +333,22 @@ def _decide(S: np.ndarray, mu: np.ndarray, sigma: np.ndarray, clusters: np.ndarr
     amb = cc < 0
     final[amb] = own[amb]  # -1 (no evidence) stays "other"
 
-    # confidence = mean of the cell's own evidence share and its cluster's agreement
+    # confidence = mean of (a) the cell's own evidence share for its lineage (0 for a
+    # cell with no evidence of its own: its call rests on its cluster alone) and (b) the
+    # share of its cluster that does not contradict it (cells with no evidence of their
+    # own do not contradict). A cell the gate could not place ('other') has confidence
+    # 0: nothing supports a lineage.
     tot = e.sum(1)
-    share = np.where(final >= 0, e[rows, np.maximum(final, 0)] / np.maximum(tot, 1e-300), (tot == 0).astype(float))
-    own_lab = own.copy()
+    placed = final >= 0
+    share = e[rows, np.maximum(final, 0)] / np.maximum(tot, 1e-300)
     agree = np.zeros(n)
     for c in range(n_cl):
         m = codes == c
-        vals, cnt = np.unique(own_lab[m], return_counts=True)
-        frac = dict(zip(vals.tolist(), (cnt / m.sum()).tolist(), strict=True))
-        agree[m] = [frac.get(int(f), 0.0) for f in final[m]]
-    conf = np.clip(0.5 * share + 0.5 * agree, 0.0, 1.0)
+        own_m = own[m]
+        for lab in np.unique(final[m]):
+            sel = final[m] == lab
+            agree[np.flatnonzero(m)[sel]] = 1.0 - np.mean((own_m >= 0) & (own_m != lab))
+    conf = np.where(placed, np.clip(0.5 * share + 0.5 * agree, 0.0, 1.0), 0.0)
 
     lab_arr = np.array([*labels, "other"], dtype=object)
     table = pd.DataFrame({"cluster": uniq.astype(str), "size": size.astype(int),
