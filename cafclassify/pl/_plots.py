@@ -200,7 +200,11 @@ def signature_scores(adata, *, key: str = K.OBSM_SCORES, groupby: str = K.OBS_SU
 
 def composition(adata, *, sample_key: str | None = None, key: str = K.OBS_SUBTYPE, ax=None,
                 show: bool | None = None, save: str | os.PathLike | None = None):
-    """Stacked bars: subtype composition of the fibroblasts of each sample.
+    """Stacked bars: subtype composition of the CAFs of each sample.
+
+    CAFs are the fibroblasts plus, under the classifier's ``perivascular="vcaf"`` reading,
+    the mural cells called ``vCAF``; cells called ``mural`` (the ``"separate"`` reading,
+    or normal tissue) and ``not_fibroblast`` are left out.
 
     Parameters
     ----------
@@ -222,7 +226,7 @@ def composition(adata, *, sample_key: str | None = None, key: str = K.OBS_SUBTYP
         _need(adata, sample_key, "obs", f"pass sample_key= of an obs column (columns: {', '.join(map(str, adata.obs.columns[:15]))}).")
     calls = adata.obs[key].astype(str)
     samples = adata.obs[sample_key].astype(str) if sample_key else pd.Series("all cells", index=adata.obs.index)
-    keep = (calls != K.NOT_FIBROBLAST).to_numpy()
+    keep = (~calls.isin([K.NOT_FIBROBLAST, "mural"])).to_numpy()
     ct = pd.crosstab(samples[keep], calls[keep])
     cats = _order(ct.columns, SUBTYPE_ORDER)
     ct = ct[cats]
@@ -243,7 +247,7 @@ def composition(adata, *, sample_key: str | None = None, key: str = K.OBS_SUBTYP
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    ax.set_xlabel("fraction of fibroblasts", fontsize=9)
+    ax.set_xlabel("fraction of CAFs", fontsize=9)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)

@@ -123,6 +123,11 @@ def answer_section(ctx: _Ctx, nums: dict, agreement: dict) -> dict:
     if subtyped:
         n_un = nums["n_unassigned"] or 0
         parts.append(f"{(n_fib or 0) - n_un:,} of them given a CAF subtype, {n_un:,} unassigned")
+        peri = cl.get("perivascular") if hasattr(cl, "get") else None
+        if hasattr(peri, "get") and int(peri.get("n_mural", 0) or 0):
+            n_v = int(peri.get("n_vcaf", 0) or 0)
+            parts.append(f"{int(peri['n_mural']):,} perivascular (mural) cells, {n_v:,} of them called "
+                         f"vCAF (perivascular reading '{peri.get('reading', '')}')")
     elif refused:
         parts.append("no CAF subtypes called (see below)")
     out["headline"] = "; ".join(parts) + "."
@@ -136,7 +141,7 @@ def answer_section(ctx: _Ctx, nums: dict, agreement: dict) -> dict:
 
             skey = _sample_key(adata)
             ax = composition(adata, sample_key=skey)
-            ax.set_title("CAF subtype composition of the fibroblasts"
+            ax.set_title("CAF subtype composition"
                          + (f", per {skey}" if skey else ""), fontsize=10)
             return F.to_data_uri(ax.figure)
 

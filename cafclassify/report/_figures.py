@@ -436,7 +436,8 @@ def fig_confusion(matrix: np.ndarray, labels: Sequence[str], *, title: str) -> s
     rows = m.sum(axis=1, keepdims=True)
     norm = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
     k = len(labels)
-    fig, axes = _new((1.0 + 0.55 * k, 0.8 + 0.5 * k))
+    # at least 3.6 x 3.0 inches: with two classes the labels and title need the room
+    fig, axes = _new((max(3.6, 1.0 + 0.55 * k), max(3.0, 0.8 + 0.5 * k)))
     ax = axes[0, 0]
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
@@ -452,7 +453,7 @@ def fig_confusion(matrix: np.ndarray, labels: Sequence[str], *, title: str) -> s
     for t, lab in zip(ax.get_yticklabels(), labels, strict=False):
         t.set_color(color_for(lab))
     ax.set_xlabel("predicted (cross-validation)", fontsize=9)
-    ax.set_ylabel("training label (seed or pseudo-label)", fontsize=9)
+    ax.set_ylabel("training label", fontsize=9)
     ax.set_title(title, fontsize=10)
     return to_data_uri(fig)
 

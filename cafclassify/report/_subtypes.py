@@ -198,11 +198,56 @@ def _classifier_section(ctx: _Ctx, nums: dict) -> dict:
     out["unassigned_stored"] = fmt(uf) if uf is not None else None
     out["unassigned"] = (f"{nums['unassigned_fraction']:.1%}" if nums.get("unassigned_fraction") is not None
                          else "—")
+    out.update(_seed_rule_and_audit(cl))
     params = as_mapping(get(cl, "params"))
     out["params"] = kv_table(params) if params else None
-    skip = {"params", "absent_classes", "absent", "unassigned_fraction", "ltbp2_caveat", "warnings"}
+    skip = {"params", "absent_classes", "absent", "unassigned_fraction", "ltbp2_caveat", "warnings",
+            "gene_audit", "unassigned", "perivascular"}
     rest = {k: v for k, v in cl.items() if k not in skip}
     out["other"] = kv_table(rest) if rest else None
+    return out
+
+
+def _seed_rule_and_audit(cl: Mapping) -> dict[str, Any]:
+    """The seed rule, why classes are absent, the per-gene audit, what unassigned cells
+    lie between and the perivascular reading (entries of ``uns[...]["classify"]``)."""
+    out: dict[str, Any] = {}
+    wl = as_mapping(find(cl, "weak_labels"))
+    out["seed_rule"] = str(wl.get("rule", "")) if wl else ""
+    reasons = as_mapping(wl.get("absent_reasons")) if wl else {}
+    if reasons:
+        out["absent_reasons"] = {"columns": ["subtype", "why it is not a class here"], "note": "",
+                                 "rows": [[cell(k, swatch=color_for(k)), cell(str(v))]
+                                          for k, v in sorted(reasons.items())]}
+    audit = as_frame(get(cl, "gene_audit"))
+    if audit is not None and not audit.empty and {"set", "gene", "status"} <= set(audit.columns):
+        left = audit[~audit["status"].astype(str).str.startswith("kept")]
+        per_set = audit.groupby("set", sort=False)["status"].apply(
+            lambda s: f"{int(s.astype(str).str.startswith('kept').sum())} of {len(s)}")
+        out["audit_summary"] = {"columns": ["set", "genes kept in these data"], "note": "",
+                                "rows": [[cell(k, swatch=color_for(k)), cell(v, cls="num")]
+                                         for k, v in per_set.items()]}
+        cols = [c for c in ("set", "gene", "direction", "detected_fraction", "r_with_set", "status")
+                if c in audit.columns]
+        out["audit_left_out"] = frame_table(left[cols].round(3)) if not left.empty else None
+        out["n_left_out"] = int(len(left))
+    un = as_mapping(get(cl, "unassigned"))
+    if un:
+        n_un = _n_or0(un.get("n"))
+        between = as_mapping(un.get("between"))
+        out["unassigned_why"] = (
+            f"{n_un:,} fibroblasts are unassigned: no subtype reaches the probability threshold "
+            "(ambiguous, not 'no programme')"
+            + (": most often between " + "; ".join(f"{k} ({v})" for k, v in list(between.items())[:5])
+               if between else "") + "." if n_un else
+            "No fibroblast is unassigned: every one has a subtype above the probability threshold.")
+    peri = as_mapping(get(cl, "perivascular"))
+    if peri:
+        out["perivascular"] = (
+            f"Perivascular reading: {peri.get('reading', '')} "
+            f"({peri.get('rule', '')}). Mural cells: {_n_or0(peri.get('n_mural')):,}; called vCAF: "
+            f"{_n_or0(peri.get('n_vcaf')):,}; in normal tissue (kept mural): "
+            f"{_n_or0(peri.get('n_mural_normal_tissue')):,}. {peri.get('confidence', '')}.")
     return out
 
 

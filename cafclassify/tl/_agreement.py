@@ -12,8 +12,9 @@ against a label column of ``obs`` (an atlas's author annotation, or the planted
   keeps a finer label vocabulary (25 atlas cell types vs 6 lineages) from lowering
   the index by itself; the ARI against the raw labels is kept as ``ari_raw``;
 * **per-label agreement**: for each label, the call it *names* (``"CAFs myCAF-like"``
-  names ``myCAF``; ``"PVL Immature"`` names the ``mural`` lineage, and hence
-  ``not_fibroblast`` at the subtype level) and the fraction of that label's cells
+  names ``myCAF``; ``"PVL Immature"`` names the ``mural`` lineage, and at the subtype
+  level the perivascular reading's label: ``vCAF`` (``perivascular="vcaf"``) or
+  ``mural`` (``"separate"``)) and the fraction of that label's cells
   given that call, plus the call given most often;
 * **overall agreement**: among cells whose label names a call, the fraction given
   that call.
@@ -62,7 +63,7 @@ def _tokens(label: str) -> list[str]:
     return [t for t in re.split(r"[^0-9a-z]+", str(label).lower()) if t]
 
 
-def named_call(label: object, calls: Sequence[str]) -> str | None:
+def named_call(label: object, calls: Sequence[str], *, mural_call: str | None = None) -> str | None:
     """The call that ``label`` names, or None.
 
     Parameters
@@ -71,6 +72,10 @@ def named_call(label: object, calls: Sequence[str]) -> str | None:
         One label, e.g. ``"CAFs MSC iCAF-like"`` or ``"PVL Immature"``.
     calls
         The vocabulary of calls, e.g. the categories of ``obs["caf_subtype"]``.
+    mural_call
+        What a label of the mural lineage names among subtype calls: ``"vCAF"`` under
+        the classifier's ``perivascular="vcaf"`` reading, ``"mural"`` under
+        ``"separate"`` (default: ``"mural"`` if it is a call, else ``not_fibroblast``).
 
     Returns
     -------
@@ -93,6 +98,8 @@ def named_call(label: object, calls: Sequence[str]) -> str | None:
     tokset = set(toks)
     for lineage, words in LINEAGE_WORDS.items():
         if tokset & set(words) or text.lower() == lineage:
+            if lineage == "mural" and mural_call is not None and mural_call in calls:
+                return mural_call
             if lineage in calls:
                 return lineage
             if lineage != "fibroblast" and K.NOT_FIBROBLAST in calls:
@@ -247,8 +254,12 @@ def agreement(
                         (*K.LINEAGES, "myCAF", "iCAF", "apCAF", "meCAF", "vCAF", "dCAF"))
     rank = {c: i for i, c in enumerate(call_order)}
 
+    # under the vCAF reading, perivascular labels (PVL, pericytes) name vCAF among subtypes
+    reading = (adata.uns.get(K.UNS, {}).get(K.UNS_CLASSIFY, {}).get("params", {}) or {}).get("perivascular")
+    mural_call = ("vCAF" if reading == "vcaf" else "mural") if key == K.OBS_SUBTYPE else None
+
     def _key(s):
-        nc = named_call(s, call_order)
+        nc = named_call(s, call_order, mural_call=mural_call)
         return (nc is None, rank.get(nc, len(rank)), str(s).lower())
 
     label_order = sorted(set(lab), key=_key)
@@ -257,7 +268,7 @@ def agreement(
     ct.index = pd.Index([str(x) for x in ct.index], name=label_key)
     ct.columns = pd.Index([str(x) for x in ct.columns], name=key)
     n = int(mask.sum())
-    named = {lb: named_call(lb, call_order) for lb in label_order}
+    named = {lb: named_call(lb, call_order, mural_call=mural_call) for lb in label_order}
     mapped = np.array([named[x] if named[x] is not None else f"label:{x}" for x in lab], dtype=object)
     ari = float(adjusted_rand_score(mapped, cal)) if n >= 2 else float("nan")
     ari_raw = float(adjusted_rand_score(lab, cal)) if n >= 2 else float("nan")

@@ -367,12 +367,12 @@ def _unassigned_report(proba: np.ndarray, classes: list[str], conf: np.ndarray, 
     if un.any() and proba.shape[1] >= 2:
         top2 = np.argsort(-proba[un], axis=1)[:, :2]
         for a, b in top2:
-            key = " / ".join(sorted((classes[a], classes[b])))
+            key = " vs ".join(sorted((classes[a], classes[b])))  # no '/': h5ad nests such keys
             pairs[key] = pairs.get(key, 0) + 1
     return {
         "n": int(un.sum()), "fraction_of_fibroblasts": float(un.mean()) if n else 0.0,
-        "meaning": (f"ambiguous: no subtype reaches calibrated probability {threshold}; the cell "
-                    "lies between the classes named in between"),
+        "meaning": (f"ambiguous: no subtype reaches calibrated probability {threshold}; "
+                    "'between' counts the two most probable classes of these cells"),
         "between": dict(sorted(pairs.items(), key=lambda kv: -kv[1])),
     }
 
