@@ -115,13 +115,17 @@ def _read_h5ad(path: str | os.PathLike):
 
     p = _require_input(path, "input .h5ad file")
     try:
-        return ad.read_h5ad(p)
+        adata = ad.read_h5ad(p)
     except Exception as exc:  # h5py/anndata raise many different types for bad files
         raise InputFileError(
             f"cannot be read as an .h5ad file ({type(exc).__name__}: {exc}).",
             path=p,
             fix="pass an .h5ad file written by anndata (use `cafclassify read` to convert other formats).",
         ) from None
+    from .io._canonical import canonicalise_adata
+
+    canonicalise_adata(adata)  # duplicate/unsorted sparse entries summed before any arithmetic
+    return adata
 
 
 #: default of --backed-min-cells: from this many cells on, --backed auto keeps matrices on disk

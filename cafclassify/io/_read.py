@@ -28,6 +28,7 @@ import scipy.sparse as sp
 
 from .. import _keys as K
 from .._errors import CafClassifyError, DataError, InputFileError
+from ._canonical import canonicalise_adata
 from ._formats import FORMATS, find_mtx_files, open_binary, open_text, sniff_format
 from ._valuetype import value_type_details
 
@@ -926,6 +927,9 @@ def read(
     dups = _tidy_names(adata, p)
     _check_sample_column(adata, p, sample_column)
 
+    fixed = canonicalise_adata(adata)  # before any arithmetic: duplicates summed, indices sorted
+    if fixed:
+        info["canonicalised"] = fixed
     _check_finite(adata.X, p)
     vtype, vdetails = _decide_value_type(adata.X, p, value_type, info)
     normalisation = _normalise(adata, vtype, normalize)

@@ -44,6 +44,7 @@ import scipy.sparse as sp
 from .. import _keys as K
 from .._errors import InputFileError
 from . import _read as R
+from ._canonical import canonical
 
 __all__ = ["STREAMABLE_FORMATS", "NotStreamableError", "read_to_h5ad", "streamable"]
 
@@ -100,11 +101,12 @@ class _H5adMatrix:
         self.shape = tuple(int(x) for x in self.ds.shape)
 
     def __getitem__(self, rows):  # the value-type sample
-        return self.ds[rows]
+        b = self.ds[rows]
+        return canonical(sp.csr_matrix(b), copy=False) if self.sparse else b
 
     def block(self, start: int, stop: int):
-        b = self.ds[start:stop]
-        return sp.csr_matrix(b) if self.sparse else np.asarray(b)
+        b = self.ds[start:stop]  # whole rows: a row's duplicates are all in its block
+        return canonical(sp.csr_matrix(b), copy=False) if self.sparse else np.asarray(b)
 
 
 class _TenxMatrix:
@@ -142,6 +144,7 @@ class _TenxMatrix:
             m = sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, self.n_features))
         except ValueError as exc:
             raise R._corrupt(self.path, "10x HDF5 file", exc) from None
+        m = canonical(m, copy=False)  # as read() does after scanpy.read_10x_h5
         return m if self.keep is None else m[:, self.keep]
 
     def block(self, start: int, stop: int) -> sp.csr_matrix:

@@ -32,6 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._errors import DataError
+from ._canonical import canonical
 
 __all__ = ["LOGNORM_MAX", "VALUE_TYPES", "detect_value_type", "value_type_details"]
 
@@ -57,7 +58,7 @@ def _values(X, rows: np.ndarray) -> tuple[np.ndarray, int]:
     """Return the stored values of the sampled rows and the number of entries they cover."""
     block = X[rows]  # also works on anndata backed datasets (returns an in-memory block)
     if sp.issparse(block):
-        block = block.tocsr()
+        block = canonical(block.tocsr())  # a value split into duplicates is one value
         return np.asarray(block.data), block.shape[0] * block.shape[1]
     block = np.asarray(block)
     return block.ravel(), block.size
@@ -149,7 +150,7 @@ def _log_base_guess(X, rows: np.ndarray) -> str:
     cvs = {}
     for base, inv in (("e", np.expm1), ("2", lambda v: np.exp2(v) - 1.0)):
         if sp.issparse(block):
-            b = block.tocsr().astype(np.float64)
+            b = canonical(block.tocsr()).astype(np.float64)
             b.data = inv(b.data)
             tot = np.asarray(b.sum(axis=1)).ravel()
         else:
