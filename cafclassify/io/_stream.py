@@ -387,6 +387,24 @@ def _decide_value_type(source, p: Path, value_type: str | None, info: dict, chun
         raise
 
 
+def _check_counts_copy(f, p: Path, copies: list[tuple[str, str]], info: dict) -> list[tuple[str, str]]:
+    """``read()``'s check of a ``layers['counts']`` kept from the file (copied as stored)."""
+    key = f"layers/{K.LAYER_COUNTS}"
+    if key not in [c[1] for c in copies]:
+        return copies
+    from ._shard import _reader
+
+    verdict = R.counts_layer_verdict(_reader(f[key]))
+    if verdict is None:
+        return copies
+    new = f"layers/{R.LAYER_NOT_COUNTS}"
+    info["counts_layer"] = {"renamed_to": R.LAYER_NOT_COUNTS, "value_type": verdict["value_type"],
+                            "reason": verdict["reason"]}
+    logger.warning("%s: layers['counts'] does not hold counts (%s); kept as layers[%r] and not used "
+                   "as counts.", p, verdict["reason"], R.LAYER_NOT_COUNTS)
+    return [(s, new if d == key else d) for s, d in copies]
+
+
 def _normalise_block(block, vtype: str, normalize: bool) -> tuple[Any, Any, str, dict]:
     """``read()``'s normalisation of a block of cells: (X, counts or None, description, uns)."""
     with warnings.catch_warnings():
@@ -565,6 +583,8 @@ def read_to_h5ad(
                     for a2 in range(a + chunk_size, n, chunk_size):
                         n_bad += R._count_nonfinite(_read_block(source, a2, min(a2 + chunk_size, n)))
                     raise R._nonfinite_error(n_bad, p)
+                if normalize and vtype != "lognorm":
+                    R._check_float32_range(b, p)  # cells are rows: a block holds whole totals
                 res = _normalise_block(b, vtype, normalize)
                 del b  # hold one block at a time: release it before reading the next
                 yield res
@@ -577,6 +597,7 @@ def read_to_h5ad(
         if keeps_counts and f"layers/{K.LAYER_COUNTS}" in [c[1] for c in copies]:
             logger.info("replacing the existing layers['counts'] by the counts read from X")
             copies = [c for c in copies if c[1] != f"layers/{K.LAYER_COUNTS}"]
+        copies = _check_counts_copy(f, p, copies, info)
         if vtype != "lognorm" and normalize:  # read(): uns.pop("log1p"), then log1p sets it
             skel.uns.pop("log1p", None)
             skel.uns.update(block_uns)

@@ -227,6 +227,11 @@ def _choose_matrix(adata: AnnData, layer: str | None):
         raise DataError("the data have no expression matrix (X is None) and no counts layer.",
                         path="adata.X", fix="pass data with counts in X or layers['counts'].")
     vt = detect_value_type(X)
+    if layer is None and desc != "X" and vt != "counts":
+        logger.warning("layers[%r] does not hold counts (values look %s); QC uses X instead.",
+                       K.LAYER_COUNTS, vt)
+        X, desc = adata.X, "X"
+        vt = detect_value_type(X)
     if vt == "scaled":
         raise DataError(
             f"{desc} holds scaled values (negative numbers); QC metrics need counts or "
