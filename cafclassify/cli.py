@@ -1569,6 +1569,17 @@ def _configure_logging(verbose: int, log_file: str | None) -> None:
         root.setLevel(logging.DEBUG)
 
 
+def _exit_if_hdf5_broken(code: int) -> None:
+    """After a failed HDF5 write (disk full...), end now: HDF5's exit handler would crash."""
+    from . import _atomic
+
+    if _atomic.HDF5_WRITE_FAILED:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 internal error, 2 user error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -1591,6 +1602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # API errors name `adata`/`obs[...]`; on the command line, name the input file too
         exc = name_input_file(exc, getattr(args, "input", None) or getattr(args, "inputs", None))
         print(f"cafclassify {step}: error: {exc.message}", file=sys.stderr)
+        _exit_if_hdf5_broken(exc.exit_code)
         return exc.exit_code
     except KeyboardInterrupt:
         print(
