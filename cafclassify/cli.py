@@ -267,6 +267,17 @@ def _call(func: Callable, *args: Any, **kwargs: Any) -> Any:
     return func(*args, **{k: v for k, v in kwargs.items() if k in params})
 
 
+def _library(args: argparse.Namespace, default: str | None = "caf_v1"):
+    """``--signatures``, with the ``--subtype-sets`` moved to the subtype group (issue #18)."""
+    subtypes = _csv_list(getattr(args, "subtype_sets", None))
+    spec = getattr(args, "signatures", None)
+    if not subtypes:
+        return spec
+    from .genesets import load_signatures
+
+    return load_signatures(spec or default).with_groups({"subtype": subtypes})
+
+
 def _csv_list(value: str | None) -> list[str] | None:
     if value is None:
         return None
@@ -422,7 +433,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     _call(
         score,
         adata,
-        args.signatures,
+        _library(args),
         method=args.method,
         layer=args.layer,
         key_added=args.key_added,
@@ -515,10 +526,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
             names = [f"{i}_{n}" for i, n in enumerate(names)]
         batch_key = batch_key or "dataset"
         adata = _pool([_read_h5ad(p) for p in inputs], names, batch_key=batch_key)
+    from .genesets import check_subtype_sets
+
+    check_subtype_sets(_library(args) or "caf_v1", _csv_list(args.subtype_sets))  # before any work
     model = _call(
         train,
         adata,
-        signatures=args.signatures,
+        signatures=_library(args),
+        classes=_csv_list(args.subtype_sets),
         score_key=args.score_key,
         lineage_key=args.lineage_key,
         estimator=args.estimator,
@@ -545,6 +560,10 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         inputs.append(args.model)
     from ._errors import DataError
 
+    if model is None:
+        from .genesets import check_subtype_sets
+
+        check_subtype_sets(_library(args) or "caf_v1", _csv_list(args.subtype_sets))
     try:
         result = _call(
             classify,
@@ -552,7 +571,8 @@ def _cmd_classify(args: argparse.Namespace) -> int:
             model,
             threshold=args.threshold,
             smooth=args.smooth,
-            signatures=args.signatures,
+            signatures=_library(args),
+            classes=None if model is not None else _csv_list(args.subtype_sets),
             estimator=None if model is not None else args.estimator,
             random_state=args.seed,
             copy=False,
@@ -877,24 +897,9 @@ def _cmd_signatures(args: argparse.Namespace) -> int:
 
 
 def _export_library(lib, path: str, *, fmt: str | None) -> None:
-    from ._atomic import atomic_path
+    from .genesets import export_signatures
 
-    fmt = fmt or ("gmt" if str(path).endswith(".gmt") else "tsv")
-    lines: list[str] = []
-    if fmt == "gmt":
-        for gs in lib.sets.values():
-            genes = [g for g, w in zip(gs.genes, gs.weights, strict=True) if w > 0]
-            desc = f"{lib.name} {lib.version} {gs.group}".replace("\t", " ")
-            lines.append("\t".join([gs.name, desc, *genes]))
-    else:
-        lines.append("\t".join(["source", "target", "weight", "group", "mouse", "tier", "sources"]))
-        for gs in lib.sets.values():
-            for g, m, w, t, s in zip(
-                gs.genes, gs.mouse, gs.weights, gs.tiers, gs.sources, strict=True
-            ):
-                lines.append("\t".join([gs.name, g, f"{w:g}", gs.group, m or "", t, s]))
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    export_signatures(lib, path, format=fmt)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -1073,6 +1078,16 @@ def build_parser() -> argparse.ArgumentParser:
             help="built-in library name or a .gmt/.txt/.tsv gene-set file (default: caf_v1)",
         )
 
+    def subtype_sets_opt(p):
+        p.add_argument(
+            "--subtype-sets",
+            default=None,
+            metavar="A,B,...",
+            help="comma-separated sets of the signature file that are CAF subtypes (the "
+            "classifier's classes); default: the sets of group 'subtype' (GMT description "
+            "'group=subtype', a 'group' column in tables)",
+        )
+
     def seed_opt(p):
         p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
@@ -1226,6 +1241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="input .h5ad")
     out_opt(p)
     signatures_opt(p)
+    subtype_sets_opt(p)
     p.add_argument(
         "--method",
         default="ucell",
@@ -1275,6 +1291,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", required=True, metavar="PATH", help="model file to write")
     signatures_opt(p)
+    subtype_sets_opt(p)
     p.add_argument(
         "--estimator",
         default="logreg",
@@ -1358,6 +1375,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="signature library for flags and for training when no --model is given "
         "(default: caf_v1)",
     )
+    subtype_sets_opt(p)
     seed_opt(p)
 
     # report

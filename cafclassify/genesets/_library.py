@@ -1,4 +1,20 @@
-"""Signature libraries: the built-in versioned ``caf_v1`` and user gene-set files."""
+"""Signature libraries: the built-in versioned ``caf_v1`` and user gene-set files.
+
+User files are first-class: each format can say which sets are lineages, subtypes
+and states (the classifier takes its classes from the ``subtype`` group, the gate
+its lineages from ``lineage``), with a documented convention per format:
+
+* GMT: ``key=value`` items in the description field (2nd column), separated by
+  ``;``: ``group=subtype; min_coverage=0.5; free description``. A gene may carry a
+  weight as ``GENE:weight`` (``ACTA2:-1``: a gene that speaks *against* the set);
+* plain gene list: a comment line ``# group=subtype`` (and ``# min_coverage=0.4``);
+* long table (decoupler ``source``/``target``/``weight``): optional columns
+  ``group``, ``min_coverage`` and ``mouse`` (curated mouse orthologue).
+
+Sets without a group are in group ``user``. Text files may start with a byte-order
+mark and use CRLF line ends. :func:`export_signatures` writes any library (also the
+built-in one) in these formats such that loading the file back gives the same scores.
+"""
 
 from __future__ import annotations
 
@@ -181,6 +197,33 @@ class SignatureLibrary:
             keep = {k: v for k, v in keep.items() if v.group in set(groups)}
         return replace(self, sets=keep)
 
+    def with_groups(self, groups: Mapping[str, Iterable[str]]) -> SignatureLibrary:
+        """Return a library in which the named sets are moved to the given groups.
+
+        Parameters
+        ----------
+        groups
+            ``{group: [set names]}``, e.g. ``{"subtype": ["iCAF", "myCAF"]}`` (what the
+            CLI's ``--subtype-sets`` does for a user file without groups).
+
+        Raises
+        ------
+        SignatureError
+            For an unknown group or set name.
+        """
+        sets = dict(self.sets)
+        for group, names in groups.items():
+            _check_group(group, where=f"signature library {self.name!r}")
+            for n in [names] if isinstance(names, str) else names:
+                if n not in sets:
+                    raise SignatureError(
+                        f"set {n!r} is not in signature library {self.name!r}.",
+                        path=self.origin or None,
+                        fix=f"use some of: {', '.join(self.sets)}.",
+                    )
+                sets[n] = replace(sets[n], group=group)
+        return replace(self, sets=sets)
+
     def table(self):
         """Long table, one row per (set, gene): set, group, gene, mouse, weight, tier, sources."""
         import pandas as pd
@@ -264,7 +307,7 @@ def _hash_files(paths: Iterable[Path]) -> str:
 
 
 def _read_tsv(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")
     reader = csv.reader(io.StringIO(text), delimiter="\t")
     try:
         header = next(reader)
@@ -395,6 +438,93 @@ def _load_library_dir(folder: Path, name: str | None = None) -> SignatureLibrary
 # user gene sets
 
 
+def _check_group(group: str, *, where: str, path=None) -> str:
+    if group not in GROUPS:
+        raise SignatureError(
+            f"{where}: group {group!r} is not one of {', '.join(GROUPS)}.",
+            path=path,
+            fix="write group=lineage, subtype, state or optional (or leave it out: group 'user').",
+        )
+    return group
+
+
+def _check_fraction(value: str, *, where: str, path=None) -> float:
+    try:
+        mc = float(value)
+    except (TypeError, ValueError):
+        mc = float("nan")
+    if not 0.0 <= mc <= 1.0:
+        raise SignatureError(f"{where}: min_coverage {value!r} is not a fraction in [0, 1].", path=path,
+                             fix="write e.g. min_coverage=0.5.")
+    return mc
+
+
+#: keys of the GMT description / list comment convention
+_PROPS = ("group", "min_coverage")
+
+
+def _parse_props(text: str, *, where: str, path) -> tuple[dict, str]:
+    """``group=subtype; min_coverage=0.5; free text`` -> ({group, min_coverage}, free text)."""
+    props: dict = {}
+    rest = []
+    for item in text.split(";"):
+        key, eq, value = item.partition("=")
+        key = key.strip().lower()
+        if eq and key in _PROPS:
+            value = value.strip()
+            if key == "group":
+                props["group"] = _check_group(value, where=where, path=path)
+            else:
+                props["min_coverage"] = _check_fraction(value, where=where, path=path)
+        elif item.strip():
+            rest.append(item.strip())
+    return props, "; ".join(rest)
+
+
+def _gene_weight(token: str) -> tuple[str, float | None]:
+    """``GENE:-1`` -> ("GENE", -1.0); a token without a numeric ``:weight`` -> (token, None)."""
+    gene, colon, w = token.rpartition(":")
+    if colon and gene:
+        try:
+            wf = float(w)
+        except ValueError:
+            return token, None
+        if math.isfinite(wf):
+            return gene, wf
+    return token, None
+
+
+def check_subtype_sets(library, classes: Iterable[str] | None = None) -> list[str]:
+    """The subtype sets a classifier would use: ``classes``, or the library's ``subtype`` group.
+
+    Raises
+    ------
+    SignatureError
+        When fewer than two are named or marked (a user file without groups), with
+        the conventions that mark them.
+    """
+    lib = load_signatures(library)
+    if classes is not None:
+        names = list(classes)
+        unknown = [n for n in names if n not in lib.sets]
+        if unknown:
+            raise SignatureError(f"subtype set(s) {', '.join(map(repr, unknown))} are not in the "
+                                 f"signature library {lib.name!r}.", path=lib.origin or None,
+                                 fix=f"use some of: {', '.join(lib.sets)}.")
+    else:
+        names = [n for n, gs in lib.sets.items() if gs.group == "subtype"]
+    if len(names) < 2:
+        raise SignatureError(
+            f"the signature library marks {len(names)} set(s) as CAF subtypes "
+            f"({', '.join(names) or 'none'}); a classifier needs two or more.",
+            path=lib.origin or lib.name,
+            fix="say which sets are subtypes: --subtype-sets A,B,C on the command line "
+            "(classes=[...] in Python), or in the file: 'group=subtype' in the description "
+            "field of a GMT line, a 'group' column in a table, '# group=subtype' in a gene list.",
+        )
+    return names
+
+
 def _guess_case_species(genes: Iterable[str]) -> str:
     vals = [g for g in genes if g and any(c.isalpha() for c in g) and not is_mangled(g)]
     if not vals:
@@ -438,20 +568,21 @@ def _clean_user_genes(genes: list[str], *, set_name: str, origin: str) -> list[s
 
 
 def _user_set(
-    name: str, genes: list[str], weights: list[float], *, origin: str, description: str = ""
+    name: str, genes: list[str], weights: list[float], *, origin: str, description: str = "",
+    group: str = "user", min_coverage: float = 0.5, mouse: list[str | None] | None = None,
 ) -> GeneSet:
     n = len(genes)
     return GeneSet(
         name=name,
-        group="user",
+        group=group,
         genes=tuple(genes),
-        mouse=(None,) * n,
+        mouse=(None,) * n if mouse is None else tuple(mouse),
         weights=tuple(float(w) for w in weights),
         tiers=("user",) * n,
         sources=(f"user:{origin}",) * n,
         description=description,
         evidence="user-supplied gene set; evidence not assessed by cafclassify",
-        min_coverage=0.5,
+        min_coverage=min_coverage,
         display_name=name,
         notes=("",) * n,
     )
@@ -465,28 +596,36 @@ def _finish_user_set(
     origin: str,
     description: str = "",
     path=None,
+    group: str = "user",
+    min_coverage: float = 0.5,
+    mouse: list[str | None] | None = None,
 ) -> GeneSet:
-    if weights is None:
+    mmap: dict[str, str | None] = {}
+    if weights is None and mouse is None:
         cleaned = _clean_user_genes(genes, set_name=name, origin=origin)
         wmap = dict.fromkeys(cleaned, 1.0)
     else:
         wmap = {}
-        for g, w in zip(genes, weights, strict=True):
+        weights = [1.0] * len(genes) if weights is None else weights
+        for i, (g, w) in enumerate(zip(genes, weights, strict=True)):
             cg = _clean_user_genes([g], set_name=name, origin=origin)
             if cg and cg[0] not in wmap:
                 wmap[cg[0]] = w
+                mmap[cg[0]] = None if mouse is None else mouse[i]
     if not wmap:
         raise SignatureError(
             f"gene set {name!r} has no genes.",
             path=path or origin,
             fix="give at least one gene per set.",
         )
-    return _user_set(name, list(wmap), list(wmap.values()), origin=origin, description=description)
+    return _user_set(name, list(wmap), list(wmap.values()), origin=origin, description=description,
+                     group=group, min_coverage=min_coverage,
+                     mouse=None if mouse is None else [mmap[g] for g in wmap])
 
 
 def _read_gmt(path: Path) -> dict[str, GeneSet]:
     sets: dict[str, GeneSet] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         fields = line.rstrip("\n\r").split("\t")
@@ -500,11 +639,14 @@ def _read_gmt(path: Path) -> dict[str, GeneSet]:
         name = fields[0].strip()
         if name in sets:
             raise SignatureError(f"line {lineno}: set {name!r} appears twice.", path=path)
-        genes = [g for g in fields[2:] if g.strip()]
-        if not genes:
+        tokens = [_gene_weight(g.strip()) for g in fields[2:] if g.strip()]
+        if not tokens:
             raise SignatureError(f"line {lineno}: set {name!r} has no genes.", path=path)
+        props, description = _parse_props(fields[1], where=f"line {lineno} (set {name!r})", path=path)
+        weighted = any(w is not None for _, w in tokens)
         sets[name] = _finish_user_set(
-            name, genes, None, origin=path.name, description=fields[1].strip(), path=path
+            name, [g for g, _ in tokens], [1.0 if w is None else w for _, w in tokens] if weighted else None,
+            origin=path.name, description=description, path=path, **props,
         )
     if not sets:
         raise SignatureError("no gene sets found in the GMT file.", path=path)
@@ -513,19 +655,44 @@ def _read_gmt(path: Path) -> dict[str, GeneSet]:
 
 def _read_gene_list(path: Path) -> dict[str, GeneSet]:
     genes = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
+    props: dict = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        line, _, comment = line.partition("#")
+        if comment.strip():  # "# group=subtype", "# min_coverage=0.4"
+            found, _ = _parse_props(comment, where=f"line {lineno}", path=path)
+            props.update(found)
+        line = line.strip()
         if not line:
             continue
         genes.append(line.replace(",", " ").replace("\t", " ").split()[0])
-    return {path.stem: _finish_user_set(path.stem, genes, None, origin=path.name, path=path)}
+    return {path.stem: _finish_user_set(path.stem, genes, None, origin=path.name, path=path, **props)}
+
+
+def _table_props(sub, cols: dict, *, name: str, path: Path) -> dict:
+    """``group`` / ``min_coverage`` (one value per set) and ``mouse`` columns of a long table."""
+    props: dict = {}
+    for key in _PROPS:
+        if key not in cols:
+            continue
+        values = sorted({str(v).strip() for v in sub[cols[key]].dropna() if str(v).strip()})
+        if len(values) > 1:
+            raise SignatureError(f"set {name!r} has several {key} values ({', '.join(values)}).",
+                                 path=path, fix=f"give every row of a set the same {key}.")
+        if values:
+            where = f"set {name!r}"
+            props[key] = (_check_group(values[0], where=where, path=path) if key == "group"
+                          else _check_fraction(values[0], where=where, path=path))
+    if "mouse" in cols:
+        props["mouse"] = [None if not isinstance(m, str) or m.strip() in ("", "-") else m.strip()
+                          for m in sub[cols["mouse"]]]
+    return props
 
 
 def _read_long_table(path: Path, sep: str) -> dict[str, GeneSet]:
     import pandas as pd
 
     try:
-        df = pd.read_csv(path, sep=sep, dtype=str, comment="#")
+        df = pd.read_csv(path, sep=sep, dtype=str, comment="#", encoding="utf-8-sig")
     except Exception as exc:  # pandas raises many types for malformed text
         raise SignatureError(
             f"cannot be read as a {'tab' if sep == chr(9) else 'comma'}-separated table ({exc}).",
@@ -542,7 +709,8 @@ def _read_long_table(path: Path, sep: str) -> dict[str, GeneSet]:
     src, tgt, wcol = cols["source"], cols["target"], cols.get("weight")
     sets: dict[str, GeneSet] = {}
     for name, sub in df.groupby(src, sort=False):
-        genes = sub[tgt].fillna("").astype(str).tolist()
+        genes = sub[tgt].fillna("").astype(str).str.strip().tolist()
+        props = _table_props(sub, cols, name=str(name), path=path)
         if wcol is None:
             weights = [1.0] * len(genes)
         else:
@@ -557,7 +725,7 @@ def _read_long_table(path: Path, sep: str) -> dict[str, GeneSet]:
                         f"line {lineno + 2}: weight {w!r} is not a finite number.", path=path
                     )
                 weights.append(wf)
-        sets[str(name)] = _finish_user_set(str(name), genes, weights, origin=path.name, path=path)
+        sets[str(name)] = _finish_user_set(str(name), genes, weights, origin=path.name, path=path, **props)
     if not sets:
         raise SignatureError("the table has no rows.", path=path)
     return sets
