@@ -12,6 +12,7 @@ from ._identity import (
     detect_species,
     resolve_gene_identity,
 )
+from ._species import note_model_species, species_evidence, species_mismatch, species_warning
 from ._symbols import is_mangled, orthologues, repair_mangled, repair_symbol, to_species
 
 __all__ = [
@@ -20,9 +21,13 @@ __all__ = [
     "detect_id_type",
     "detect_species",
     "is_mangled",
+    "note_model_species",
     "orthologues",
     "repair_mangled",
     "repair_symbol",
     "resolve_gene_identity",
+    "species_evidence",
+    "species_mismatch",
+    "species_warning",
     "to_species",
 ]

@@ -702,7 +702,7 @@ def _check_counts_layer(adata: ad.AnnData, p: Path, vtype: str, normalize: bool,
 # gene identity
 # ---------------------------------------------------------------------------
 def _gene_identity(adata: ad.AnnData, path: Path, species, symbol_column) -> dict:
-    from ..genes import resolve_gene_identity
+    from ..genes import resolve_gene_identity, species_evidence, species_warning
 
     try:
         ident = resolve_gene_identity(adata, species=species, symbol_column=symbol_column)
@@ -710,7 +710,12 @@ def _gene_identity(adata: ad.AnnData, path: Path, species, symbol_column) -> dic
         raise InputFileError(exc.problem, path=path, fix=exc.fix) from None
     symbols = pd.Index([str(s) for s in ident.symbols], dtype=object)
     adata.var[K.VAR_SYMBOL] = symbols.to_numpy()
+    names = adata.var[ident.source_column] if ident.source_column else adata.var_names
+    evidence = species_evidence(list(names)) if ident.id_type == "symbol" else {"verdict": ident.species}
+    warning = species_warning(evidence, declared=species, where=str(path))
     return {
+        "species_evidence": evidence,
+        "species_warning": warning,
         "species": ident.species,
         "id_type": ident.id_type,
         "symbol_source_column": ident.source_column,
