@@ -215,14 +215,15 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
             os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, final)
     except (OSError, RuntimeError) as exc:
-        release_hdf5_handles(exc)
+        if _write_error(exc, tmp_path):
+            release_hdf5_handles(exc)
+            with contextlib.suppress(OSError):
+                tmp_path.unlink()
+            raise _output_error(exc, final) from None
         with contextlib.suppress(OSError):
             tmp_path.unlink()
-        if _write_error(exc, tmp_path):
-            raise _output_error(exc, final) from None
         raise
-    except BaseException as exc:
-        release_hdf5_handles(exc)
+    except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise

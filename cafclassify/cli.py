@@ -1610,6 +1610,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args._argv = argv
     args._step = args.step
     step = args.step
+    from . import _atomic
+
+    _atomic.HDF5_WRITE_FAILED = False  # set by a failed HDF5 write of this run only
     try:
         _configure_threads(args.threads)
         _configure_logging(args.verbose, args.log_file)

@@ -379,3 +379,18 @@ def test_every_layout_reads_to_the_same_numbers(data, seed):
                                       _dense(streamed_ref.layers[K.LAYER_COUNTS])), (name, dt)
         # the strategy really produced non-canonical matrices (else this test proves nothing)
         assert n_non_canonical >= len(dtypes) - 1
+
+
+def test_canonical_with_64bit_indptr():
+    """The check that avoids scipy's index copy for 64-bit indptr finds duplicates and disorder."""
+    from cafclassify.io._canonical import canonical, is_canonical
+
+    ok = sp.random(30, 20, density=0.3, format="csr", random_state=0)
+    ok.indptr = ok.indptr.astype(np.int64)
+    assert is_canonical(ok) and canonical(ok) is ok
+    bad = sp.csr_matrix((np.array([1.0, 2.0, 3.0]), np.array([2, 1, 1], dtype=np.int32),
+                         np.array([0, 3], dtype=np.int64)), shape=(1, 4))
+    assert not is_canonical(bad)
+    fixed = canonical(bad)
+    np.testing.assert_array_equal(fixed.toarray(), [[0, 5, 1, 0]])
+    assert fixed.nnz == 2 and bad.nnz == 3  # copy: the input is left as it was

@@ -38,6 +38,13 @@ def is_canonical(X) -> bool:
     for attr in ("_has_canonical_format", "_has_sorted_indices"):
         if attr in vars(X):
             delattr(X, attr)
+    if X.indptr.dtype != X.indices.dtype:
+        # scipy would first copy all indices to indptr's dtype (GBs for 64-bit indptr)
+        from ..scoring._kernels import _csr_is_canonical
+
+        ok = bool(_csr_is_canonical(X.indptr, X.indices))
+        X.has_canonical_format = ok
+        return ok
     return bool(X.has_canonical_format)
 
 
