@@ -1591,17 +1591,6 @@ def _configure_logging(verbose: int, log_file: str | None) -> None:
         root.setLevel(logging.DEBUG)
 
 
-def _exit_if_hdf5_broken(code: int) -> None:
-    """After a failed HDF5 write (disk full...), end now: HDF5's exit handler would crash."""
-    from . import _atomic
-
-    if _atomic.HDF5_WRITE_FAILED:
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 internal error, 2 user error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -1610,9 +1599,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args._argv = argv
     args._step = args.step
     step = args.step
-    from . import _atomic
+    from . import _write_failure
+    from ._write_failure import exit_if_hdf5_broken
 
-    _atomic.HDF5_WRITE_FAILED = False  # set by a failed HDF5 write of this run only
+    _write_failure.HDF5_WRITE_FAILED = False  # set by a failed HDF5 write of this run only
     try:
         _configure_threads(args.threads)
         _configure_logging(args.verbose, args.log_file)
@@ -1627,7 +1617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # API errors name `adata`/`obs[...]`; on the command line, name the input file too
         exc = name_input_file(exc, getattr(args, "input", None) or getattr(args, "inputs", None))
         print(f"cafclassify {step}: error: {exc.message}", file=sys.stderr)
-        _exit_if_hdf5_broken(exc.exit_code)
+        exit_if_hdf5_broken(exc.exit_code)  # after a failed HDF5 write: no crash at exit
         return exc.exit_code
     except KeyboardInterrupt:
         print(
