@@ -63,9 +63,10 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".part{sfx}", dir=parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    restore_hooks = quiet_hdf5_dealloc()  # a failed HDF5 write: one error, not one per handle
+
     try:
-        with quiet_hdf5_dealloc():  # a failed HDF5 write: one error, not one per handle
-            yield tmp_path
+        yield tmp_path
         with contextlib.suppress(OSError):
             # make the file readable like a normally created one (mkstemp uses 0600)
             umask = os.umask(0)
@@ -85,6 +86,8 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+    finally:
+        restore_hooks()
 
 
 def write_h5ad_atomic(adata: ad.AnnData, path: str | os.PathLike, *, compression: str | None = "gzip") -> Path:

@@ -163,15 +163,18 @@ def output_error(exc: BaseException, final: Path) -> InputFileError:
     )
 
 
-@contextlib.contextmanager
 def quiet_hdf5_dealloc():
-    """While writing: h5py's reports of handles freed after a failed write are dropped."""
+    """Drop h5py's reports of handles freed after a failed write until the returned call.
+
+    Returns a function that puts the previous hooks back (call it when the write ends).
+    """
     previous = sys.unraisablehook, sys.excepthook
     sys.unraisablehook, sys.excepthook = _quiet_hooks(*previous)
-    try:
-        yield
-    finally:
+
+    def restore() -> None:
         sys.unraisablehook, sys.excepthook = previous
+
+    return restore
 
 
 def exit_if_hdf5_broken(code: int) -> None:

@@ -28,7 +28,6 @@ import scipy.sparse as sp
 
 from .. import _keys as K
 from .._errors import CafClassifyError, DataError, InputFileError
-from ._canonical import canonicalise_adata
 from ._formats import FORMATS, find_mtx_files, open_binary, open_text, sniff_format
 from ._valuetype import value_type_details
 
@@ -1002,6 +1001,8 @@ def read(
 
     dups = _tidy_names(adata, p)
     _check_sample_column(adata, p, sample_column)
+
+    from ._canonical import canonicalise_adata
 
     fixed = canonicalise_adata(adata)  # before any arithmetic: duplicates summed, indices sorted
     if fixed:
