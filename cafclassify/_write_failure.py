@@ -16,8 +16,9 @@ unwinds prints the same I/O error as "Exception ignored in ... __dealloc__" (abo
 * :func:`release_hdf5_handles` (on the failure) marks the handles found in the
   failed call's frames as not to be closed (h5py's ``locked``: they are freed with
   the process), silences h5py's error printing and sets :data:`HDF5_WRITE_FAILED`;
-* :func:`exit_if_hdf5_broken` (the command line, after printing the error) then ends
-  the process with :func:`os._exit`, without running HDF5's exit handler.
+* the command line (:func:`exit_after_failure`) then ends the process at exit, once
+  the error is printed, with :func:`os._exit` (an :mod:`atexit` handler that runs
+  before the interpreter frees anything), without running HDF5's exit handler.
 
 Measured on a 2 MB tmpfs (``tests/test_disk_full.py``): exit 139 and up to ~260
 tracebacks before, exit 2 and the one paragraph after, in-memory and streamed writes,
@@ -35,11 +36,13 @@ from pathlib import Path
 
 from ._errors import InputFileError
 
-__all__ = ["HDF5_WRITE_FAILED", "exit_if_hdf5_broken", "is_write_error", "output_error",
+__all__ = ["HDF5_WRITE_FAILED", "exit_after_failure", "is_write_error", "output_error",
            "quiet_hdf5_dealloc", "release_hdf5_handles"]
 
 #: set once an HDF5 write failed in this process (reset by the command line per run)
 HDF5_WRITE_FAILED = False
+#: exit status the command line ends with after a failed HDF5 write (None: API use, no exit)
+EXIT_AFTER_FAILURE: int | None = None
 
 def _lock_hdf5(value, seen: set[int], locked: list, depth: int = 0) -> None:
     """Mark the h5py handles in ``value`` (and a few levels of its containers) as locked."""
@@ -91,6 +94,10 @@ def release_hdf5_handles(exc: BaseException) -> None:
             tb = tb.tb_next
         exc = exc.__cause__ or exc.__context__
     global HDF5_WRITE_FAILED
+    if locked and not HDF5_WRITE_FAILED and EXIT_AFTER_FAILURE is not None:
+        import atexit
+
+        atexit.register(_exit_now)  # runs before the interpreter frees anything
     HDF5_WRITE_FAILED = HDF5_WRITE_FAILED or bool(locked)
 
 
@@ -177,13 +184,21 @@ def quiet_hdf5_dealloc():
     return restore
 
 
-def exit_if_hdf5_broken(code: int) -> None:
-    """After a failed HDF5 write (disk full...), end the process now: HDF5's exit handler would crash.
+def exit_after_failure(code: int | None) -> None:
+    """Command line: after a failed HDF5 write, end the process with ``code`` at exit.
 
-    Called by the command line once the error is printed; a no-op otherwise.
+    The error has been reported (one paragraph) by then; ending with :func:`os._exit`
+    skips the interpreter's and HDF5's clean-up of the broken file, which would crash.
+    ``None`` turns this off (the Python API: a session goes on after the error).
     """
-    if HDF5_WRITE_FAILED:
+    global EXIT_AFTER_FAILURE, HDF5_WRITE_FAILED
+    EXIT_AFTER_FAILURE = code
+    HDF5_WRITE_FAILED = False
+
+
+def _exit_now() -> None:
+    if HDF5_WRITE_FAILED and EXIT_AFTER_FAILURE is not None:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)
+        os._exit(EXIT_AFTER_FAILURE)

@@ -517,6 +517,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .tl import train
 
     inputs = [_require_input(p, "input .h5ad file") for p in args.inputs]
+    from .genesets import check_subtype_sets
+
+    check_subtype_sets(_library(args) or "caf_v1", _csv_list(args.subtype_sets))  # before any work
     batch_key = args.batch_key
     if len(inputs) == 1:
         adata = _open_h5ad(args, inputs[0])
@@ -526,9 +529,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
             names = [f"{i}_{n}" for i, n in enumerate(names)]
         batch_key = batch_key or "dataset"
         adata = _pool([_read_h5ad(p) for p in inputs], names, batch_key=batch_key)
-    from .genesets import check_subtype_sets
-
-    check_subtype_sets(_library(args) or "caf_v1", _csv_list(args.subtype_sets))  # before any work
     model = _call(
         train,
         adata,
@@ -1294,8 +1294,8 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs", nargs="+", help="scored .h5ad file(s); several are pooled (inner join on genes)"
     )
     p.add_argument("-o", "--output", required=True, metavar="PATH", help="model file to write")
-    signatures_opt(p)
     subtype_sets_opt(p)
+    signatures_opt(p)
     p.add_argument(
         "--estimator",
         default="logreg",
@@ -1599,10 +1599,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args._argv = argv
     args._step = args.step
     step = args.step
-    from . import _write_failure
-    from ._write_failure import exit_if_hdf5_broken
+    from ._write_failure import exit_after_failure
 
-    _write_failure.HDF5_WRITE_FAILED = False  # set by a failed HDF5 write of this run only
+    exit_after_failure(2)  # a failed HDF5 write (disk full) is reported, then ends the process
     try:
         _configure_threads(args.threads)
         _configure_logging(args.verbose, args.log_file)
@@ -1617,7 +1616,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # API errors name `adata`/`obs[...]`; on the command line, name the input file too
         exc = name_input_file(exc, getattr(args, "input", None) or getattr(args, "inputs", None))
         print(f"cafclassify {step}: error: {exc.message}", file=sys.stderr)
-        exit_if_hdf5_broken(exc.exit_code)  # after a failed HDF5 write: no crash at exit
         return exc.exit_code
     except KeyboardInterrupt:
         print(
