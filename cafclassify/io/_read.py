@@ -588,10 +588,9 @@ def _decide_value_type(X, path: Path, value_type: str | None, info: dict) -> tup
             "normalising them would give every detected gene of a cell the same expression.",
             path=path,
             fix="provide the count matrix (e.g. the Cell Ranger output, or a counts layer with "
-            "--layer NAME, layer= in Python)" + ("" if getattr(X, "dtype", None) == np.bool_ else
-                                                 "; if these really are counts of a very shallow "
-                                                 "experiment, say so with --value-type counts "
-                                                 "(value_type='counts')") + ".",
+            "layer=NAME)" + ("" if getattr(X, "dtype", None) == np.bool_ else
+                             "; if these really are counts of a very shallow experiment, say so "
+                             "with value_type='counts'") + ".",
         )
     if value_type is None:
         if detected == "unknown":
