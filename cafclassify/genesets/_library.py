@@ -1,19 +1,11 @@
-"""Signature libraries: the built-in versioned ``caf_v1`` and user gene-set files.
+"""Signature libraries: the built-in versioned ``caf_v1``, and user gene-set files.
 
-User files are first-class: each format can say which sets are lineages, subtypes
-and states (the classifier takes its classes from the ``subtype`` group, the gate
-its lineages from ``lineage``), with a documented convention per format:
-
-* GMT: ``key=value`` items in the description field (2nd column), separated by
-  ``;``: ``group=subtype; min_coverage=0.5; free description``. A gene may carry a
-  weight as ``GENE:weight`` (``ACTA2:-1``: a gene that speaks *against* the set);
-* plain gene list: a comment line ``# group=subtype`` (and ``# min_coverage=0.4``);
-* long table (decoupler ``source``/``target``/``weight``): optional columns
-  ``group``, ``min_coverage`` and ``mouse`` (curated mouse orthologue).
-
-Sets without a group are in group ``user``. Text files may start with a byte-order
-mark and use CRLF line ends. :func:`export_signatures` writes any library (also the
-built-in one) in these formats such that loading the file back gives the same scores.
+A :class:`SignatureLibrary` holds :class:`GeneSet` objects in groups (``lineage``,
+``subtype``, ``state``, ``optional``, ``user``): the gate takes its lineages from the
+``lineage`` group, the classifier its classes from ``subtype``.
+:func:`load_signatures` reads the built-in folders here and user files (GMT, gene
+lists, long tables, dicts) with :mod:`cafclassify.genesets._userfiles`, whose
+conventions let a user file say which sets are subtypes, lineages and states.
 """
 
 from __future__ import annotations
@@ -21,9 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import logging
-import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -31,7 +21,6 @@ from importlib import resources
 from pathlib import Path
 
 from .._errors import SignatureError
-from ..genes._symbols import is_mangled, repair_mangled
 
 __all__ = [
     "GROUPS",
@@ -211,6 +200,8 @@ class SignatureLibrary:
         SignatureError
             For an unknown group or set name.
         """
+        from ._userfiles import _check_group
+
         sets = dict(self.sets)
         for group, names in groups.items():
             _check_group(group, where=f"signature library {self.name!r}")
@@ -434,348 +425,6 @@ def _load_library_dir(folder: Path, name: str | None = None) -> SignatureLibrary
     )
 
 
-# --------------------------------------------------------------------------
-# user gene sets
-
-
-def _check_group(group: str, *, where: str, path=None) -> str:
-    if group not in GROUPS:
-        raise SignatureError(
-            f"{where}: group {group!r} is not one of {', '.join(GROUPS)}.",
-            path=path,
-            fix="write group=lineage, subtype, state or optional (or leave it out: group 'user').",
-        )
-    return group
-
-
-def _check_fraction(value: str, *, where: str, path=None) -> float:
-    try:
-        mc = float(value)
-    except (TypeError, ValueError):
-        mc = float("nan")
-    if not 0.0 <= mc <= 1.0:
-        raise SignatureError(f"{where}: min_coverage {value!r} is not a fraction in [0, 1].", path=path,
-                             fix="write e.g. min_coverage=0.5.")
-    return mc
-
-
-#: keys of the GMT description / list comment convention
-_PROPS = ("group", "min_coverage")
-
-
-def _parse_props(text: str, *, where: str, path) -> tuple[dict, str]:
-    """``group=subtype; min_coverage=0.5; free text`` -> ({group, min_coverage}, free text)."""
-    props: dict = {}
-    rest = []
-    for item in text.split(";"):
-        key, eq, value = item.partition("=")
-        key = key.strip().lower()
-        if eq and key in _PROPS:
-            value = value.strip()
-            if key == "group":
-                props["group"] = _check_group(value, where=where, path=path)
-            else:
-                props["min_coverage"] = _check_fraction(value, where=where, path=path)
-        elif item.strip():
-            rest.append(item.strip())
-    return props, "; ".join(rest)
-
-
-def _gene_weight(token: str) -> tuple[str, float | None]:
-    """``GENE:-1`` -> ("GENE", -1.0); a token without a numeric ``:weight`` -> (token, None)."""
-    gene, colon, w = token.rpartition(":")
-    if colon and gene:
-        try:
-            wf = float(w)
-        except ValueError:
-            return token, None
-        if math.isfinite(wf):
-            return gene, wf
-    return token, None
-
-
-def check_subtype_sets(library, classes: Iterable[str] | None = None) -> list[str]:
-    """The subtype sets a classifier would use: ``classes``, or the library's ``subtype`` group.
-
-    Raises
-    ------
-    SignatureError
-        When fewer than two are named or marked (a user file without groups), with
-        the conventions that mark them.
-    """
-    lib = load_signatures(library)
-    if classes is not None:
-        names = list(classes)
-        unknown = [n for n in names if n not in lib.sets]
-        if unknown:
-            raise SignatureError(f"subtype set(s) {', '.join(map(repr, unknown))} are not in the "
-                                 f"signature library {lib.name!r}.", path=lib.origin or None,
-                                 fix=f"use some of: {', '.join(lib.sets)}.")
-    else:
-        names = [n for n, gs in lib.sets.items() if gs.group == "subtype"]
-    if len(names) < 2:
-        raise SignatureError(
-            f"the signature library marks {len(names)} set(s) as CAF subtypes "
-            f"({', '.join(names) or 'none'}); a classifier needs two or more.",
-            path=lib.origin or lib.name,
-            fix="say which sets are subtypes: --subtype-sets A,B,C on the command line "
-            "(classes=[...] in Python), or in the file: 'group=subtype' in the description "
-            "field of a GMT line, a 'group' column in a table, '# group=subtype' in a gene list.",
-        )
-    return names
-
-
-def _guess_case_species(genes: Iterable[str]) -> str:
-    vals = [g for g in genes if g and any(c.isalpha() for c in g) and not is_mangled(g)]
-    if not vals:
-        return "human"
-    n_upper = sum(1 for g in vals if g == g.upper())
-    return "human" if n_upper >= len(vals) / 2 else "mouse"
-
-
-def _clean_user_genes(genes: list[str], *, set_name: str, origin: str) -> list[str]:
-    """Strip, drop empties, repair or drop spreadsheet-mangled symbols, de-duplicate."""
-    species = _guess_case_species(genes)
-    out: list[str] = []
-    for g in genes:
-        g = str(g).strip()
-        if not g:
-            continue
-        if is_mangled(g):
-            fixed = repair_mangled(g, species)
-            if fixed is None:
-                logger.warning(
-                    "%s: set %r: dropped %r, a gene name a spreadsheet turned into a date "
-                    "that cannot be repaired unambiguously.",
-                    origin,
-                    set_name,
-                    g,
-                )
-                continue
-            logger.warning(
-                "%s: set %r: repaired spreadsheet-mangled gene name %r -> %r.",
-                origin,
-                set_name,
-                g,
-                fixed,
-            )
-            g = fixed
-        if g in out:
-            logger.info("%s: set %r: duplicate gene %r ignored.", origin, set_name, g)
-            continue
-        out.append(g)
-    return out
-
-
-def _user_set(
-    name: str, genes: list[str], weights: list[float], *, origin: str, description: str = "",
-    group: str = "user", min_coverage: float = 0.5, mouse: list[str | None] | None = None,
-) -> GeneSet:
-    n = len(genes)
-    return GeneSet(
-        name=name,
-        group=group,
-        genes=tuple(genes),
-        mouse=(None,) * n if mouse is None else tuple(mouse),
-        weights=tuple(float(w) for w in weights),
-        tiers=("user",) * n,
-        sources=(f"user:{origin}",) * n,
-        description=description,
-        evidence="user-supplied gene set; evidence not assessed by cafclassify",
-        min_coverage=min_coverage,
-        display_name=name,
-        notes=("",) * n,
-    )
-
-
-def _finish_user_set(
-    name: str,
-    genes: list[str],
-    weights: list[float] | None,
-    *,
-    origin: str,
-    description: str = "",
-    path=None,
-    group: str = "user",
-    min_coverage: float = 0.5,
-    mouse: list[str | None] | None = None,
-) -> GeneSet:
-    mmap: dict[str, str | None] = {}
-    if weights is None and mouse is None:
-        cleaned = _clean_user_genes(genes, set_name=name, origin=origin)
-        wmap = dict.fromkeys(cleaned, 1.0)
-    else:
-        wmap = {}
-        weights = [1.0] * len(genes) if weights is None else weights
-        for i, (g, w) in enumerate(zip(genes, weights, strict=True)):
-            cg = _clean_user_genes([g], set_name=name, origin=origin)
-            if cg and cg[0] not in wmap:
-                wmap[cg[0]] = w
-                mmap[cg[0]] = None if mouse is None else mouse[i]
-    if not wmap:
-        raise SignatureError(
-            f"gene set {name!r} has no genes.",
-            path=path or origin,
-            fix="give at least one gene per set.",
-        )
-    return _user_set(name, list(wmap), list(wmap.values()), origin=origin, description=description,
-                     group=group, min_coverage=min_coverage,
-                     mouse=None if mouse is None else [mmap[g] for g in wmap])
-
-
-def _read_gmt(path: Path) -> dict[str, GeneSet]:
-    sets: dict[str, GeneSet] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        fields = line.rstrip("\n\r").split("\t")
-        if len(fields) < 3 or not fields[0].strip():
-            raise SignatureError(
-                f"line {lineno} is not a GMT record (need: name<TAB>description<TAB>gene1<TAB>gene2...; "
-                f"found {len(fields)} tab-separated field(s)).",
-                path=path,
-                fix="separate the set name, the description and each gene by a tab.",
-            )
-        name = fields[0].strip()
-        if name in sets:
-            raise SignatureError(f"line {lineno}: set {name!r} appears twice.", path=path)
-        tokens = [_gene_weight(g.strip()) for g in fields[2:] if g.strip()]
-        if not tokens:
-            raise SignatureError(f"line {lineno}: set {name!r} has no genes.", path=path)
-        props, description = _parse_props(fields[1], where=f"line {lineno} (set {name!r})", path=path)
-        weighted = any(w is not None for _, w in tokens)
-        sets[name] = _finish_user_set(
-            name, [g for g, _ in tokens], [1.0 if w is None else w for _, w in tokens] if weighted else None,
-            origin=path.name, description=description, path=path, **props,
-        )
-    if not sets:
-        raise SignatureError("no gene sets found in the GMT file.", path=path)
-    return sets
-
-
-def _read_gene_list(path: Path) -> dict[str, GeneSet]:
-    genes = []
-    props: dict = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        line, _, comment = line.partition("#")
-        if comment.strip():  # "# group=subtype", "# min_coverage=0.4"
-            found, _ = _parse_props(comment, where=f"line {lineno}", path=path)
-            props.update(found)
-        line = line.strip()
-        if not line:
-            continue
-        genes.append(line.replace(",", " ").replace("\t", " ").split()[0])
-    return {path.stem: _finish_user_set(path.stem, genes, None, origin=path.name, path=path, **props)}
-
-
-def _table_props(sub, cols: dict, *, name: str, path: Path) -> dict:
-    """``group`` / ``min_coverage`` (one value per set) and ``mouse`` columns of a long table."""
-    props: dict = {}
-    for key in _PROPS:
-        if key not in cols:
-            continue
-        values = sorted({str(v).strip() for v in sub[cols[key]].dropna() if str(v).strip()})
-        if len(values) > 1:
-            raise SignatureError(f"set {name!r} has several {key} values ({', '.join(values)}).",
-                                 path=path, fix=f"give every row of a set the same {key}.")
-        if values:
-            where = f"set {name!r}"
-            props[key] = (_check_group(values[0], where=where, path=path) if key == "group"
-                          else _check_fraction(values[0], where=where, path=path))
-    if "mouse" in cols:
-        props["mouse"] = [None if not isinstance(m, str) or m.strip() in ("", "-") else m.strip()
-                          for m in sub[cols["mouse"]]]
-    return props
-
-
-def _read_long_table(path: Path, sep: str) -> dict[str, GeneSet]:
-    import pandas as pd
-
-    try:
-        df = pd.read_csv(path, sep=sep, dtype=str, comment="#", encoding="utf-8-sig")
-    except Exception as exc:  # pandas raises many types for malformed text
-        raise SignatureError(
-            f"cannot be read as a {'tab' if sep == chr(9) else 'comma'}-separated table ({exc}).",
-            path=path,
-        ) from None
-    cols = {str(c).strip().lower(): c for c in df.columns}
-    if "source" not in cols or "target" not in cols:
-        raise SignatureError(
-            f"a long-format gene-set table needs columns 'source' (set name) and 'target' (gene), "
-            f"optionally 'weight'; found: {', '.join(map(str, df.columns))}.",
-            path=path,
-            fix="rename the columns (decoupler net format), or save the sets as GMT.",
-        )
-    src, tgt, wcol = cols["source"], cols["target"], cols.get("weight")
-    sets: dict[str, GeneSet] = {}
-    for name, sub in df.groupby(src, sort=False):
-        genes = sub[tgt].fillna("").astype(str).str.strip().tolist()
-        props = _table_props(sub, cols, name=str(name), path=path)
-        if wcol is None:
-            weights = [1.0] * len(genes)
-        else:
-            weights = []
-            for lineno, w in zip(sub.index, sub[wcol], strict=True):
-                try:
-                    wf = float(w)
-                except (TypeError, ValueError):
-                    wf = float("nan")
-                if not math.isfinite(wf):
-                    raise SignatureError(
-                        f"line {lineno + 2}: weight {w!r} is not a finite number.", path=path
-                    )
-                weights.append(wf)
-        sets[str(name)] = _finish_user_set(str(name), genes, weights, origin=path.name, path=path, **props)
-    if not sets:
-        raise SignatureError("the table has no rows.", path=path)
-    return sets
-
-
-def _from_dict(spec: Mapping) -> SignatureLibrary:
-    sets: dict[str, GeneSet] = {}
-    for name, val in spec.items():
-        if not isinstance(name, str) or not name:
-            raise SignatureError(f"set name {name!r} is not a non-empty string.", path="<dict>")
-        if isinstance(val, Mapping):
-            genes, weights = [], []
-            for g, w in val.items():
-                try:
-                    wf = float(w)
-                except (TypeError, ValueError):
-                    wf = float("nan")
-                if not math.isfinite(wf):
-                    raise SignatureError(
-                        f"set {name!r}: weight {w!r} of gene {g!r} is not a finite number.",
-                        path="<dict>",
-                    )
-                genes.append(str(g))
-                weights.append(wf)
-            sets[name] = _finish_user_set(name, genes, weights, origin="<dict>")
-        elif isinstance(val, (list, tuple, set, frozenset)) or hasattr(val, "__array__"):
-            genes = [str(g) for g in val]
-            sets[name] = _finish_user_set(name, genes, None, origin="<dict>")
-        else:
-            raise SignatureError(
-                f"set {name!r}: value of type {type(val).__name__} is neither a list of genes "
-                "nor a {gene: weight} mapping.",
-                path="<dict>",
-                fix="pass {name: [genes]} or {name: {gene: weight}}.",
-            )
-    if not sets:
-        raise SignatureError("the dict holds no gene sets.", path="<dict>")
-    payload = json.dumps(
-        {k: [list(v.genes), list(v.weights)] for k, v in sets.items()}, sort_keys=True
-    ).encode()
-    return SignatureLibrary(
-        name="user_dict",
-        version="user",
-        sha256=hashlib.sha256(payload).hexdigest(),
-        sets=sets,
-        sources={},
-        origin="<dict>",
-    )
-
-
 _FORMATS = {
     "gmt": "gmt",
     "txt": "list",
@@ -824,6 +473,8 @@ def load_signatures(spec="caf_v1", *, format: str | None = None) -> SignatureLib
     if isinstance(spec, SignatureLibrary):
         return spec
     if isinstance(spec, Mapping):
+        from ._userfiles import _from_dict
+
         return _from_dict(spec)
     if not isinstance(spec, (str, os.PathLike)):
         raise SignatureError(
@@ -871,6 +522,8 @@ def load_signatures(spec="caf_v1", *, format: str | None = None) -> SignatureLib
                 path=path,
                 fix="use .gmt, .txt/.grp or .tsv/.csv, or pass format=.",
             )
+    from ._userfiles import _read_gene_list, _read_gmt, _read_long_table
+
     try:
         if fmt == "gmt":
             sets = _read_gmt(path)
@@ -890,3 +543,34 @@ def load_signatures(spec="caf_v1", *, format: str | None = None) -> SignatureLib
         sources={},
         origin=str(path),
     )
+
+
+def check_subtype_sets(library, classes: Iterable[str] | None = None) -> list[str]:
+    """The subtype sets a classifier would use: ``classes``, or the library's ``subtype`` group.
+
+    Raises
+    ------
+    SignatureError
+        When fewer than two are named or marked (a user file without groups), with
+        the conventions that mark them.
+    """
+    lib = load_signatures(library)
+    if classes is not None:
+        names = list(classes)
+        unknown = [n for n in names if n not in lib.sets]
+        if unknown:
+            raise SignatureError(f"subtype set(s) {', '.join(map(repr, unknown))} are not in the "
+                                 f"signature library {lib.name!r}.", path=lib.origin or None,
+                                 fix=f"use some of: {', '.join(lib.sets)}.")
+    else:
+        names = [n for n, gs in lib.sets.items() if gs.group == "subtype"]
+    if len(names) < 2:
+        raise SignatureError(
+            f"the signature library marks {len(names)} set(s) as CAF subtypes "
+            f"({', '.join(names) or 'none'}); a classifier needs two or more.",
+            path=lib.origin or lib.name,
+            fix="say which sets are subtypes: --subtype-sets A,B,C on the command line "
+            "(classes=[...] in Python), or in the file: 'group=subtype' in the description "
+            "field of a GMT line, a 'group' column in a table, '# group=subtype' in a gene list.",
+        )
+    return names
