@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._errors import InputFileError
+from ._write_failure import is_write_error, output_error, quiet_hdf5_dealloc, release_hdf5_handles
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -159,6 +160,8 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".part{sfx}", dir=parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    restore_hooks = quiet_hdf5_dealloc()  # a failed HDF5 write: one error, not one per handle
+
     try:
         yield tmp_path
         check_interrupted()  # a signal swallowed during the write still stops the run here
@@ -168,22 +171,21 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
             os.umask(umask)
             os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, final)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # h5py raises both for a failed write
+        write_failed = is_write_error(exc, tmp_path)  # see cafclassify._write_failure
+        if write_failed:
+            release_hdf5_handles(exc)
         with contextlib.suppress(OSError):
             tmp_path.unlink()
-        if exc.errno in _OUTPUT_ERRNOS:
-            raise InputFileError(
-                f"cannot write the output file ({exc.strerror or exc}); nothing was written "
-                "under this name.",
-                path=final,
-                fix="free some disk space, or choose an output path (not an existing folder) in "
-                "a folder you can write to, and rerun.",
-            ) from exc
+        if write_failed:
+            raise output_error(exc, final) from None
         raise
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+    finally:
+        restore_hooks()
 
 
 def write_h5ad_atomic(adata: ad.AnnData, path: str | os.PathLike, *, compression: str | None = "gzip") -> Path:

@@ -11,6 +11,13 @@ from ._errors import DataError
 __all__ = ["GatheredRows", "get_matrix", "stack_rows", "stored_row_bytes", "take_rows"]
 
 
+def _canonical(block):
+    """Rows as values: a sparse block with duplicates summed and indices sorted."""
+    from .io._canonical import canonical
+
+    return canonical(block, copy=False) if sp.issparse(block) else block
+
+
 def get_matrix(adata: AnnData, layer: str | None):
     """Return ``(matrix, where)`` for ``adata.X`` or ``adata.layers[layer]``.
 
@@ -97,13 +104,14 @@ def take_rows(X, rows) -> np.ndarray | sp.spmatrix:
 
     Returns
     -------
-    The rows, in the given order: CSR for sparse input, ndarray for dense.
+    The rows, in the given order: CSR for sparse input (canonical: duplicate entries
+    summed, indices sorted), ndarray for dense.
     """
     rows = np.asarray(rows, dtype=np.int64).ravel()
     if isinstance(X, GatheredRows):
         return X.take(rows)
     if not _is_backed_matrix(X):
-        return X[rows]
+        return _canonical(X[rows])
     if rows.size == 0:
         block = X[0:0]
         return sp.csr_matrix(block) if sp.issparse(block) else np.asarray(block)
@@ -127,7 +135,7 @@ def take_rows(X, rows) -> np.ndarray | sp.spmatrix:
                 parts.append(X[want])
         got = stack_rows(parts)
     if sp.issparse(got):
-        got = sp.csr_matrix(got)
+        got = _canonical(sp.csr_matrix(got))  # on-disk blocks as stored: duplicates summed here
     else:
         got = np.asarray(got)
     if uniq.size == rows.size and np.array_equal(uniq, rows):

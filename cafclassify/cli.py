@@ -84,13 +84,17 @@ def _read_h5ad(path: str | os.PathLike):
 
     p = _require_input(path, "input .h5ad file")
     try:
-        return ad.read_h5ad(p)
+        adata = ad.read_h5ad(p)
     except Exception as exc:  # h5py/anndata raise many different types for bad files
         raise InputFileError(
             f"cannot be read as an .h5ad file ({type(exc).__name__}: {exc}).",
             path=p,
             fix="pass an .h5ad file written by anndata (use `cafclassify read` to convert other formats).",
         ) from None
+    from .io._canonical import canonicalise_adata
+
+    canonicalise_adata(adata)  # duplicate/unsorted sparse entries summed before any arithmetic
+    return adata
 
 
 #: default of --backed-min-cells: from this many cells on, --backed auto keeps matrices on disk
@@ -203,6 +207,17 @@ def _call(func: Callable, *args: Any, **kwargs: Any) -> Any:
         if kwargs[k] is not None:
             logger.debug("%s does not accept %s=; ignored", getattr(func, "__name__", func), k)
     return func(*args, **{k: v for k, v in kwargs.items() if k in params})
+
+
+def _library(args: argparse.Namespace, default: str | None = "caf_v1"):
+    """``--signatures``, with the ``--subtype-sets`` moved to the subtype group (issue #18)."""
+    subtypes = _csv_list(getattr(args, "subtype_sets", None))
+    spec = getattr(args, "signatures", None)
+    if not subtypes:
+        return spec
+    from .genesets import load_signatures
+
+    return load_signatures(spec or default).with_groups({"subtype": subtypes})
 
 
 def _csv_list(value: str | None) -> list[str] | None:
@@ -382,7 +397,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     _call(
         score,
         adata,
-        args.signatures,
+        _library(args),
         method=args.method,
         layer=args.layer,
         key_added=args.key_added,
@@ -466,6 +481,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .tl import train
 
     inputs = [_require_input(p, "input .h5ad file") for p in args.inputs]
+    from .genesets import check_subtype_sets
+
+    check_subtype_sets(_library(args) or "caf_v1", _csv_list(args.subtype_sets))  # before any work
     batch_key = args.batch_key
     if len(inputs) == 1:
         adata = _open_h5ad(args, inputs[0])
@@ -479,7 +497,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     model = _call(
         train,
         adata,
-        signatures=args.signatures,
+        signatures=_library(args),
+        classes=_csv_list(args.subtype_sets),
         score_key=args.score_key,
         lineage_key=args.lineage_key,
         estimator=args.estimator,
@@ -507,6 +526,10 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         inputs.append(args.model)
     from ._errors import DataError
 
+    if model is None:
+        from .genesets import check_subtype_sets
+
+        check_subtype_sets(_library(args) or "caf_v1", _csv_list(args.subtype_sets))
     try:
         result = _call(
             classify,
@@ -516,7 +539,8 @@ def _cmd_classify(args: argparse.Namespace) -> int:
             smooth=args.smooth,
             perivascular=args.perivascular,
             tissue_key=args.tissue_key,
-            signatures=args.signatures,
+            signatures=_library(args),
+            classes=None if model is not None else _csv_list(args.subtype_sets),
             estimator=None if model is not None else args.estimator,
             random_state=args.seed,
             copy=False,
@@ -528,6 +552,10 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     else:
         if result is not None and result is not adata and hasattr(result, "obs"):
             adata = result
+        if model is not None:  # cross-species model application: a WARNING, in uns and the report
+            from .genes import note_model_species
+
+            note_model_species(adata, model.species, model_path=str(args.model))
     # the library actually used: the model's when one is given, else the training library
     used = args.signatures or (model.signature_name if model is not None else "caf_v1")
     _stamp(adata, _provenance(args, inputs, signatures=used))
@@ -843,24 +871,9 @@ def _cmd_signatures(args: argparse.Namespace) -> int:
 
 
 def _export_library(lib, path: str, *, fmt: str | None) -> None:
-    from ._atomic import atomic_path
+    from .genesets import export_signatures
 
-    fmt = fmt or ("gmt" if str(path).endswith(".gmt") else "tsv")
-    lines: list[str] = []
-    if fmt == "gmt":
-        for gs in lib.sets.values():
-            genes = [g for g, w in zip(gs.genes, gs.weights, strict=True) if w > 0]
-            desc = f"{lib.name} {lib.version} {gs.group}".replace("\t", " ")
-            lines.append("\t".join([gs.name, desc, *genes]))
-    else:
-        lines.append("\t".join(["source", "target", "weight", "group", "mouse", "tier", "sources"]))
-        for gs in lib.sets.values():
-            for g, m, w, t, s in zip(
-                gs.genes, gs.mouse, gs.weights, gs.tiers, gs.sources, strict=True
-            ):
-                lines.append("\t".join([gs.name, g, f"{w:g}", gs.group, m or "", t, s]))
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    export_signatures(lib, path, format=fmt)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -1039,6 +1052,16 @@ def build_parser() -> argparse.ArgumentParser:
             help="built-in library name or a .gmt/.txt/.tsv gene-set file (default: caf_v1)",
         )
 
+    def subtype_sets_opt(p):
+        p.add_argument(
+            "--subtype-sets",
+            default=None,
+            metavar="A,B,...",
+            help="comma-separated sets of the signature file that are CAF subtypes (the "
+            "classifier's classes); default: the sets of group 'subtype' (GMT description "
+            "'group=subtype', a 'group' column in tables)",
+        )
+
     def seed_opt(p):
         p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
@@ -1214,6 +1237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="input .h5ad")
     out_opt(p)
     signatures_opt(p)
+    subtype_sets_opt(p)
     p.add_argument(
         "--method",
         default="ucell",
@@ -1260,6 +1284,7 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs", nargs="+", help="scored .h5ad file(s); several are pooled (inner join on genes)"
     )
     p.add_argument("-o", "--output", required=True, metavar="PATH", help="model file to write")
+    subtype_sets_opt(p)
     signatures_opt(p)
     species_opt(p)
     p.add_argument(
@@ -1361,6 +1386,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="signature library for flags and for training when no --model is given "
         "(default: caf_v1)",
     )
+    subtype_sets_opt(p)
     seed_opt(p)
 
     # report
@@ -1643,6 +1669,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args._argv = argv
     args._step = args.step
     step = args.step
+    from ._write_failure import exit_after_failure
+
+    exit_after_failure(2)  # a failed HDF5 write (disk full) is reported, then ends the process
     try:
         with signals_as_exceptions():
             _guard_outputs(args)

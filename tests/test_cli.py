@@ -406,9 +406,10 @@ def test_signatures_list_show_and_gmt_export_roundtrip(capsys, tmp_path):
     gmt = tmp_path / "caf.gmt"
     assert run(capsys, "signatures", "--export", str(gmt))[0] == 0
     back = load_signatures(str(gmt))
-    for set_name, gs in lib.sets.items():
-        positive = {g for g, w in zip(gs.genes, gs.weights, strict=True) if w > 0}
-        assert set(back.sets[set_name].genes) == positive
+    for set_name, gs in lib.sets.items():  # lossless: negative genes, groups, thresholds too
+        b = back.sets[set_name]
+        assert (b.genes, b.weights, b.group, b.min_coverage) == (gs.genes, gs.weights, gs.group,
+                                                                 gs.min_coverage)
 
 
 # ----------------------------------------------------------------------------- classify fallback

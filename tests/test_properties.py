@@ -270,3 +270,127 @@ def test_score_with_dict_sets_bounded_and_order_invariant(data, perm_seed, metho
         by_genes = score(adata[:, genes].copy(), gene_sets, method=method, max_rank=max_rank,
                          species="human", on_low_coverage="keep", copy=True).obsm[K.OBSM_SCORES]
         pd.testing.assert_frame_equal(by_genes[s.columns], s, check_exact=False, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# every valid layout of the same matrix reads to the same numbers (issue #18)
+# ---------------------------------------------------------------------------
+def _dtypes_holding(max_value: float) -> list[np.dtype]:
+    """Every numeric dtype that holds the integers 0..max_value exactly."""
+    out = []
+    for dt in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+               np.float16, np.float32, np.float64):
+        dt = np.dtype(dt)
+        top = np.iinfo(dt).max if dt.kind in "iu" else 2.0 ** (np.finfo(dt).nmant + 1)
+        if max_value <= top:
+            out.append(dt)
+    return out
+
+
+def _dense(M) -> np.ndarray:
+    return (M.toarray() if sp.issparse(M) else np.asarray(M)).astype(np.float64)
+
+
+def _non_canonical(X: sp.csr_matrix, rng: np.random.Generator, fmt: str, dtype) -> sp.spmatrix:
+    """The same matrix with entries split into duplicates and indices shuffled within rows/columns."""
+    M = X.tocsr() if fmt == "csr" else X.tocsc()
+    data, indices, ptr = [], [], [0]
+    for i in range(M.shape[0] if fmt == "csr" else M.shape[1]):
+        lo, hi = M.indptr[i], M.indptr[i + 1]
+        d, j = [], []
+        for v, k in zip(M.data[lo:hi], M.indices[lo:hi], strict=True):
+            if v >= 2 and rng.random() < 0.7:  # split a value into two stored entries
+                a = float(rng.integers(1, int(v)))
+                d += [a, v - a]
+                j += [k, k]
+            else:
+                d.append(v)
+                j.append(k)
+        order = rng.permutation(len(d))
+        data += [d[o] for o in order]
+        indices += [j[o] for o in order]
+        ptr.append(len(data))
+    cls = sp.csr_matrix if fmt == "csr" else sp.csc_matrix
+    out = cls((np.asarray(data, dtype=dtype), np.asarray(indices, dtype=np.int32),
+               np.asarray(ptr, dtype=np.int32)), shape=X.shape)
+    return out
+
+
+@settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(data=count_matrices(), seed=st.integers(0, 2**32 - 1))
+def test_every_layout_reads_to_the_same_numbers(data, seed):
+    """Canonical / non-canonical CSR and CSC and dense, in every dtype that holds the counts:
+    identical X and layers['counts'] after read(), streamed read and backed blocks."""
+    from cafclassify._utils import take_rows
+    from cafclassify.io._read import read_backed
+    from cafclassify.io._stream import read_to_h5ad
+
+    X, genes, barcodes = data
+    rng = np.random.default_rng(seed)
+    obs, var = pd.DataFrame(index=barcodes), pd.DataFrame(index=genes)
+    dtypes = _dtypes_holding(float(X.max()))
+    assert len(dtypes) >= 6
+    with tempfile.TemporaryDirectory() as d:
+        def write(M, name):
+            p = Path(d) / f"{name}.h5ad"
+            ad.AnnData(X=M, obs=obs, var=var).write_h5ad(p)
+            return p
+
+        ref_path = write(X, "ref")
+        ref = read(ref_path)
+        ref_x, ref_counts = ref.X.toarray(), ref.layers[K.LAYER_COUNTS].toarray()
+        read_to_h5ad(ref_path, Path(d) / "ref_s.h5ad", chunk_size=5)
+        streamed_ref = ad.read_h5ad(Path(d) / "ref_s.h5ad")
+        n_non_canonical = 0
+        for dt in dtypes:
+            layouts = {"dense": X.toarray().astype(dt)}
+            for fmt in ("csr", "csc") if dt != np.float16 else ():  # scipy.sparse has no float16
+                layouts[f"{fmt}_canonical"] = (X.tocsr() if fmt == "csr" else X.tocsc()).astype(dt)
+                nc = _non_canonical(X, rng, fmt, dt)
+                n_non_canonical += not nc.has_canonical_format
+                layouts[f"{fmt}_non_canonical"] = nc
+            for name, M in layouts.items():
+                p = write(M, f"{name}_{dt.name}")
+                got = read(p)
+                gx = got.X.toarray() if sp.issparse(got.X) else np.asarray(got.X)
+                gc = got.layers[K.LAYER_COUNTS]
+                gc = gc.toarray() if sp.issparse(gc) else np.asarray(gc)
+                assert np.array_equal(gx, ref_x), (name, dt)
+                assert np.array_equal(gc.astype(np.float64), ref_counts.astype(np.float64)), (name, dt)
+                assert got.uns[K.UNS][K.UNS_READ]["value_type"] == "counts", (name, dt)
+                if name.startswith("csc"):  # only CSR/dense h5ad matrices are streamed / read in blocks
+                    continue
+                # out of core: backed blocks and the streamed reader see the same values
+                b = read_backed(p)
+                try:
+                    blk = take_rows(b.X, np.arange(b.n_obs))
+                    assert not sp.issparse(blk) or blk.has_canonical_format, (name, dt)
+                    blk = blk.toarray() if sp.issparse(blk) else np.asarray(blk)
+                    assert np.array_equal(blk.astype(np.float64), ref_counts.astype(np.float64)), (name, dt)
+                finally:
+                    b.file.close()
+                if name != "csr_non_canonical" or dt.name not in ("float32", "int64"):
+                    continue  # the streamed reader is slower: the non-canonical case, two dtypes
+                out = Path(d) / f"{name}_{dt.name}_s.h5ad"
+                read_to_h5ad(p, out, chunk_size=5)
+                s = ad.read_h5ad(out)
+                assert np.array_equal(_dense(s.X), _dense(streamed_ref.X)), (name, dt)
+                assert np.array_equal(_dense(s.layers[K.LAYER_COUNTS]),
+                                      _dense(streamed_ref.layers[K.LAYER_COUNTS])), (name, dt)
+        # the strategy really produced non-canonical matrices (else this test proves nothing)
+        assert n_non_canonical >= len(dtypes) - 1
+
+
+def test_canonical_with_64bit_indptr():
+    """The check that avoids scipy's index copy for 64-bit indptr finds duplicates and disorder."""
+    from cafclassify.io._canonical import canonical, is_canonical
+
+    ok = sp.random(30, 20, density=0.3, format="csr", random_state=0)
+    ok.indptr = ok.indptr.astype(np.int64)
+    assert is_canonical(ok) and canonical(ok) is ok
+    bad = sp.csr_matrix((np.array([1.0, 2.0, 3.0]), np.array([2, 1, 1], dtype=np.int32),
+                         np.array([0, 3], dtype=np.int64)), shape=(1, 4))
+    assert not is_canonical(bad)
+    fixed = canonical(bad)
+    np.testing.assert_array_equal(fixed.toarray(), [[0, 5, 1, 0]])
+    assert fixed.nnz == 2 and bad.nnz == 3  # copy: the input is left as it was

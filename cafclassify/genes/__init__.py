@@ -14,6 +14,7 @@ from ._identity import (
     recorded_species,
     resolve_gene_identity,
 )
+from ._species import note_model_species, species_evidence, species_mismatch, species_warning
 from ._symbols import is_mangled, orthologues, repair_mangled, repair_symbol, to_species
 
 __all__ = [
@@ -22,11 +23,15 @@ __all__ = [
     "detect_id_type",
     "detect_species",
     "is_mangled",
+    "note_model_species",
     "orthologues",
     "record_species",
     "recorded_species",
     "repair_mangled",
     "repair_symbol",
     "resolve_gene_identity",
+    "species_evidence",
+    "species_mismatch",
+    "species_warning",
     "to_species",
 ]

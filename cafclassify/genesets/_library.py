@@ -1,13 +1,19 @@
-"""Signature libraries: the built-in versioned ``caf_v1`` and user gene-set files."""
+"""Signature libraries: the built-in versioned ``caf_v1``, and user gene-set files.
+
+A :class:`SignatureLibrary` holds :class:`GeneSet` objects in groups (``lineage``,
+``subtype``, ``state``, ``optional``, ``user``): the gate takes its lineages from the
+``lineage`` group, the classifier its classes from ``subtype``.
+:func:`load_signatures` reads the built-in folders here and user files (GMT, gene
+lists, long tables, dicts) with :mod:`cafclassify.genesets._userfiles`, whose
+conventions let a user file say which sets are subtypes, lineages and states.
+"""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
-import json
 import logging
-import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -15,7 +21,6 @@ from importlib import resources
 from pathlib import Path
 
 from .._errors import SignatureError
-from ..genes._symbols import is_mangled, repair_mangled
 
 __all__ = [
     "GROUPS",
@@ -181,6 +186,35 @@ class SignatureLibrary:
             keep = {k: v for k, v in keep.items() if v.group in set(groups)}
         return replace(self, sets=keep)
 
+    def with_groups(self, groups: Mapping[str, Iterable[str]]) -> SignatureLibrary:
+        """Return a library in which the named sets are moved to the given groups.
+
+        Parameters
+        ----------
+        groups
+            ``{group: [set names]}``, e.g. ``{"subtype": ["iCAF", "myCAF"]}`` (what the
+            CLI's ``--subtype-sets`` does for a user file without groups).
+
+        Raises
+        ------
+        SignatureError
+            For an unknown group or set name.
+        """
+        from ._userfiles import _check_group
+
+        sets = dict(self.sets)
+        for group, names in groups.items():
+            _check_group(group, where=f"signature library {self.name!r}")
+            for n in [names] if isinstance(names, str) else names:
+                if n not in sets:
+                    raise SignatureError(
+                        f"set {n!r} is not in signature library {self.name!r}.",
+                        path=self.origin or None,
+                        fix=f"use some of: {', '.join(self.sets)}.",
+                    )
+                sets[n] = replace(sets[n], group=group)
+        return replace(self, sets=sets)
+
     def table(self):
         """Long table, one row per (set, gene): set, group, gene, mouse, weight, tier, sources."""
         import pandas as pd
@@ -264,7 +298,7 @@ def _hash_files(paths: Iterable[Path]) -> str:
 
 
 def _read_tsv(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")
     reader = csv.reader(io.StringIO(text), delimiter="\t")
     try:
         header = next(reader)
@@ -391,223 +425,6 @@ def _load_library_dir(folder: Path, name: str | None = None) -> SignatureLibrary
     )
 
 
-# --------------------------------------------------------------------------
-# user gene sets
-
-
-def _guess_case_species(genes: Iterable[str]) -> str:
-    vals = [g for g in genes if g and any(c.isalpha() for c in g) and not is_mangled(g)]
-    if not vals:
-        return "human"
-    n_upper = sum(1 for g in vals if g == g.upper())
-    return "human" if n_upper >= len(vals) / 2 else "mouse"
-
-
-def _clean_user_genes(genes: list[str], *, set_name: str, origin: str) -> list[str]:
-    """Strip, drop empties, repair or drop spreadsheet-mangled symbols, de-duplicate."""
-    species = _guess_case_species(genes)
-    out: list[str] = []
-    for g in genes:
-        g = str(g).strip()
-        if not g:
-            continue
-        if is_mangled(g):
-            fixed = repair_mangled(g, species)
-            if fixed is None:
-                logger.warning(
-                    "%s: set %r: dropped %r, a gene name a spreadsheet turned into a date "
-                    "that cannot be repaired unambiguously.",
-                    origin,
-                    set_name,
-                    g,
-                )
-                continue
-            logger.warning(
-                "%s: set %r: repaired spreadsheet-mangled gene name %r -> %r.",
-                origin,
-                set_name,
-                g,
-                fixed,
-            )
-            g = fixed
-        if g in out:
-            logger.info("%s: set %r: duplicate gene %r ignored.", origin, set_name, g)
-            continue
-        out.append(g)
-    return out
-
-
-def _user_set(
-    name: str, genes: list[str], weights: list[float], *, origin: str, description: str = ""
-) -> GeneSet:
-    n = len(genes)
-    return GeneSet(
-        name=name,
-        group="user",
-        genes=tuple(genes),
-        mouse=(None,) * n,
-        weights=tuple(float(w) for w in weights),
-        tiers=("user",) * n,
-        sources=(f"user:{origin}",) * n,
-        description=description,
-        evidence="user-supplied gene set; evidence not assessed by cafclassify",
-        min_coverage=0.5,
-        display_name=name,
-        notes=("",) * n,
-    )
-
-
-def _finish_user_set(
-    name: str,
-    genes: list[str],
-    weights: list[float] | None,
-    *,
-    origin: str,
-    description: str = "",
-    path=None,
-) -> GeneSet:
-    if weights is None:
-        cleaned = _clean_user_genes(genes, set_name=name, origin=origin)
-        wmap = dict.fromkeys(cleaned, 1.0)
-    else:
-        wmap = {}
-        for g, w in zip(genes, weights, strict=True):
-            cg = _clean_user_genes([g], set_name=name, origin=origin)
-            if cg and cg[0] not in wmap:
-                wmap[cg[0]] = w
-    if not wmap:
-        raise SignatureError(
-            f"gene set {name!r} has no genes.",
-            path=path or origin,
-            fix="give at least one gene per set.",
-        )
-    return _user_set(name, list(wmap), list(wmap.values()), origin=origin, description=description)
-
-
-def _read_gmt(path: Path) -> dict[str, GeneSet]:
-    sets: dict[str, GeneSet] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        fields = line.rstrip("\n\r").split("\t")
-        if len(fields) < 3 or not fields[0].strip():
-            raise SignatureError(
-                f"line {lineno} is not a GMT record (need: name<TAB>description<TAB>gene1<TAB>gene2...; "
-                f"found {len(fields)} tab-separated field(s)).",
-                path=path,
-                fix="separate the set name, the description and each gene by a tab.",
-            )
-        name = fields[0].strip()
-        if name in sets:
-            raise SignatureError(f"line {lineno}: set {name!r} appears twice.", path=path)
-        genes = [g for g in fields[2:] if g.strip()]
-        if not genes:
-            raise SignatureError(f"line {lineno}: set {name!r} has no genes.", path=path)
-        sets[name] = _finish_user_set(
-            name, genes, None, origin=path.name, description=fields[1].strip(), path=path
-        )
-    if not sets:
-        raise SignatureError("no gene sets found in the GMT file.", path=path)
-    return sets
-
-
-def _read_gene_list(path: Path) -> dict[str, GeneSet]:
-    genes = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        genes.append(line.replace(",", " ").replace("\t", " ").split()[0])
-    return {path.stem: _finish_user_set(path.stem, genes, None, origin=path.name, path=path)}
-
-
-def _read_long_table(path: Path, sep: str) -> dict[str, GeneSet]:
-    import pandas as pd
-
-    try:
-        df = pd.read_csv(path, sep=sep, dtype=str, comment="#")
-    except Exception as exc:  # pandas raises many types for malformed text
-        raise SignatureError(
-            f"cannot be read as a {'tab' if sep == chr(9) else 'comma'}-separated table ({exc}).",
-            path=path,
-        ) from None
-    cols = {str(c).strip().lower(): c for c in df.columns}
-    if "source" not in cols or "target" not in cols:
-        raise SignatureError(
-            f"a long-format gene-set table needs columns 'source' (set name) and 'target' (gene), "
-            f"optionally 'weight'; found: {', '.join(map(str, df.columns))}.",
-            path=path,
-            fix="rename the columns (decoupler net format), or save the sets as GMT.",
-        )
-    src, tgt, wcol = cols["source"], cols["target"], cols.get("weight")
-    sets: dict[str, GeneSet] = {}
-    for name, sub in df.groupby(src, sort=False):
-        genes = sub[tgt].fillna("").astype(str).tolist()
-        if wcol is None:
-            weights = [1.0] * len(genes)
-        else:
-            weights = []
-            for lineno, w in zip(sub.index, sub[wcol], strict=True):
-                try:
-                    wf = float(w)
-                except (TypeError, ValueError):
-                    wf = float("nan")
-                if not math.isfinite(wf):
-                    raise SignatureError(
-                        f"line {lineno + 2}: weight {w!r} is not a finite number.", path=path
-                    )
-                weights.append(wf)
-        sets[str(name)] = _finish_user_set(str(name), genes, weights, origin=path.name, path=path)
-    if not sets:
-        raise SignatureError("the table has no rows.", path=path)
-    return sets
-
-
-def _from_dict(spec: Mapping) -> SignatureLibrary:
-    sets: dict[str, GeneSet] = {}
-    for name, val in spec.items():
-        if not isinstance(name, str) or not name:
-            raise SignatureError(f"set name {name!r} is not a non-empty string.", path="<dict>")
-        if isinstance(val, Mapping):
-            genes, weights = [], []
-            for g, w in val.items():
-                try:
-                    wf = float(w)
-                except (TypeError, ValueError):
-                    wf = float("nan")
-                if not math.isfinite(wf):
-                    raise SignatureError(
-                        f"set {name!r}: weight {w!r} of gene {g!r} is not a finite number.",
-                        path="<dict>",
-                    )
-                genes.append(str(g))
-                weights.append(wf)
-            sets[name] = _finish_user_set(name, genes, weights, origin="<dict>")
-        elif isinstance(val, (list, tuple, set, frozenset)) or hasattr(val, "__array__"):
-            genes = [str(g) for g in val]
-            sets[name] = _finish_user_set(name, genes, None, origin="<dict>")
-        else:
-            raise SignatureError(
-                f"set {name!r}: value of type {type(val).__name__} is neither a list of genes "
-                "nor a {gene: weight} mapping.",
-                path="<dict>",
-                fix="pass {name: [genes]} or {name: {gene: weight}}.",
-            )
-    if not sets:
-        raise SignatureError("the dict holds no gene sets.", path="<dict>")
-    payload = json.dumps(
-        {k: [list(v.genes), list(v.weights)] for k, v in sets.items()}, sort_keys=True
-    ).encode()
-    return SignatureLibrary(
-        name="user_dict",
-        version="user",
-        sha256=hashlib.sha256(payload).hexdigest(),
-        sets=sets,
-        sources={},
-        origin="<dict>",
-    )
-
-
 _FORMATS = {
     "gmt": "gmt",
     "txt": "list",
@@ -656,6 +473,8 @@ def load_signatures(spec="caf_v1", *, format: str | None = None) -> SignatureLib
     if isinstance(spec, SignatureLibrary):
         return spec
     if isinstance(spec, Mapping):
+        from ._userfiles import _from_dict
+
         return _from_dict(spec)
     if not isinstance(spec, (str, os.PathLike)):
         raise SignatureError(
@@ -703,6 +522,8 @@ def load_signatures(spec="caf_v1", *, format: str | None = None) -> SignatureLib
                 path=path,
                 fix="use .gmt, .txt/.grp or .tsv/.csv, or pass format=.",
             )
+    from ._userfiles import _read_gene_list, _read_gmt, _read_long_table
+
     try:
         if fmt == "gmt":
             sets = _read_gmt(path)
@@ -722,3 +543,34 @@ def load_signatures(spec="caf_v1", *, format: str | None = None) -> SignatureLib
         sources={},
         origin=str(path),
     )
+
+
+def check_subtype_sets(library, classes: Iterable[str] | None = None) -> list[str]:
+    """The subtype sets a classifier would use: ``classes``, or the library's ``subtype`` group.
+
+    Raises
+    ------
+    SignatureError
+        When fewer than two are named or marked (a user file without groups), with
+        the conventions that mark them.
+    """
+    lib = load_signatures(library)
+    if classes is not None:
+        names = list(classes)
+        unknown = [n for n in names if n not in lib.sets]
+        if unknown:
+            raise SignatureError(f"subtype set(s) {', '.join(map(repr, unknown))} are not in the "
+                                 f"signature library {lib.name!r}.", path=lib.origin or None,
+                                 fix=f"use some of: {', '.join(lib.sets)}.")
+    else:
+        names = [n for n, gs in lib.sets.items() if gs.group == "subtype"]
+    if len(names) < 2:
+        raise SignatureError(
+            f"the signature library marks {len(names)} set(s) as CAF subtypes "
+            f"({', '.join(names) or 'none'}); a classifier needs two or more.",
+            path=lib.origin or lib.name,
+            fix="say which sets are subtypes: --subtype-sets A,B,C on the command line "
+            "(classes=[...] in Python), or in the file: 'group=subtype' in the description "
+            "field of a GMT line, a 'group' column in a table, '# group=subtype' in a gene list.",
+        )
+    return names

@@ -83,8 +83,13 @@ class MatchedSet:
     notes: list[str] = field(default_factory=list)
 
 
+def _is_user_set(gs) -> bool:
+    """A set from a user file (any group): its genes are in the user's species."""
+    return gs.group == "user" or (len(gs.tiers) > 0 and all(t == "user" for t in gs.tiers))
+
+
 def _set_species(gs, identity_species: str, lib_species: str | None) -> str:
-    if gs.group != "user":
+    if not _is_user_set(gs):
         return "human"
     return lib_species or identity_species
 
@@ -206,7 +211,7 @@ def _match_all(
             ex,
         )
     # species of user gene sets: detect once from all their genes
-    user_genes = [g for gs in lib for g in gs.genes if gs.group == "user"]
+    user_genes = [g for gs in lib for g in gs.genes if _is_user_set(gs)]
     lib_species = None
     if user_genes:
         det = detect_species(user_genes)
@@ -227,7 +232,7 @@ def _match_all(
         for gi, gene in enumerate(gs.genes):
             if sp == data_species:
                 cands: tuple[str, ...] = (repair_symbol(gene, sp),)
-            elif gs.group != "user" and data_species == "mouse":
+            elif sp == "human" and data_species == "mouse" and any(gs.mouse):  # curated orthologues
                 m = gs.mouse[gi]
                 cands = (repair_symbol(m, "mouse"),) if m else ()
             else:

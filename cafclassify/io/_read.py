@@ -617,6 +617,16 @@ def _decide_value_type(X, path: Path, value_type: str | None, info: dict) -> tup
             path=path,
             fix=_scaled_fix(info),
         )
+    if details.get("binary") and (value_type is None or getattr(X, "dtype", None) == np.bool_):
+        raise InputFileError(
+            f"the matrix holds detected / not-detected values, not counts ({details['reason']}); "
+            "normalising them would give every detected gene of a cell the same expression.",
+            path=path,
+            fix="provide the count matrix (e.g. the Cell Ranger output, or a counts layer with "
+            "layer=NAME)" + ("" if getattr(X, "dtype", None) == np.bool_ else
+                             "; if these really are counts of a very shallow experiment, say so "
+                             "with value_type='counts'") + ".",
+        )
     if value_type is None:
         if detected == "unknown":
             raise InputFileError(
@@ -634,6 +644,30 @@ def _decide_value_type(X, path: Path, value_type: str | None, info: dict) -> tup
             path, detected, details["reason"], value_type, value_type,
         )
     return value_type, details
+
+
+def _check_float32_range(X, path: Path) -> None:
+    """Refuse values (or cell totals) that a float32 matrix cannot hold: they normalise to NaN."""
+    limit = float(np.finfo(np.float32).max)
+    if sp.issparse(X):
+        data = X.data
+        vmax = float(data.max()) if data.size else 0.0
+        totals = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
+    else:
+        arr = np.asarray(X)
+        vmax = float(arr.max()) if arr.size else 0.0
+        totals = arr.sum(axis=1, dtype=np.float64)
+    tmax = float(totals.max()) if totals.size else 0.0
+    if vmax > limit or tmax > limit:
+        n_cells = int((totals > limit).sum())
+        raise InputFileError(
+            f"the matrix holds values up to {vmax:.4g} (cell totals up to {tmax:.4g}), beyond what "
+            f"a float32 expression matrix can hold ({limit:.4g}); {n_cells} cell(s) cannot be "
+            "normalised.",
+            path=path,
+            fix="these are not counts or normalised expression (an export or unit error): "
+            "export the count matrix again and check its values.",
+        )
 
 
 def _normalise(adata: ad.AnnData, value_type: str, normalize: bool) -> str:
@@ -662,11 +696,47 @@ def _normalise(adata: ad.AnnData, value_type: str, normalize: bool) -> str:
     return f"linear values rescaled with normalize_total(target_sum={TARGET_SUM:g}) + log1p"
 
 
+#: where a ``layers["counts"]`` that does not hold counts is moved to by :func:`read`
+LAYER_NOT_COUNTS = "counts_noninteger"
+
+
+def counts_layer_verdict(M) -> dict | None:
+    """``None`` if ``M`` looks like counts; otherwise the evidence (value type details)."""
+    try:
+        details = value_type_details(M)
+    except DataError as exc:
+        return {"value_type": "invalid", "reason": exc.problem}
+    if details["value_type"] == "counts" and not details.get("binary"):
+        return None
+    return details
+
+
+def _check_counts_layer(adata: ad.AnnData, p: Path, vtype: str, normalize: bool, info: dict) -> None:
+    """A ``layers['counts']`` read from the file that does not hold counts loses the name.
+
+    Kept under :data:`LAYER_NOT_COUNTS` with a WARNING (and ``details.counts_layer`` in
+    the read record), so QC and the classifier never take normalised values for counts.
+    Not checked when X holds counts and is normalised: the layer is then replaced.
+    """
+    if K.LAYER_COUNTS not in adata.layers or (vtype == "counts" and normalize):
+        return
+    verdict = counts_layer_verdict(adata.layers[K.LAYER_COUNTS])
+    if verdict is None:
+        return
+    adata.layers[LAYER_NOT_COUNTS] = adata.layers.pop(K.LAYER_COUNTS)
+    info["counts_layer"] = {"renamed_to": LAYER_NOT_COUNTS, "value_type": verdict["value_type"],
+                            "reason": verdict["reason"]}
+    logger.warning(
+        "%s: layers['counts'] does not hold counts (%s); kept as layers[%r] and not used as "
+        "counts.", p, verdict["reason"], LAYER_NOT_COUNTS,
+    )
+
+
 # ---------------------------------------------------------------------------
 # gene identity
 # ---------------------------------------------------------------------------
 def _gene_identity(adata: ad.AnnData, path: Path, species, symbol_column) -> dict:
-    from ..genes import resolve_gene_identity
+    from ..genes import resolve_gene_identity, species_evidence, species_warning
 
     try:
         ident = resolve_gene_identity(adata, species=species, symbol_column=symbol_column)
@@ -674,7 +744,12 @@ def _gene_identity(adata: ad.AnnData, path: Path, species, symbol_column) -> dic
         raise InputFileError(exc.problem, path=path, fix=exc.fix) from None
     symbols = pd.Index([str(s) for s in ident.symbols], dtype=object)
     adata.var[K.VAR_SYMBOL] = symbols.to_numpy()
+    names = adata.var[ident.source_column] if ident.source_column else adata.var_names
+    evidence = species_evidence(list(names)) if ident.id_type == "symbol" else {"verdict": ident.species}
+    warning = species_warning(evidence, declared=species, where=str(path))
     return {
+        "species_evidence": evidence,
+        "species_warning": warning,
         "species": ident.species,
         "id_type": ident.id_type,
         "symbol_source_column": ident.source_column,
@@ -989,8 +1064,16 @@ def read(
     dups = _tidy_names(adata, p)
     _check_sample_column(adata, p, sample_column)
 
+    from ._canonical import canonicalise_adata
+
+    fixed = canonicalise_adata(adata)  # before any arithmetic: duplicates summed, indices sorted
+    if fixed:
+        info["canonicalised"] = fixed
     _check_finite(adata.X, p)
     vtype, vdetails = _decide_value_type(adata.X, p, value_type, info)
+    if normalize and vtype != "lognorm":
+        _check_float32_range(adata.X, p)
+    _check_counts_layer(adata, p, vtype, normalize, info)
     normalisation = _normalise(adata, vtype, normalize)
 
     identity = _gene_identity(adata, p, species, symbol_column)
@@ -1061,6 +1144,16 @@ def read_backed(
     info = {"has_raw": adata.raw is not None, "layers_present": lazy_layer_names(adata),
             "source_matrix": "X"}
     vtype, vdetails = _decide_value_type(adata.X, p, None, info)
+    counts_layer = None
+    if K.LAYER_COUNTS in info["layers_present"]:  # on disk: cannot be renamed, so said and recorded
+        from ._lazy import lazy_layer
+
+        verdict = counts_layer_verdict(lazy_layer(adata, K.LAYER_COUNTS))
+        if verdict is not None:
+            counts_layer = {"not_counts": True, "value_type": verdict["value_type"],
+                            "reason": verdict["reason"]}
+            logger.warning("%s: layers['counts'] does not hold counts (%s); it is not used as counts.",
+                           p, verdict["reason"])
     identity = _gene_identity(adata, p, species, symbol_column)
     record = {
         "path": str(p.resolve()),
@@ -1075,6 +1168,8 @@ def read_backed(
         "value_type_evidence": {k: v for k, v in vdetails.items() if k != "value_type"},
         "normalization": "none (backed, read-only)",
     }
+    if counts_layer is not None:
+        record["counts_layer"] = counts_layer
     if not isinstance(adata.uns.get(K.UNS), dict):
         adata.uns[K.UNS] = {}
     adata.uns[K.UNS][K.UNS_READ] = record

@@ -180,9 +180,9 @@ def _reader(node):
 def _block(reader, start: int, stop: int):
     block = reader[start:stop]
     if sp.issparse(block):
-        block = sp.csr_matrix(block)
-        block.sort_indices()
-        return block
+        from ._canonical import canonical
+
+        return canonical(sp.csr_matrix(block), copy=False)  # duplicates summed, indices sorted
     return np.asarray(block)
 
 

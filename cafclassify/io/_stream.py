@@ -44,6 +44,7 @@ import scipy.sparse as sp
 from .. import _keys as K
 from .._errors import InputFileError
 from . import _read as R
+from ._canonical import canonical
 
 __all__ = ["STREAMABLE_FORMATS", "NotStreamableError", "read_to_h5ad", "streamable"]
 
@@ -100,11 +101,12 @@ class _H5adMatrix:
         self.shape = tuple(int(x) for x in self.ds.shape)
 
     def __getitem__(self, rows):  # the value-type sample
-        return self.ds[rows]
+        b = self.ds[rows]
+        return canonical(sp.csr_matrix(b), copy=False) if self.sparse else b
 
     def block(self, start: int, stop: int):
-        b = self.ds[start:stop]
-        return sp.csr_matrix(b) if self.sparse else np.asarray(b)
+        b = self.ds[start:stop]  # whole rows: a row's duplicates are all in its block
+        return canonical(sp.csr_matrix(b), copy=False) if self.sparse else np.asarray(b)
 
 
 class _TenxMatrix:
@@ -142,6 +144,7 @@ class _TenxMatrix:
             m = sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, self.n_features))
         except ValueError as exc:
             raise R._corrupt(self.path, "10x HDF5 file", exc) from None
+        m = canonical(m, copy=False)  # as read() does after scanpy.read_10x_h5
         return m if self.keep is None else m[:, self.keep]
 
     def block(self, start: int, stop: int) -> sp.csr_matrix:
@@ -384,6 +387,24 @@ def _decide_value_type(source, p: Path, value_type: str | None, info: dict, chun
         raise
 
 
+def _check_counts_copy(f, p: Path, copies: list[tuple[str, str]], info: dict) -> list[tuple[str, str]]:
+    """``read()``'s check of a ``layers['counts']`` kept from the file (copied as stored)."""
+    key = f"layers/{K.LAYER_COUNTS}"
+    if key not in [c[1] for c in copies]:
+        return copies
+    from ._shard import _reader
+
+    verdict = R.counts_layer_verdict(_reader(f[key]))
+    if verdict is None:
+        return copies
+    new = f"layers/{R.LAYER_NOT_COUNTS}"
+    info["counts_layer"] = {"renamed_to": R.LAYER_NOT_COUNTS, "value_type": verdict["value_type"],
+                            "reason": verdict["reason"]}
+    logger.warning("%s: layers['counts'] does not hold counts (%s); kept as layers[%r] and not used "
+                   "as counts.", p, verdict["reason"], R.LAYER_NOT_COUNTS)
+    return [(s, new if d == key else d) for s, d in copies]
+
+
 def _normalise_block(block, vtype: str, normalize: bool) -> tuple[Any, Any, str, dict]:
     """``read()``'s normalisation of a block of cells: (X, counts or None, description, uns)."""
     with warnings.catch_warnings():
@@ -562,6 +583,8 @@ def read_to_h5ad(
                     for a2 in range(a + chunk_size, n, chunk_size):
                         n_bad += R._count_nonfinite(_read_block(source, a2, min(a2 + chunk_size, n)))
                     raise R._nonfinite_error(n_bad, p)
+                if normalize and vtype != "lognorm":
+                    R._check_float32_range(b, p)  # cells are rows: a block holds whole totals
                 res = _normalise_block(b, vtype, normalize)
                 del b  # hold one block at a time: release it before reading the next
                 yield res
@@ -574,6 +597,7 @@ def read_to_h5ad(
         if keeps_counts and f"layers/{K.LAYER_COUNTS}" in [c[1] for c in copies]:
             logger.info("replacing the existing layers['counts'] by the counts read from X")
             copies = [c for c in copies if c[1] != f"layers/{K.LAYER_COUNTS}"]
+        copies = _check_counts_copy(f, p, copies, info)
         if vtype != "lognorm" and normalize:  # read(): uns.pop("log1p"), then log1p sets it
             skel.uns.pop("log1p", None)
             skel.uns.update(block_uns)

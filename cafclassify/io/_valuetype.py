@@ -20,6 +20,16 @@ non-integer, >= 0, max > 50                        ``unknown``  refuse unless to
                                                                 or ``"counts"`` (estimated counts)
 =================================================  ===========  ================================
 
+Two more facts are recorded with the decision, and :func:`cafclassify.read` refuses
+on them:
+
+* ``binary``: a boolean matrix, or integers that are all 0/1 over at least
+  :data:`BINARY_MIN_VALUES` sampled non-zero values, is a detected/not-detected
+  matrix, not counts (every real UMI matrix has genes counted more than once in
+  that many entries); normalising it would give every detected gene the same value;
+* ``float32_overflow``: values beyond float32's range (about 3.4e38) cannot be
+  normalised (the float32 expression matrix would hold infinity, then NaN).
+
 A log of anything with ``max > 50`` would mean ``exp(50)`` reads per gene, so
 non-integer values above 50 are linear (not logged) normalised values or
 estimated counts; which of the two cannot be told from the numbers, hence the
@@ -34,8 +44,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._errors import DataError
+from ._canonical import canonical
 
-__all__ = ["LOGNORM_MAX", "VALUE_TYPES", "detect_value_type", "value_type_details"]
+__all__ = ["BINARY_MIN_VALUES", "LOGNORM_MAX", "VALUE_TYPES", "detect_value_type", "value_type_details"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +55,10 @@ VALUE_TYPES = ("counts", "lognorm", "scaled", "unknown")
 #: largest value still taken for log-scale data
 LOGNORM_MAX = 50.0
 _INT_TOL = 1e-3
+#: non-zero 0/1 integers needed before a matrix is called binary (fewer: counts by chance)
+BINARY_MIN_VALUES = 100
+#: largest value a float32 expression matrix holds
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 _DEFAULT_ROWS = 2000
 
 
@@ -59,7 +74,7 @@ def _values(X, rows: np.ndarray) -> tuple[np.ndarray, int]:
     """Return the stored values of the sampled rows and the number of entries they cover."""
     block = X[rows]  # also works on anndata backed datasets (returns an in-memory block)
     if sp.issparse(block):
-        block = block.tocsr()
+        block = canonical(block.tocsr())  # a value split into duplicates is one value
         return np.asarray(block.data), block.shape[0] * block.shape[1]
     block = np.asarray(block)
     return block.ravel(), block.size
@@ -83,6 +98,8 @@ def value_type_details(X, *, n_rows: int = _DEFAULT_ROWS, random_state: int = 0)
     ``n_rows_sampled``, ``min``, ``max``, ``frac_integer`` (of nonzero sampled
     values), ``frac_nonzero`` and, for log-scale data, ``log_base_guess``
     (``"e"``/``"2"``/``"unknown"``, from which inverse gives near-constant cell totals).
+    ``binary`` is true for a boolean matrix or 0/1 integers (see the module docstring),
+    ``float32_overflow`` for sampled values beyond float32's range.
 
     Raises
     ------
@@ -114,6 +131,7 @@ def value_type_details(X, *, n_rows: int = _DEFAULT_ROWS, random_state: int = 0)
             fix="replace missing values by 0 if they mean 'not detected', or remove the affected "
             "cells/genes, before reading.",
         )
+    out["binary"] = bool(getattr(X, "dtype", None) == np.bool_)
     nz = vals[vals != 0]
     out["frac_nonzero"] = float(len(nz) / n_entries) if n_entries else 0.0
     if len(nz) == 0:
@@ -122,6 +140,7 @@ def value_type_details(X, *, n_rows: int = _DEFAULT_ROWS, random_state: int = 0)
         return out
     vmin, vmax = float(min(nz.min(), 0.0) if len(nz) < n_entries else nz.min()), float(nz.max())
     out["min"], out["max"] = vmin, vmax
+    out["float32_overflow"] = bool(vmax > FLOAT32_MAX)
     frac_int = float(np.mean(np.abs(nz - np.round(nz)) <= _INT_TOL))
     out["frac_integer"] = frac_int
     if vmin < 0:
@@ -137,6 +156,10 @@ def value_type_details(X, *, n_rows: int = _DEFAULT_ROWS, random_state: int = 0)
     if frac_int == 1.0:
         out["value_type"] = "counts"
         out["reason"] = f"all sampled values are non-negative integers (max {vmax:.6g})"
+        if vmax == 1.0 and len(nz) >= BINARY_MIN_VALUES:
+            out["binary"] = True
+        if out["binary"]:
+            out["reason"] = f"all {len(nz)} sampled non-zero values are 1: detected / not detected"
         return out
     if vmax <= LOGNORM_MAX:
         out["value_type"] = "lognorm"
@@ -157,7 +180,7 @@ def _log_base_guess(X, rows: np.ndarray) -> str:
     cvs = {}
     for base, inv in (("e", np.expm1), ("2", lambda v: np.exp2(v) - 1.0)):
         if sp.issparse(block):
-            b = block.tocsr().astype(np.float64)
+            b = canonical(block.tocsr()).astype(np.float64)
             b.data = inv(b.data)
             tot = np.asarray(b.sum(axis=1)).ravel()
         else:

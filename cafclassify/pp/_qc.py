@@ -65,6 +65,7 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .._errors import DataError
+from ..io._canonical import canonical
 from ..io._lazy import is_lazy, lazy_layer, lazy_layer_names
 
 __all__ = [
@@ -174,8 +175,8 @@ def _metrics(X, mt: np.ndarray, ribo: np.ndarray, *, expm1: bool, chunk_size: in
         stop = min(start + chunk_size, n)
         block = X[start:stop]
         if sp.issparse(block):
-            block = sp.csr_matrix(block, dtype=np.float64)
-            block.eliminate_zeros()
+            block = canonical(sp.csr_matrix(block, dtype=np.float64), copy=False)
+            block.eliminate_zeros()  # detected genes: stored, non-zero, unique entries
             if expm1:
                 block.data = np.expm1(block.data)
             n_genes[start:stop] = np.diff(block.indptr)
@@ -226,6 +227,11 @@ def _choose_matrix(adata: AnnData, layer: str | None):
         raise DataError("the data have no expression matrix (X is None) and no counts layer.",
                         path="adata.X", fix="pass data with counts in X or layers['counts'].")
     vt = detect_value_type(X)
+    if layer is None and desc != "X" and vt != "counts":
+        logger.warning("layers[%r] does not hold counts (values look %s); QC uses X instead.",
+                       K.LAYER_COUNTS, vt)
+        X, desc = adata.X, "X"
+        vt = detect_value_type(X)
     if vt == "scaled":
         raise DataError(
             f"{desc} holds scaled values (negative numbers); QC metrics need counts or "

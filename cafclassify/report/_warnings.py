@@ -35,6 +35,7 @@ GROUP_OF = {
     "few_fibroblasts": GROUPS[0], "subtype_absent": GROUPS[0], "many_unassigned": GROUPS[0],
     "ltbp2_thin": GROUPS[0], "low_agreement": GROUPS[1], "low_f1": GROUPS[2], "classify": GROUPS[2],
     "low_coverage": GROUPS[3], "gate": GROUPS[4], "qc_removed": GROUPS[5], "not_run": GROUPS[6],
+    "species": GROUPS[6], "counts_layer": GROUPS[6],
 }
 
 
@@ -152,6 +153,15 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
         add(f"The classifier reproduces its own seed labels poorly in cross-validation "
             f"(macro-F1 {f1:.2f}): subtype calls, especially of small classes, are uncertain. "
             "See the confusion matrix below.", key="low_f1")
+    read = as_mapping(root.get(K.UNS_READ))
+    for rec in (read.get("species_warning"), find(classify, "species_warning")):
+        rec = as_mapping(rec)
+        if rec.get("message"):
+            add(f"Species: {rec['message']}", key="species")
+    layer = as_mapping(as_mapping(read.get("details")).get("counts_layer") or read.get("counts_layer"))
+    if layer.get("reason"):
+        add(f"layers['counts'] of the input does not hold counts ({layer['reason']}); it was not used "
+            "as counts.", key="counts_layer")
     for w in as_list(find(as_mapping(root.get(K.UNS_GATE)), "warnings")):
         add(f"Gate: {w}", key="gate")
     skipped = str(classify.get("status", "")) == "skipped"
