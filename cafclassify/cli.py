@@ -552,10 +552,6 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     else:
         if result is not None and result is not adata and hasattr(result, "obs"):
             adata = result
-        if model is not None:  # cross-species model application: a WARNING, in uns and the report
-            from .genes import note_model_species
-
-            note_model_species(adata, model.species, model_path=str(args.model))
     # the library actually used: the model's when one is given, else the training library
     used = args.signatures or (model.signature_name if model is not None else "caf_v1")
     _stamp(adata, _provenance(args, inputs, signatures=used))

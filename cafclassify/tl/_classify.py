@@ -338,6 +338,7 @@ def classify(
                   "path": model.path or "", "trained_on_this_data": trained_here,
                   "scaling": model.scaling},
         "gene_overlap": overlap,
+        **({"species_warning": overlap["species_warning"]} if "species_warning" in overlap else {}),
         "absent_classes": absent,
         "perivascular": peri_info,
         "unassigned": _unassigned_report(proba, classes, conf, threshold),

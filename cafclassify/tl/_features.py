@@ -75,6 +75,11 @@ class _Features:
             "data_species": data_species, "missing_examples": self.missing[:25],
             "input_counts_normalised": bool(self.counts),
         }
+        from ..genes import species_mismatch
+
+        warning = species_mismatch(model_species, data_species, model_path=model_path)
+        if warning is not None:  # a model of one species on data of another: WARNING + uns
+            self.report["species_warning"] = warning
         if self.overlap < min_overlap:
             raise ModelError(
                 f"only {self.found.sum()} of {len(genes)} model genes ({self.overlap:.0%}) are in "
