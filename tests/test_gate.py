@@ -360,3 +360,26 @@ def test_stroma_graph_is_capped_and_options_checked(fused_mural):
     off = fused_mural.copy()
     gate(off, cluster_key="cl", refine=False)  # opt-in: off by default
     assert off.uns[K.UNS][K.UNS_GATE]["stroma"] == {"applied": False, "reason": "stroma=False"}
+
+
+def test_contractile_fibroblasts_stay_fibroblasts_pericytes_leave():
+    """Issue 14: a fibroblast that also expresses contractile/mural genes but keeps its
+    fibroblast genes stays a fibroblast; a pericyte embedded in the fibroblast cluster
+    (mural genes, only the low fibroblast genes mural cells share) leaves it."""
+    a = _simulate({"fibroblast": 160, "immune": 60, "mural": 60}, seed=5)
+    X = a.X.toarray()
+    rng = np.random.default_rng(1)
+    fib = np.flatnonzero(a.obs["truth"].to_numpy() == "fibroblast")
+    contractile, peri_in_fib = fib[:15], fib[15:25]
+    mural_cols = [list(a.var_names).index(g) for g in MARKERS["mural"][:8]]
+    level = np.log1p(4.0 / 600 * 1e4)  # ~4 counts of a ~600-count cell
+    for i in contractile:  # mural genes on top of a full fibroblast profile
+        X[i, mural_cols] = level * rng.uniform(0.7, 1.0, len(mural_cols))
+    mural_cells = np.flatnonzero(a.obs["truth"].to_numpy() == "mural")
+    X[peri_in_fib] = X[mural_cells[:len(peri_in_fib)]]  # pericytes, placed in the fibroblast cluster
+    a.X = sp.csr_matrix(X.astype(np.float32))
+    a.obs["cl"] = a.obs["truth"].astype("category")  # both groups sit in the fibroblast cluster
+    gate(a, cluster_key="cl")
+    lab = a.obs[K.OBS_LINEAGE].astype(str).to_numpy()
+    assert (lab[contractile] == "fibroblast").all()
+    assert (lab[peri_in_fib] == "mural").mean() >= 0.9
