@@ -241,5 +241,9 @@ def test_perivascular_readings_and_normal_tissue(data):
     fib = (a.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
     assert (sub_v[fib] == s.obs[K.OBS_SUBTYPE].astype(str).to_numpy()[fib]).all()
     assert v.uns[K.UNS]["classify"]["perivascular"]["reading"] == "vcaf"
-    with pytest.raises(DataError, match="perivascular"):
+    from cafclassify._errors import ConfigError
+
+    with pytest.raises(ConfigError, match="perivascular"):
         classify(a, copy=True, perivascular="pericyte")
+    with pytest.raises(ConfigError, match="tissue_key"):  # a typo is an error, never a skipped step
+        classify(a, copy=True, tissue_key="tisue")

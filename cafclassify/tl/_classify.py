@@ -224,6 +224,9 @@ def classify(
 
     if not 0.0 <= float(threshold) <= 1.0:
         raise DataError(f"threshold must be in [0, 1], got {threshold}.", fix="pass a probability.")
+    # the perivascular reading is checked (and decided) before any training
+    mural, mural_lab, peri_info = perivascular_labels(adata, lineage_key=lineage_key,
+                                                      perivascular=perivascular, tissue_key=tissue_key)
     adata = adata.copy() if copy else adata
     fib, gated = _fibroblast_mask(adata, lineage_key)
     fib_rows = np.flatnonzero(fib)
@@ -263,8 +266,6 @@ def classify(
                            K.UNASSIGNED)
         labels = np.full(adata.n_obs, K.NOT_FIBROBLAST, dtype=object)
         labels[fib_rows] = lab_fib
-        mural, mural_lab, peri_info = perivascular_labels(adata, lineage_key=lineage_key,
-                                                          perivascular=perivascular, tissue_key=tissue_key)
         labels[mural] = mural_lab[mural]
         if perivascular == "vcaf" and VCAF not in classes and (labels == VCAF).any():
             classes = [*classes, VCAF]

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys as K
-from .._errors import DataError
+from .._errors import ConfigError
 
 __all__ = ["MURAL_LABEL", "PERIVASCULAR_READINGS", "lineage_confidence", "normal_tissue_mask",
            "perivascular_labels"]
@@ -46,7 +46,8 @@ def normal_tissue_mask(adata, tissue_key: str | None) -> np.ndarray:
     if tissue_key is None:
         return np.zeros(adata.n_obs, dtype=bool)
     if tissue_key not in adata.obs:
-        raise DataError(f"tissue_key {tissue_key!r} is not an obs column.", path="adata.obs",
+        # a configuration mistake, not data that cannot be subtyped: never "skipped"
+        raise ConfigError(f"tissue_key {tissue_key!r} is not an obs column.", path="adata.obs",
                         fix=f"pass one of {list(adata.obs.columns)[:15]} or tissue_key=None.")
     vals = adata.obs[tissue_key].astype(str).to_numpy()
     return np.array([bool(_NORMAL.match(v)) for v in vals], dtype=bool)
@@ -62,7 +63,7 @@ def perivascular_labels(adata, *, lineage_key: str, perivascular: str, tissue_ke
     ``mural``) and a record for ``uns``.
     """
     if perivascular not in PERIVASCULAR_READINGS:
-        raise DataError(f"perivascular must be one of {PERIVASCULAR_READINGS}, got {perivascular!r}.",
+        raise ConfigError(f"perivascular must be one of {PERIVASCULAR_READINGS}, got {perivascular!r}.",
                         fix="pass perivascular='vcaf' (default) or 'separate'.")
     if lineage_key in adata.obs:
         mural = (adata.obs[lineage_key].astype(str) == "mural").to_numpy()
