@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .. import _keys as K
 from ._fibroblasts import (
     _PREDICT_CHUNK,
     _lognorm,
@@ -100,3 +101,21 @@ def _ltbp2_axis(adata, fib_rows, layer, module_scores: pd.Series | None, random_
     return pos, score, info
 
 
+def _state_flags(adata, axis_scores: pd.DataFrame, stroma: np.ndarray, fib_in_stroma: np.ndarray,
+                 state_z: float) -> dict:
+    """``obs["senescent_flag"]``, ``obs["cycling_flag"]`` for the ``stroma`` cells (robust z
+    against the fibroblasts' median/MAD >= ``state_z``); returns the record for ``uns``."""
+    info: dict = {}
+    for st, key in (("senescence", K.OBS_SENESCENT), ("cycling", K.OBS_CYCLING)):
+        flag = np.zeros(adata.n_obs, dtype=bool)
+        if st in axis_scores:
+            flag[stroma] = _robust_z(axis_scores[st].to_numpy(), ref=fib_in_stroma) >= state_z
+            info[st] = {"status": "called", "n_flagged": int(flag.sum())}
+        else:
+            logger.warning("no %r score: %s is False for all cells.", st, key)
+            info[st] = {"status": "score unavailable", "n_flagged": 0}
+        adata.obs[key] = flag
+    info["rule"] = (f"flag if the state score's robust z (median/MAD of the fibroblasts of "
+                    f"this dataset) >= {state_z}, for fibroblasts and mural cells; relative, so "
+                    "a dataset has its top tail flagged only if it stands out by this much")
+    return info

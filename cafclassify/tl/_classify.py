@@ -18,21 +18,17 @@ import pandas as pd
 
 from .. import _keys as K
 from .._errors import DataError
-from ._axes import _ltbp2_axis
+from ._axes import _ltbp2_axis, _state_flags
 from ._compartment import MURAL_LABEL, VCAF, lineage_confidence, perivascular_labels
 from ._features import _Features, _scale, _smoothed
 from ._fibroblasts import (
     _PREDICT_CHUNK,
     AXIS_SETS,
     STATE_SETS,
+    _fibroblast_lognorm,
     _fibroblast_mask,
     _fibroblasts_in_memory,
-    _lognorm,
-    _matrix,
-    _robust_z,
-    _rows_csr,
     _uns_safe,
-    _value_type,
 )
 from ._seeds import _get_scores, _write_seeds, weak_labels
 from ._train import _train_impl, train
@@ -81,8 +77,7 @@ def _predict_proba(adata, model: CafModel, fib_rows: np.ndarray, *, layer, batch
         if graph is None:
             from ._evidence import fibroblast_graph
 
-            X = _matrix(adata, layer)
-            graph = fibroblast_graph(_lognorm(_rows_csr(X, fib_rows), _value_type(X) == "counts"))
+            graph = fibroblast_graph(_fibroblast_lognorm(adata, fib_rows, layer))
         Zfull = _smoothed(graph, scaled, fib_rows.size, len(model.genes))
         scaled = Zfull.__getitem__
     elif keep_features:
@@ -299,19 +294,7 @@ def classify(
         lt_pos, lt_score, lt_info = _ltbp2_axis(adata, fib_rows, layer, module, random_state)
         adata.obs[K.OBS_LTBP2] = lt_pos
         adata.obs[K.OBS_LTBP2_SCORE] = lt_score
-    flags_info = {}
-    for st, key in (("senescence", K.OBS_SENESCENT), ("cycling", K.OBS_CYCLING)):
-        flag = np.zeros(adata.n_obs, dtype=bool)
-        if st in axis_scores:
-            flag[stroma] = _robust_z(axis_scores[st].to_numpy(), ref=fib_in_stroma) >= state_z
-            flags_info[st] = {"status": "called", "n_flagged": int(flag.sum())}
-        else:
-            logger.warning("no %r score: %s is False for all cells.", st, key)
-            flags_info[st] = {"status": "score unavailable", "n_flagged": 0}
-        adata.obs[key] = flag
-    flags_info["rule"] = (f"flag if the state score's robust z (median/MAD of the fibroblasts of "
-                          f"this dataset) >= {state_z}, for fibroblasts and mural cells; relative, so "
-                          "a dataset has its top tail flagged only if it stands out by this much")
+    flags_info = _state_flags(adata, axis_scores, stroma, fib[stroma], state_z)
     flags_info["score_source"] = axis_src
 
     smooth_info = None

@@ -190,7 +190,7 @@ def _detect_species(symbols: Sequence[str]) -> str:
     return detect_species(list(symbols))
 
 
-def _fibroblast_lognorm(adata, fib: np.ndarray, layer) -> sp.csr_matrix:
-    """Log-normalised rows of the ``fib`` cells (CSR, fibroblast order)."""
+def _fibroblast_lognorm(adata, rows: np.ndarray, layer) -> sp.csr_matrix:
+    """Log-normalised ``rows`` (fibroblast positions in ``adata``) as CSR, in that order."""
     X = _matrix(adata, layer)
-    return _lognorm(_rows_csr(X, np.flatnonzero(fib)), _value_type(X) == "counts")
+    return _lognorm(_rows_csr(X, rows), _value_type(X) == "counts")

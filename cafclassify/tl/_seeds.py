@@ -248,7 +248,7 @@ def _evidence_seeds(adata, fib, library, cls, *, layer, max_per_class, min_requi
     from ..genesets import match_signatures
     from ._evidence import audit_genes, evidence_seeds, fibroblast_graph, programme_evidence
 
-    Xf = _fibroblast_lognorm(adata, fib, layer)
+    Xf = _fibroblast_lognorm(adata, np.flatnonzero(fib), layer)
     matched = match_signatures(library.subset(names=cls), adata, min_coverage=0.0, on_low_coverage="keep")
     sets = {c: (np.asarray(matched[c].indices), np.asarray(matched[c].weights)) for c in cls if c in matched}
     W = fibroblast_graph(Xf, random_state=random_state)
@@ -268,7 +268,7 @@ def _evidence_seeds(adata, fib, library, cls, *, layer, max_per_class, min_requi
             report["absent_classes"].append(c)
             report["absent_reasons"][c] = "fewer than 2 of its genes agree with the set in these data"
     report["gene_audit"] = {c: audit[c].tolist() for c in audit.columns}
-    extras = {"graph": W, "evidence": pd.DataFrame(E, columns=usable), "Xf": Xf}
+    extras = {"graph": W, "evidence": pd.DataFrame(E, columns=usable)}
     return labels, report, extras
 
 

@@ -292,7 +292,7 @@ def _train_impl(adata, *, signatures, score_key, lineage_key, layer, estimator, 
         if graph is None:
             from ._evidence import fibroblast_graph
 
-            graph = fibroblast_graph(_fibroblast_lognorm(adata, fib, layer), random_state=random_state)
+            graph = fibroblast_graph(_fibroblast_lognorm(adata, fib_rows, layer), random_state=random_state)
         Zfib = _smoothed(graph, scaled_rows, fib_rows.size, len(genes))
 
         def scaled_rows(rows_pos: np.ndarray) -> np.ndarray:
