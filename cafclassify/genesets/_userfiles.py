@@ -44,11 +44,16 @@ def _check_group(group: str, *, where: str, path=None) -> str:
     return group
 
 
-def _check_fraction(value: str, *, where: str, path=None) -> float:
+def _to_float(value) -> float:
+    """``float(value)``, or NaN when ``value`` is not a number (callers then refuse it)."""
     try:
-        mc = float(value)
+        return float(value)
     except (TypeError, ValueError):
-        mc = float("nan")
+        return float("nan")
+
+
+def _check_fraction(value: str, *, where: str, path=None) -> float:
+    mc = _to_float(value)
     if not 0.0 <= mc <= 1.0:
         raise SignatureError(f"{where}: min_coverage {value!r} is not a fraction in [0, 1].", path=path,
                              fix="write e.g. min_coverage=0.5.")
@@ -281,10 +286,7 @@ def _read_long_table(path: Path, sep: str) -> dict[str, GeneSet]:
         else:
             weights = []
             for lineno, w in zip(sub.index, sub[wcol], strict=True):
-                try:
-                    wf = float(w)
-                except (TypeError, ValueError):
-                    wf = float("nan")
+                wf = _to_float(w)
                 if not math.isfinite(wf):
                     raise SignatureError(
                         f"line {lineno + 2}: weight {w!r} is not a finite number.", path=path
@@ -304,10 +306,7 @@ def _from_dict(spec: Mapping) -> SignatureLibrary:
         if isinstance(val, Mapping):
             genes, weights = [], []
             for g, w in val.items():
-                try:
-                    wf = float(w)
-                except (TypeError, ValueError):
-                    wf = float("nan")
+                wf = _to_float(w)
                 if not math.isfinite(wf):
                     raise SignatureError(
                         f"set {name!r}: weight {w!r} of gene {g!r} is not a finite number.",
