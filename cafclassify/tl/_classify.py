@@ -367,8 +367,8 @@ def _train_defaults(**kw) -> dict:
         signatures="caf_v1", score_key=K.OBSM_SCORES, lineage_key=K.OBS_LINEAGE, layer=None,
         estimator="logreg", n_hvg=0, batch_key=None, calibration="temperature", cv=5,
         classes=None, z_min=1.0, margin=1.0, z_method="std", seed_rule="evidence",
-        feature_smoothing=False, max_seeds_per_class=2000, min_seeds=15,
-        min_per_fold=3, C=0.2, self_training=1, pseudo_min_proba=0.9, sgd_threshold=200_000,
+        feature_smoothing=False, max_seeds_per_class=2000, min_seeds=10,
+        min_per_fold=2, C=0.2, self_training=1, pseudo_min_proba=0.9, sgd_threshold=200_000,
         random_state=0,
     )
     unknown = set(kw) - set(defaults)
