@@ -9,6 +9,8 @@ score -> classify, defaults) and prints one markdown table of
 
 * **cafclassify (default)**: the current classifier (evidence seeds with the gene
   audit, :mod:`cafclassify.tl._evidence`; signature genes as features);
+* **cafclassify (uniform prior)**: the same with ``prior="uniform"`` (calls under the
+  training prior of balanced class weights, as before the prior estimate);
 * **cafclassify (before)**: the first classifier, computed in the same run
   (``seed_rule="zscore"``, ``n_hvg=2000``: z-scores across fibroblasts, 2,000 HVGs plus
   the signature genes as features);
@@ -41,7 +43,10 @@ the colorectal gate with its normal-tissue mural cells.
 * ``synthetic`` - the workflow's synthetic control (``simulate`` 3,000 cells, 8,000
   genes, 2 batches, seed 0) against its planted truth (identity mapping);
 * ``synthetic, 70 % myCAF`` - a majority subtype with two subtypes absent (apCAF, dCAF;
-  3,000 cells, 3,000 genes, seed 5, as ``tests/test_classify.py``), against its truth.
+  3,000 cells, 3,000 genes, seed 5, as ``tests/test_classify.py``), against its truth;
+* ``synthetic sorted mouse CAFs, 68 % vCAF`` - mouse symbols, fibroblasts only (a sorted
+  sample), 800 cells, seed 3, as ``tests/test_prior.py``; the baselines' human symbols are
+  mapped to mouse orthologues.
 """
 
 from __future__ import annotations
@@ -60,13 +65,15 @@ from sklearn.metrics import adjusted_rand_score, f1_score, roc_auc_score
 
 import cafclassify as caf
 from cafclassify import _keys as K
+from cafclassify.genes import detect_species, recorded_species, to_species
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
 LIB = HERE.parent / "signatures" / "caf_v1"
 SUBTYPES = ["myCAF", "iCAF", "apCAF", "meCAF", "vCAF", "dCAF"]
 #: the first classifier's settings (z-score seeds, 2,000 HVGs + signature genes, per cell, 15 seeds)
-BEFORE = {"seed_rule": "zscore", "feature_smoothing": False, "n_hvg": 2000, "min_seeds": 15, "min_per_fold": 3}
+BEFORE = {"seed_rule": "zscore", "feature_smoothing": False, "n_hvg": 2000, "min_seeds": 15, "min_per_fold": 3,
+          "prior": "uniform"}
 #: canonical short marker panels (human), Elyada et al. 2019 Fig. 2 style
 PANELS = {
     "iCAF": ["IL6", "PDGFRA", "CXCL12", "CFD", "DPT", "LMNA", "AGTR1", "HAS1", "CXCL1", "CXCL2", "CCL2",
@@ -76,6 +83,8 @@ PANELS = {
 }
 #: a majority subtype, two subtypes absent (as tests/test_classify.py)
 MAJORITY = {"myCAF": 0.7, "iCAF": 0.15, "apCAF": 0.0, "meCAF": 0.1, "vCAF": 0.05, "dCAF": 0.0}
+#: sorted mouse CAFs, 68 % vCAF (the composition of the study that named vCAFs; tests/test_prior.py)
+SORTED_MOUSE = {"vCAF": 0.68, "iCAF": 0.17, "myCAF": 0.1, "dCAF": 0.05, "apCAF": 0.0, "meCAF": 0.0}
 
 
 def library_without(source_key: str, dest: Path) -> Path:
@@ -125,6 +134,7 @@ def evaluate(a, signatures, labelled: np.ndarray, truth: np.ndarray, mapping: di
         rows.append({"dataset": name, "method": method, **r, "seconds": seconds})
 
     for method, kw in (("cafclassify (default)", {}),
+                       ("cafclassify (uniform prior)", {"prior": "uniform"}),
                        ("cafclassify (before)", BEFORE)):
         t = time.perf_counter()
         b = caf.classify(a, signatures=signatures, random_state=seed, copy=True, **kw)
@@ -133,14 +143,17 @@ def evaluate(a, signatures, labelled: np.ndarray, truth: np.ndarray, mapping: di
         if method == "cafclassify (default)":
             wl = b.uns["cafclassify"]["classify"]["training_summary"]["weak_labels"]
             rows[-1]["absent"] = ",".join(map(str, wl.get("absent_classes", []))) or "-"
-    # baselines on the gated fibroblasts, same sets
+    # baselines on the gated fibroblasts, same sets (human symbols mapped to the data's species)
     t = time.perf_counter()
     sub = a[fib].copy()
     lib = caf.load_signatures(signatures)
+    species = recorded_species(a) or detect_species(list(a.var_names))
+    ortho = (lambda gs: list(to_species(gs, source="human", target=species).values())) \
+        if species == "mouse" else list
     sg = pd.DataFrame(index=a.obs_names, columns=classes, dtype=float)
     for c in classes:
-        genes = [g for g, w in zip(lib.sets[c].genes, lib.sets[c].weights, strict=True)
-                 if w > 0 and g in sub.var_names]
+        genes = [g for g in ortho([g for g, w in zip(lib.sets[c].genes, lib.sets[c].weights, strict=True)
+                                   if w > 0]) if g in sub.var_names]
         if genes:
             sc.tl.score_genes(sub, genes, score_name="_s", random_state=seed)
             sg.loc[sub.obs_names, c] = sub.obs["_s"].to_numpy()
@@ -152,7 +165,7 @@ def evaluate(a, signatures, labelled: np.ndarray, truth: np.ndarray, mapping: di
         t = time.perf_counter()
         panel = pd.DataFrame(index=a.obs_names, columns=author_classes, dtype=float)
         for c in author_classes:
-            genes = [g for g in PANELS[c] if g in sub.var_names]
+            genes = [g for g in ortho(PANELS[c]) if g in sub.var_names]
             sc.tl.score_genes(sub, genes, score_name="_s", random_state=seed)
             panel.loc[sub.obs_names, c] = sub.obs["_s"].to_numpy()
         baselines.append(("argmax short panels (author classes)", panel, time.perf_counter() - t))
@@ -221,6 +234,15 @@ def synthetic_majority(seed: int) -> list[dict]:
                     seed)
 
 
+def synthetic_sorted_mouse(seed: int) -> list[dict]:
+    a = caf.simulate(n_cells=800, n_genes=8000, species="mouse", lineage_fractions={"fibroblast": 1.0},
+                     subtype_fractions=SORTED_MOUSE, random_state=3)
+    a = run_chain(a, "caf_v1")
+    truth = a.obs["true_subtype"].astype(str).to_numpy()
+    labelled = np.isin(truth, SUBTYPES)
+    return evaluate(a, "caf_v1", labelled, truth[labelled], {}, "synthetic sorted mouse CAFs, 68 % vCAF", seed)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=DATA)
@@ -238,6 +260,7 @@ def main(argv=None) -> None:
         print(f"skipped wu2021: not found under {args.data}")
     rows += synthetic(args.seed)
     rows += synthetic_majority(args.seed)
+    rows += synthetic_sorted_mouse(args.seed)
     df = pd.DataFrame(rows)
     cols = ["dataset", "method", "n", "ARI", "macro_F1"] + [c for c in df.columns if c.startswith("AUROC")] \
         + ["unassigned", "foreign", "absent", "seconds"]

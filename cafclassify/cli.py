@@ -539,6 +539,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
             smooth=args.smooth,
             perivascular=args.perivascular,
             tissue_key=args.tissue_key,
+            prior=args.prior,
             signatures=_library(args),
             classes=None if model is not None else _csv_list(args.subtype_sets),
             estimator=None if model is not None else args.estimator,
@@ -1353,6 +1354,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="subtype of mural (perivascular) cells: vCAF (default; the seed review's "
         "definition: vCAFs originate from perivascular cells) or 'mural', kept apart from "
         "CAFs (Wu 2021 / Cords 2023). obs caf_lineage keeps fibroblast and mural apart either way",
+    )
+    p.add_argument(
+        "--prior",
+        default=None,
+        choices=["estimate", "uniform"],
+        help="class prior of the calls: estimate (default; the subtype composition of these "
+        "fibroblasts, by EM over the calibrated probabilities) or uniform (every subtype "
+        "equally common, as in training)",
     )
     p.add_argument(
         "--tissue-key",

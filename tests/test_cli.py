@@ -493,6 +493,14 @@ def test_steps_by_hand_default_to_the_workflow_config():
     assert config["score"]["min_coverage"] is None and score.min_coverage == "library"  # null = library
     cls = parser.parse_args(["classify", "x.h5ad", "-o", "y.h5ad"])
     assert cls.on_insufficient == config["classify"]["on_insufficient"] == "skip"
+    # the class prior: not given = the library's default, which the workflow config repeats
+    import inspect
+
+    from cafclassify.tl._classify import classify
+
+    assert cls.prior is None
+    assert inspect.signature(classify).parameters["prior"].default == config["classify"]["prior"] == "estimate"
+    assert parser.parse_args(["classify", "x.h5ad", "-o", "y.h5ad", "--prior", "uniform"]).prior == "uniform"
 
 
 def test_call_drops_unset_options_and_keeps_explicit_none():

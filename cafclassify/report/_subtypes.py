@@ -202,7 +202,7 @@ def _classifier_section(ctx: _Ctx, nums: dict) -> dict:
     params = as_mapping(get(cl, "params"))
     out["params"] = kv_table(params) if params else None
     skip = {"params", "absent_classes", "absent", "unassigned_fraction", "ltbp2_caveat", "warnings",
-            "gene_audit", "unassigned", "perivascular"}
+            "gene_audit", "unassigned", "perivascular", "prior"}
     rest = {k: v for k, v in cl.items() if k not in skip}
     out["other"] = kv_table(rest) if rest else None
     return out
@@ -210,7 +210,8 @@ def _classifier_section(ctx: _Ctx, nums: dict) -> dict:
 
 def _seed_rule_and_audit(cl: Mapping) -> dict[str, Any]:
     """The seed rule, why classes are absent, the per-gene audit, what unassigned cells
-    lie between and the perivascular reading (entries of ``uns[...]["classify"]``)."""
+    lie between, the perivascular reading and the class prior of the calls (entries of
+    ``uns[...]["classify"]``)."""
     out: dict[str, Any] = {}
     wl = as_mapping(find(cl, "weak_labels"))
     out["seed_rule"] = str(wl.get("rule", "")) if wl else ""
@@ -248,6 +249,16 @@ def _seed_rule_and_audit(cl: Mapping) -> dict[str, Any]:
             f"({peri.get('rule', '')}). Mural cells: {_n_or0(peri.get('n_mural')):,}; called vCAF: "
             f"{_n_or0(peri.get('n_vcaf')):,}; in normal tissue (kept mural): "
             f"{_n_or0(peri.get('n_mural_normal_tissue')):,}. {peri.get('confidence', '')}.")
+    prior = as_mapping(get(cl, "prior"))
+    if prior:
+        est = as_mapping(prior.get("prior"))
+        comp = ", ".join(f"{k} {float(to_py(v)):.1%}" for k, v in
+                         sorted(est.items(), key=lambda kv: -float(to_py(kv[1])))) if est else ""
+        out["prior"] = (f"Subtype composition the calls assume: {prior.get('method', '')}"
+                        + (f": {comp}" if comp else "")
+                        + (". The model is trained as if every subtype were equally common; its "
+                           "probabilities are re-weighted to this composition."
+                           if str(prior.get("method", "")).startswith("estimated") else "."))
     return out
 
 

@@ -2,7 +2,8 @@
 
 :func:`classify` trains a model on the data's own weak labels (:mod:`._seeds`, seed rule in
 :mod:`._evidence`; features :mod:`._features`; training and calibration :mod:`._train`)
-or applies a saved one, writes calibrated per-cell probabilities and calls, says what
+or applies a saved one, re-weights its calibrated probabilities to the subtype composition
+of these fibroblasts (:mod:`._prior`), writes per-cell probabilities and calls, says what
 ``unassigned`` cells hesitate between, labels mural cells under the chosen perivascular
 reading (:mod:`._compartment`) and adds the separate axes (:mod:`._axes`).
 """
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys as K
-from .._errors import DataError
+from .._errors import ConfigError, DataError
 from ._axes import _ltbp2_axis, _state_flags
 from ._compartment import MURAL_LABEL, VCAF, lineage_confidence, perivascular_labels
 from ._features import _Features, _scale, _smoothed
@@ -30,6 +31,7 @@ from ._fibroblasts import (
     _fibroblasts_in_memory,
     _uns_safe,
 )
+from ._prior import PRIORS, adjust_to_prior
 from ._seeds import _get_scores, _write_seeds, weak_labels
 from ._train import _train_impl, train
 
@@ -142,6 +144,7 @@ def classify(
     state_z: float = 2.5,
     perivascular: str = "vcaf",
     tissue_key: str | None = None,
+    prior: str = "estimate",
     signatures="caf_v1",
     key_added: str = K.OBS_SUBTYPE,
     random_state: int = 0,
@@ -184,6 +187,12 @@ def classify(
     tissue_key
         obs column with tumour/normal annotation: mural cells of normal tissue are
         ``"mural"`` under either reading.
+    prior
+        Class prior of the calls: ``"estimate"`` (default) re-weights the calibrated
+        probabilities to the subtype composition estimated on these fibroblasts (EM,
+        Saerens et al. 2002; the model is trained with balanced class weights, i.e. as
+        if every subtype were equally common); ``"uniform"`` keeps the training prior.
+        See :mod:`cafclassify.tl._prior`.
     signatures
         Signature library (for scores computed on the fly and training).
     key_added
@@ -219,6 +228,9 @@ def classify(
 
     if not 0.0 <= float(threshold) <= 1.0:
         raise DataError(f"threshold must be in [0, 1], got {threshold}.", fix="pass a probability.")
+    if prior not in PRIORS:
+        raise ConfigError(f"prior must be one of {PRIORS}, got {prior!r}.",
+                          fix="pass prior='estimate' (default) or 'uniform'.")
     # the perivascular reading is checked (and decided) before any training
     mural, mural_lab, peri_info = perivascular_labels(adata, lineage_key=lineage_key,
                                                       perivascular=perivascular, tissue_key=tissue_key)
@@ -256,6 +268,13 @@ def classify(
                                            min_gene_overlap=min_gene_overlap,
                                            keep_features=smooth and smooth_key is None, graph=graph)
         classes = list(model.classes)
+        if prior == "estimate":
+            proba, pi, em = adjust_to_prior(proba)
+            prior_info = {"method": "estimated on these fibroblasts (EM, Saerens et al. 2002)",
+                          "prior": {c: float(v) for c, v in zip(classes, pi, strict=True)}, **em}
+        else:
+            prior_info = {"method": "uniform (the training prior: balanced class weights)",
+                          "prior": {c: 1.0 / len(classes) for c in classes}}
         conf = proba.max(axis=1)
         lab_fib = np.where(conf >= threshold, np.asarray(classes, dtype=object)[proba.argmax(axis=1)],
                            K.UNASSIGNED)
@@ -311,7 +330,7 @@ def classify(
     sec = K.uns_section(adata, K.UNS_CLASSIFY)
     sec.update(_uns_safe({
         "params": {"threshold": float(threshold), "smooth": bool(smooth), "smooth_key": smooth_key or "",
-                   "perivascular": perivascular, "tissue_key": tissue_key or "",
+                   "perivascular": perivascular, "tissue_key": tissue_key or "", "prior": prior,
                    "lineage_key": lineage_key, "score_key": score_key, "layer": layer or "",
                    "batch_key": batch_key or "", "min_gene_overlap": float(min_gene_overlap),
                    "state_z": float(state_z), "key_added": key_added, "random_state": int(random_state),
@@ -325,6 +344,7 @@ def classify(
         **({"species_warning": overlap["species_warning"]} if "species_warning" in overlap else {}),
         "absent_classes": absent,
         "perivascular": peri_info,
+        "prior": prior_info,
         "unassigned": _unassigned_report(proba, classes, conf, threshold),
         "counts": pd.Series(labels).value_counts().to_dict(),
         "ltbp2": lt_info,

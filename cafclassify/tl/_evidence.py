@@ -304,7 +304,7 @@ def evidence_seeds(E: np.ndarray, E_null: np.ndarray, classes: list[str], *, alp
         "rule": (f"evidence against random gene sets (kNN-smoothed, null-SD units); seed of k if "
                  f"E_k >= {z:.3f} (alpha {alpha}) and E_k - E_j >= {np.sqrt(2) * z:.3f} for every other j; "
                  f"k present if its seeds exceed the 95th percentile of seeds of {n_null} random sets "
-                 f"and {min_required}"),
+                 f"and number at least {min_required}"),
         "seed_rule": "evidence", "alpha": float(alpha), "z": z, "margin": float(np.sqrt(2) * z),
         "max_seeds_per_class": -1 if max_per_class is None else int(max_per_class),
         "min_seeds_required": int(min_required),

@@ -3,7 +3,9 @@
 Estimators: multinomial L2 logistic regression with balanced class weights
 (``"logreg"``; an ``SGDClassifier(loss="log_loss")`` mini-batch path is used when
 there are more than ``sgd_threshold`` seeds) or ``HistGradientBoostingClassifier``
-(``"hgb"``). Stratified K-fold cross-validation on the seeds gives macro-F1,
+(``"hgb"``). Balanced weights make the model's prior uniform over the classes;
+:func:`~cafclassify.tl.classify` re-weights its calls to the composition of the cells it
+classifies (:mod:`._prior`). Stratified K-fold cross-validation on the seeds gives macro-F1,
 per-class precision/recall and a confusion matrix. **These measure agreement
 with the weak labels only**, not with the truth; ``benchmarks/bench_real.py`` measures
 agreement with author labels and ``benchmarks/bench_classifier.py`` with planted truth.

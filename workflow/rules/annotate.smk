@@ -112,6 +112,7 @@ rule classify:
             threshold=config["classify"]["threshold"],
             smooth=config["classify"]["smooth"],
             perivascular=config["classify"]["perivascular"],
+            prior=config["classify"]["prior"],
             tissue_key=row(wc).get("tissue_column", "") or None,
             seed=config["seed"],
         ),
