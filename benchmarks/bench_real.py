@@ -17,6 +17,8 @@ score -> classify, defaults) and prints one markdown table of
 * **argmax score_genes**: ``scanpy.tl.score_genes`` of every subtype set of the same
   library on the gated fibroblasts, argmax per cell;
 * **argmax UCell**: argmax of the UCell scores the workflow computes (``obsm["caf_scores"]``);
+* **argmax score_genes / UCell (labelled classes)**: the same scores, argmax over only the
+  subtypes the labels contain (told which subtypes exist);
 * **argmax short panels (author classes)**: ``score_genes`` of the canonical short marker
   panels (Elyada et al. 2019 Fig. 2 style, as hard-coded in many public analyses; see
   ``shared/reference/signatures_research.md`` 2.1) of *only the author's populations*,
@@ -46,7 +48,8 @@ the colorectal gate with its normal-tissue mural cells.
   3,000 cells, 3,000 genes, seed 5, as ``tests/test_classify.py``), against its truth;
 * ``synthetic sorted mouse CAFs, 68 % vCAF`` - mouse symbols, fibroblasts only (a sorted
   sample), 800 cells, seed 3, as ``tests/test_prior.py``; the baselines' human symbols are
-  mapped to mouse orthologues.
+  mapped to mouse orthologues. Once as UMI counts, once as full-length-protocol-like reads
+  (:func:`full_length_reads`: sorted-cell plate protocols are full length).
 """
 
 from __future__ import annotations
@@ -161,6 +164,10 @@ def evaluate(a, signatures, labelled: np.ndarray, truth: np.ndarray, mapping: di
                  ("argmax UCell", a.obsm[K.OBSM_SCORES][classes].where(
                      pd.Series(fib, index=a.obs_names), np.nan), 0.0)]
     author_classes = sorted({mapping.get(x, x) for x in truth})
+    known = [c for c in classes if c in author_classes]
+    if 1 < len(known) < len(classes):  # the same sets, told which subtypes exist
+        baselines.append(("argmax score_genes (labelled classes)", sg[known], 0.0))
+        baselines.append(("argmax UCell (labelled classes)", baselines[1][1][known], 0.0))
     if all(c in PANELS for c in author_classes):  # told which subtypes exist
         t = time.perf_counter()
         panel = pd.DataFrame(index=a.obs_names, columns=author_classes, dtype=float)
@@ -234,13 +241,31 @@ def synthetic_majority(seed: int) -> list[dict]:
                     seed)
 
 
+def full_length_reads(a, seed: int = 0):
+    """UMI counts -> full-length-protocol-like reads: x a per-gene length factor (log-normal,
+    SD 0.5) x per-entry amplification noise (gamma, CV 0.5) x 40, rounded."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    X = sp.csr_matrix(a.X, dtype=np.float64)
+    X = X.multiply(np.exp(rng.normal(0.0, 0.5, a.n_vars))[None, :]).tocsr()
+    X.data = np.round(X.data * rng.gamma(4.0, 1 / 4.0, size=X.data.size) * 40)
+    X.eliminate_zeros()
+    a.X = X.astype(np.float32)
+    return a
+
+
 def synthetic_sorted_mouse(seed: int) -> list[dict]:
-    a = caf.simulate(n_cells=800, n_genes=8000, species="mouse", lineage_fractions={"fibroblast": 1.0},
-                     subtype_fractions=SORTED_MOUSE, random_state=3)
-    a = run_chain(a, "caf_v1")
-    truth = a.obs["true_subtype"].astype(str).to_numpy()
-    labelled = np.isin(truth, SUBTYPES)
-    return evaluate(a, "caf_v1", labelled, truth[labelled], {}, "synthetic sorted mouse CAFs, 68 % vCAF", seed)
+    rows = []
+    for reads in (False, True):
+        a = caf.simulate(n_cells=800, n_genes=8000, species="mouse", lineage_fractions={"fibroblast": 1.0},
+                         subtype_fractions=SORTED_MOUSE, random_state=3)
+        a = run_chain(full_length_reads(a) if reads else a, "caf_v1")
+        truth = a.obs["true_subtype"].astype(str).to_numpy()
+        labelled = np.isin(truth, SUBTYPES)
+        name = "synthetic sorted mouse CAFs, 68 % vCAF" + (", full-length reads" if reads else "")
+        rows += evaluate(a, "caf_v1", labelled, truth[labelled], {}, name, seed)
+    return rows
 
 
 def main(argv=None) -> None:
