@@ -291,7 +291,8 @@ def evidence_seeds(E: np.ndarray, E_null: np.ndarray, classes: list[str], *, alp
         null_q95[c] = q95
         if idx.size <= q95 or idx.size < min_required:
             absent.append(c)
-            absent_why[c] = (f"{idx.size} cells carry it, random gene sets of its size and expression "
+            carry = "cell carries" if idx.size == 1 else "cells carry"
+            absent_why[c] = (f"{idx.size} {carry} it, random gene sets of its size and expression "
                              f"level reach {q95:.0f} (95th percentile)" if idx.size <= q95 else
                              f"{idx.size} seed cells, fewer than the {min_required} a class needs")
             seeds[c] = 0
