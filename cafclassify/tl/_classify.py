@@ -11,6 +11,7 @@ reading (:mod:`._compartment`) and adds the separate axes (:mod:`._axes`).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from typing import TYPE_CHECKING
 
@@ -383,18 +384,11 @@ def _unassigned_report(proba: np.ndarray, classes: list[str], conf: np.ndarray, 
 
 
 def _train_defaults(**kw) -> dict:
-    defaults = dict(
-        signatures="caf_v1", score_key=K.OBSM_SCORES, lineage_key=K.OBS_LINEAGE, layer=None,
-        estimator="logreg", n_hvg=0, batch_key=None, calibration="temperature", cv=5,
-        classes=None, z_min=1.0, margin=1.0, z_method="std", seed_rule="evidence",
-        feature_smoothing=False, max_seeds_per_class=2000, min_seeds=10,
-        min_per_fold=2, C=0.2, self_training=1, pseudo_min_proba=0.9, sgd_threshold=200_000,
-        random_state=0,
-    )
+    """:func:`train`'s options: its own defaults (one place) updated with ``kw``."""
+    defaults = {k: p.default for k, p in inspect.signature(train).parameters.items() if k != "adata"}
     unknown = set(kw) - set(defaults)
     if unknown:
         raise DataError(f"unknown training option(s): {sorted(unknown)}.",
                         fix=f"use options of cafclassify.train: {sorted(defaults)}.")
     defaults.update(kw)
     return defaults
-

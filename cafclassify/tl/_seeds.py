@@ -56,6 +56,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: a class needs max(MIN_SEEDS, MIN_PER_FOLD * cv) seeds (two per CV fold; module docstring)
+MIN_SEEDS = 10
+MIN_PER_FOLD = 2
+
 
 def _subtype_classes(library, score_columns: Sequence[str], classes: Sequence[str] | None) -> list[str]:
     if classes is not None:
@@ -143,8 +147,8 @@ def weak_labels(
     z_method: str = "std",
     seed_rule: str = "evidence",
     max_seeds_per_class: int | None = 2000,
-    min_seeds: int = 10,
-    min_per_fold: int = 2,
+    min_seeds: int = MIN_SEEDS,
+    min_per_fold: int = MIN_PER_FOLD,
     cv: int = 5,
     key_added: str = K.OBS_SEED,
     random_state: int = 0,

@@ -51,7 +51,7 @@ from ._fibroblasts import (
     _symbols,
     _value_type,
 )
-from ._seeds import _weak_labels_impl
+from ._seeds import MIN_PER_FOLD, MIN_SEEDS, _weak_labels_impl
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -140,8 +140,8 @@ def train(
     seed_rule: str = "evidence",
     feature_smoothing: bool = False,
     max_seeds_per_class: int | None = 2000,
-    min_seeds: int = 10,
-    min_per_fold: int = 2,
+    min_seeds: int = MIN_SEEDS,
+    min_per_fold: int = MIN_PER_FOLD,
     C: float = 0.2,
     self_training: int = 1,
     pseudo_min_proba: float = 0.9,
