@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from cafclassify.tl._evidence import (
+    _rule,
     audit_genes,
     evidence_seeds,
     fibroblast_graph,
@@ -51,11 +52,13 @@ def test_majority_programme_is_seeded_and_unplanted_one_is_absent(planted):
     X, sets, is_a = planted
     W = fibroblast_graph(X, random_state=0)
     audited, _ = audit_genes(X, W, sets, np.array([f"g{i}" for i in range(X.shape[1])]))
-    E, E_null = programme_evidence(X, W, audited, random_state=0)
-    assert E.shape == (X.shape[0], 3) and E_null.shape == (X.shape[0], 3, 50)
+    ev = programme_evidence(X, W, audited, random_state=0)
+    E = ev.E
+    assert E.shape == ev.cell.shape == (X.shape[0], 3)
+    assert ev.E_null.shape == ev.cell_null.shape == (X.shape[0], 3, 50)
     # evidence is read within cells: the 70 % population carries its programme
     assert np.median(E[is_a, 0]) > 1.645 and np.median(E[~is_a, 1]) > 1.645
-    labels, rep = evidence_seeds(E, E_null, ["A", "B", "C"], max_per_class=None, min_required=15)
+    labels, rep = evidence_seeds(ev, ["A", "B", "C"], max_per_class=None, min_required=15)
     assert rep["absent_classes"] == ["C"]
     assert rep["seed_counts"]["A"] >= 0.5 * is_a.sum()  # a z-score rule would seed few of them
     seeded = labels != None  # noqa: E711
@@ -68,6 +71,32 @@ def test_evidence_does_not_depend_on_other_sets(planted):
     """Each set's null has its own random stream: dropping a set changes nothing else."""
     X, sets, _ = planted
     W = fibroblast_graph(X, random_state=0)
-    E3, _ = programme_evidence(X, W, sets, random_state=0)
-    E2, _ = programme_evidence(X, W, {k: sets[k] for k in ("A", "C")}, random_state=0)
-    np.testing.assert_allclose(E3[:, [0, 2]], E2)
+    ev3 = programme_evidence(X, W, sets, random_state=0)
+    ev2 = programme_evidence(X, W, {k: sets[k] for k in ("A", "C")}, random_state=0)
+    np.testing.assert_allclose(ev3.E[:, [0, 2]], ev2.E)
+    np.testing.assert_allclose(ev3.cell[:, [0, 2]], ev2.cell)
+
+
+def test_cell_vetoes_a_label_inherited_from_a_mixed_neighbourhood(planted):
+    """A poor graph: every B cell's 15 neighbours are 13 A cells and 2 B cells. Averaged
+    over such a neighbourhood a B cell looks like A and passes the neighbourhood rule for
+    A; read alone it carries B, not A, so it must not become an A seed."""
+    X, sets, is_a = planted
+    rng = np.random.default_rng(1)
+    a_idx, b_idx = np.flatnonzero(is_a), np.flatnonzero(~is_a)
+    rows, cols = [], []
+    for i in range(X.shape[0]):
+        nb = rng.choice(a_idx, 15, replace=False) if is_a[i] else np.r_[
+            rng.choice(a_idx, 13, replace=False), rng.choice(b_idx[b_idx != i], 2, replace=False)]
+        rows += [i] * 16
+        cols += [i, *nb.tolist()]
+    A = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(X.shape[0],) * 2)
+    W = sp.csr_matrix(sp.diags(1.0 / np.asarray(A.sum(1)).ravel()) @ A)
+    ev = programme_evidence(X, W, {k: sets[k] for k in ("A", "B")}, random_state=0)
+    top, _, _, ok = _rule(ev.E, 1.645)
+    inherited = ok & (top == 0) & ~is_a  # B cells the neighbourhood alone would seed as A
+    assert inherited.sum() >= 20
+    labels, rep = evidence_seeds(ev, ["A", "B"], max_per_class=None, min_required=10)
+    assert (labels[inherited] == None).all()  # noqa: E711
+    assert rep["neighbourhood_counts"]["A"] - rep["candidate_counts"]["A"] >= inherited.sum()
+    assert rep["seed_counts"]["A"] >= 0.5 * is_a.sum()  # A cells themselves keep their seeds

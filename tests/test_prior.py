@@ -72,7 +72,7 @@ def test_majority_population_keeps_its_mixed_cells(sorted_mouse):
     truth = a.obs["true_subtype"].astype(str).to_numpy()
     ari = {name: adjusted_rand_score(truth, b.obs[K.OBS_SUBTYPE].astype(str).to_numpy())
            for name, b in (("estimate", est), ("uniform", uni))}
-    # measured: 0.644 against 0.503
+    # measured: 0.656 against 0.537
     assert ari["estimate"] > ari["uniform"] + 0.05, ari
     rec = est.uns[K.UNS][K.UNS_CLASSIFY]["prior"]
     assert rec["converged"] and rec["prior"]["vCAF"] == max(rec["prior"].values())
@@ -97,8 +97,10 @@ def test_report_states_the_prior(sorted_mouse, tmp_path):
 
 def test_saved_model_adapts_to_another_samples_composition():
     """A model trained on one sample, applied to another where one subtype is 70 % and two
-    are absent: the estimated prior calls fewer cells into the absent subtypes and agrees
-    better with the truth (measured: 14 against 32 cells, ARI 0.422 against 0.334)."""
+    are absent: EM moves prior mass away from the absent subtypes and the estimated prior calls
+    fewer cells into them (measured: 2 against 28). Whether ARI gains depends on how well
+    the model transfers (-0.07 to +0.01 over four source samples, docs/classifier.md): not
+    asserted."""
     def chain(**kw):
         a = caf.simulate(3000, n_genes=3000, **kw)
         caf.qc(a)
@@ -113,9 +115,12 @@ def test_saved_model_adapts_to_another_samples_composition():
     target = chain(random_state=5, subtype_fractions=fr)
     truth = target.obs["true_subtype"].astype(str).to_numpy()
     m = truth != "none"
-    res = {}
-    for prior in ("uniform", "estimate"):
-        calls = caf.classify(target, model, copy=True, prior=prior).obs[K.OBS_SUBTYPE].astype(str).to_numpy()
-        res[prior] = (adjusted_rand_score(truth[m], calls[m]), int(np.isin(calls[m], ["apCAF", "dCAF"]).sum()))
-    assert res["estimate"][0] > res["uniform"][0] + 0.03, res
-    assert res["estimate"][1] < res["uniform"][1], res
+    res, prior = {}, None
+    for kind in ("uniform", "estimate"):
+        b = caf.classify(target, model, copy=True, prior=kind)
+        calls = b.obs[K.OBS_SUBTYPE].astype(str).to_numpy()
+        res[kind] = int(np.isin(calls[m], ["apCAF", "dCAF"]).sum())
+        if kind == "estimate":
+            prior = b.uns[K.UNS]["classify"]["prior"]["prior"]
+    assert res["estimate"] < res["uniform"], res
+    assert prior["apCAF"] + prior["dCAF"] < 0.5 * 2 / len(prior), prior  # uniform: 2/6

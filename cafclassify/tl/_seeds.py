@@ -268,17 +268,19 @@ def _evidence_seeds(adata, fib, library, cls, *, layer, max_per_class, min_requi
         if c not in usable:
             logger.warning("subtype %s: fewer than 2 of its genes agree with the set in these data; "
                            "it cannot be evidenced here.", c)
-    E, E_null = programme_evidence(Xf, W, {c: audited[c] for c in usable}, random_state=random_state)
-    labels, report = evidence_seeds(E, E_null, usable, max_per_class=max_per_class,
+    ev = programme_evidence(Xf, W, {c: audited[c] for c in usable}, random_state=random_state)
+    labels, report = evidence_seeds(ev, usable, max_per_class=max_per_class,
                                     min_required=min_required)
     for c in cls:
         if c not in usable:
             report["candidate_counts"][c] = 0
+            report["neighbourhood_counts"][c] = 0
+            report["topped_up"][c] = 0
             report["seed_counts"][c] = 0
             report["absent_classes"].append(c)
             report["absent_reasons"][c] = "fewer than 2 of its genes agree with the set in these data"
     report["gene_audit"] = {c: audit[c].tolist() for c in audit.columns}
-    extras = {"graph": W, "evidence": pd.DataFrame(E, columns=usable)}
+    extras = {"graph": W, "evidence": pd.DataFrame(ev.E, columns=usable)}
     return labels, report, extras
 
 
