@@ -208,6 +208,22 @@ def _classifier_section(ctx: _Ctx, nums: dict) -> dict:
     return out
 
 
+def _veto_sentence(wl: Mapping) -> str:
+    """How many neighbourhood seeds the cells' own evidence vetoed, and any top-up."""
+    hood, cand = as_mapping(wl.get("neighbourhood_counts")), as_mapping(wl.get("candidate_counts"))
+    if not hood or not cand:
+        return ""
+    n_hood = sum(_n_or0(v) for v in hood.values())
+    n_veto = n_hood - sum(_n_or0(cand.get(k, 0)) for k in hood)
+    text = (f"{n_hood:,} fibroblasts passed the neighbourhood part of the rule; in {n_veto:,} of them "
+            "the cell's own evidence did not agree (e_k < 0, or below the runner-up), so they are not seeds")
+    topped = {k: _n_or0(v) for k, v in as_mapping(wl.get("topped_up")).items() if _n_or0(v)}
+    if topped:
+        text += ("; a present class with fewer than the minimum agreeing seeds was topped up from them ("
+                 + ", ".join(f"{k}: {v}" for k, v in topped.items()) + ")")
+    return text
+
+
 def _seed_rule_and_audit(cl: Mapping) -> dict[str, Any]:
     """The seed rule, why classes are absent, the per-gene audit, what unassigned cells
     lie between, the perivascular reading and the class prior of the calls (entries of
@@ -215,6 +231,7 @@ def _seed_rule_and_audit(cl: Mapping) -> dict[str, Any]:
     out: dict[str, Any] = {}
     wl = as_mapping(find(cl, "weak_labels"))
     out["seed_rule"] = str(wl.get("rule", "")) if wl else ""
+    out["seed_veto"] = _veto_sentence(wl) if wl else ""
     reasons = as_mapping(wl.get("absent_reasons")) if wl else {}
     if reasons:
         out["absent_reasons"] = {"columns": ["subtype", "why it is not a class here"], "note": "",
