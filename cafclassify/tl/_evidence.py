@@ -64,7 +64,8 @@ Method
    is not a class of the model. A present class with fewer than ``min_required``
    agreeing seeds (a population of a few dozen shallow cells, whose own profiles are
    mostly dropout) is topped up to ``min_required`` from its neighbourhood seeds, those
-   whose own evidence ranks ``k`` closest to first; the report counts them.
+   whose own evidence comes closest to agreeing (largest ``min(e_k, e_k - e_j)``); the
+   report counts them (``topped_up``).
 
 Gene audit
 ----------
