@@ -228,21 +228,22 @@ def compartment_tables(data: Path, seed: int) -> str:
     return "\n".join(out)
 
 
-def synthetic(seed: int) -> list[dict]:
-    a = caf.simulate(n_cells=3000, n_genes=8000, n_batches=2, random_state=0)
+def against_truth(a, name: str, seed: int) -> list[dict]:
+    """Run the chain on simulated counts and evaluate against the planted subtypes."""
     a = run_chain(a, "caf_v1")
     truth = a.obs["true_subtype"].astype(str).to_numpy()
     labelled = np.isin(truth, SUBTYPES)
-    return evaluate(a, "caf_v1", labelled, truth[labelled], {}, "synthetic control", seed)
+    return evaluate(a, "caf_v1", labelled, truth[labelled], {}, name, seed)
+
+
+def synthetic(seed: int) -> list[dict]:
+    return against_truth(caf.simulate(n_cells=3000, n_genes=8000, n_batches=2, random_state=0),
+                         "synthetic control", seed)
 
 
 def synthetic_majority(seed: int) -> list[dict]:
-    a = caf.simulate(n_cells=3000, n_genes=3000, subtype_fractions=MAJORITY, random_state=5)
-    a = run_chain(a, "caf_v1")
-    truth = a.obs["true_subtype"].astype(str).to_numpy()
-    labelled = np.isin(truth, SUBTYPES)
-    return evaluate(a, "caf_v1", labelled, truth[labelled], {}, "synthetic, 70 % myCAF (apCAF, dCAF absent)",
-                    seed)
+    return against_truth(caf.simulate(n_cells=3000, n_genes=3000, subtype_fractions=MAJORITY, random_state=5),
+                         "synthetic, 70 % myCAF (apCAF, dCAF absent)", seed)
 
 
 def full_length_reads(a, seed: int = 0):
@@ -264,25 +265,16 @@ def synthetic_sorted_mouse(seed: int) -> list[dict]:
     for reads in (False, True):
         a = caf.simulate(n_cells=800, n_genes=8000, species="mouse", lineage_fractions={"fibroblast": 1.0},
                          subtype_fractions=SORTED_MOUSE, random_state=3)
-        a = run_chain(full_length_reads(a) if reads else a, "caf_v1")
-        truth = a.obs["true_subtype"].astype(str).to_numpy()
-        labelled = np.isin(truth, SUBTYPES)
         name = "synthetic sorted mouse CAFs, 68 % vCAF" + (", full-length reads" if reads else "")
-        rows += evaluate(a, "caf_v1", labelled, truth[labelled], {}, name, seed)
+        rows += against_truth(full_length_reads(a) if reads else a, name, seed)
     return rows
 
 
 def synthetic_poor_graph(seed: int) -> list[dict]:
-    rows = []
-    for name, make in (("synthetic tumour, full-length reads",
-                        lambda: full_length_reads(caf.simulate(n_cells=2000, n_genes=8000, random_state=4))),
-                       ("synthetic tumour, 1,200-gene panel",
-                        lambda: caf.simulate(n_cells=3000, n_genes=1200, random_state=0))):
-        a = run_chain(make(), "caf_v1")
-        truth = a.obs["true_subtype"].astype(str).to_numpy()
-        labelled = np.isin(truth, SUBTYPES)
-        rows += evaluate(a, "caf_v1", labelled, truth[labelled], {}, name, seed)
-    return rows
+    return (against_truth(full_length_reads(caf.simulate(n_cells=2000, n_genes=8000, random_state=4)),
+                          "synthetic tumour, full-length reads", seed)
+            + against_truth(caf.simulate(n_cells=3000, n_genes=1200, random_state=0),
+                            "synthetic tumour, 1,200-gene panel", seed))
 
 
 def main(argv=None) -> None:
