@@ -87,15 +87,18 @@ def adjust_to_prior(proba: np.ndarray, *, train_prior: np.ndarray | None = None,
     iterations = 0
     while iterations < max_iter and not converged:
         iterations += 1
-        Q = Pk * (pi / t)
-        Q /= np.maximum(Q.sum(axis=1, keepdims=True), 1e-300)
-        new = Q.mean(axis=0)
+        new = _reweight(Pk, pi, t).mean(axis=0)
         converged = bool(np.abs(new - pi).max() < tol)
         pi = new
-    Q = Pk * (pi / t)
-    Q /= np.maximum(Q.sum(axis=1, keepdims=True), 1e-300)
-    out[ok] = Q
+    out[ok] = _reweight(Pk, pi, t)
     if not converged:
         logger.warning("class-prior EM did not converge in %d iterations (last change above %g)",
                        max_iter, tol)
     return out, pi, {"iterations": int(iterations), "converged": converged}
+
+
+def _reweight(P: np.ndarray, pi: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``q_i(k) = p_i(k) pi_k / t_k`` normalised over ``k`` (the E-step)."""
+    Q = P * (pi / t)
+    Q /= np.maximum(Q.sum(axis=1, keepdims=True), 1e-300)
+    return Q
