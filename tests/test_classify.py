@@ -248,7 +248,7 @@ def test_small_real_population_present_whatever_the_seed():
     the synthetic control's 17 dCAFs gave 14 or 15 seeds depending on random_state, so with
     a minimum of 15 dCAF was present at one seed and absent at the next."""
     a = simulate(3000, n_genes=8000, n_batches=2, random_state=0)
-    caf_qc_gate_score(a)
+    _gate_and_score(a)
     for rs in (0, 1):
         rep = weak_labels(a, copy=True, random_state=rs).uns[K.UNS]["classify"]["weak_labels"]
         assert rep["min_seeds_required"] == 10
@@ -256,7 +256,7 @@ def test_small_real_population_present_whatever_the_seed():
         assert rep["seed_counts"]["dCAF"] > rep["null_seed_q95"]["dCAF"]
 
 
-def caf_qc_gate_score(a):
+def _gate_and_score(a):
     import cafclassify as caf
 
     caf.gate(a)

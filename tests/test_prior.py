@@ -50,16 +50,21 @@ def test_nan_rows_untouched_and_degenerate_inputs():
     assert info["iterations"] == 0
 
 
-@pytest.fixture(scope="module")
-def sorted_mouse():
-    """Sorted mouse CAFs, 68 % vCAF (as the study that named vCAFs), classified under both priors."""
-    fr = {"vCAF": 0.68, "iCAF": 0.17, "myCAF": 0.1, "dCAF": 0.05, "apCAF": 0.0, "meCAF": 0.0}
-    a = caf.simulate(800, n_genes=8000, species="mouse", lineage_fractions={"fibroblast": 1.0},
-                     subtype_fractions=fr, random_state=3)
+def _chain(a):
+    """The workflow's chain up to scores: qc (filtering), gate, score."""
     caf.qc(a)
     a = a[a.obs["qc_pass"].to_numpy()].copy()
     caf.gate(a)
     caf.score(a, "caf_v1", on_low_coverage="keep")
+    return a
+
+
+@pytest.fixture(scope="module")
+def sorted_mouse():
+    """Sorted mouse CAFs, 68 % vCAF (as the study that named vCAFs), classified under both priors."""
+    fr = {"vCAF": 0.68, "iCAF": 0.17, "myCAF": 0.1, "dCAF": 0.05, "apCAF": 0.0, "meCAF": 0.0}
+    a = _chain(caf.simulate(800, n_genes=8000, species="mouse", lineage_fractions={"fibroblast": 1.0},
+                            subtype_fractions=fr, random_state=3))
     return a, caf.classify(a, copy=True, random_state=0), caf.classify(a, copy=True, random_state=0,
                                                                         prior="uniform")
 
@@ -102,12 +107,7 @@ def test_saved_model_adapts_to_another_samples_composition():
     the model transfers (-0.07 to +0.01 over four source samples, docs/classifier.md): not
     asserted."""
     def chain(**kw):
-        a = caf.simulate(3000, n_genes=3000, **kw)
-        caf.qc(a)
-        a = a[a.obs["qc_pass"].to_numpy()].copy()
-        caf.gate(a)
-        caf.score(a, "caf_v1", on_low_coverage="keep")
-        return a
+        return _chain(caf.simulate(3000, n_genes=3000, **kw))
 
     model = caf.train(chain(random_state=11), random_state=0)
     assert {"apCAF", "dCAF"} <= set(model.classes)
