@@ -100,3 +100,30 @@ def test_cell_vetoes_a_label_inherited_from_a_mixed_neighbourhood(planted):
     assert (labels[inherited] == None).all()  # noqa: E711
     assert rep["neighbourhood_counts"]["A"] - rep["candidate_counts"]["A"] >= inherited.sum()
     assert rep["seed_counts"]["A"] >= 0.5 * is_a.sum()  # A cells themselves keep their seeds
+
+
+def test_a_population_too_small_to_learn_is_told_apart_from_an_absent_one():
+    """400 cells carry A, 192 B, 8 D; C is planted nowhere. D's few cells beat random gene
+    sets but give fewer seeds than a class needs: D is absent *as too few to learn*, with
+    a reason that says it may be present; C is absent because nothing carries it."""
+    rng = np.random.default_rng(0)
+    n, g = 600, 400
+    base = rng.gamma(2.0, 0.5, size=g)
+    grp = np.zeros(n, dtype=int)
+    grp[400:] = 1
+    grp[592:] = 2
+    lam = np.tile(base, (n, 1))
+    for k in range(3):
+        lam[grp == k, 10 * k:10 * k + 10] *= 6.0
+    counts = rng.poisson(lam)
+    X = sp.csr_matrix(np.log1p(counts / counts.sum(1, keepdims=True) * 1e4))
+    sets = {name: (np.arange(10 * k, 10 * k + 10), np.ones(10)) for k, name in enumerate("ABDC")}
+    ev = programme_evidence(X, fibroblast_graph(X, random_state=0), sets, random_state=0)
+    labels, rep = evidence_seeds(ev, list(sets), max_per_class=None, min_required=10)
+    assert rep["absent_classes"] == ["D", "C"]
+    assert rep["too_few_to_learn"] == ["D"]
+    assert rep["candidate_counts"]["D"] > rep["null_seed_q95"]["D"]
+    assert rep["neighbourhood_counts"]["D"] < 10
+    assert "may be present" in rep["absent_reasons"]["D"]
+    assert "may be present" not in rep["absent_reasons"]["C"]
+    assert not (labels == "D").any()

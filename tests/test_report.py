@@ -105,7 +105,23 @@ def test_warnings_follow_the_data(annotated):
     keys = {w["key"] for w in collect_warnings(annotated)}
     # planted in the fixture: dCAF has no cells and no genes; other_lineage has no genes
     assert {"subtype_absent", "low_coverage", "gate"} <= keys
-    assert not keys & {"few_fibroblasts", "many_unassigned", "qc_removed", "low_f1"}
+    assert not keys & {"few_fibroblasts", "many_unassigned", "qc_removed", "low_f1", "subtype_unlearnt"}
+
+    # a subtype the seed rule found but could not learn is not reported as absent from the sample
+    thin = annotated.copy()
+    thin.uns[K.UNS][K.UNS_CLASSIFY] = dict(thin.uns[K.UNS][K.UNS_CLASSIFY],
+                                         absent_classes=["meCAF", "dCAF"],
+                                         weak_labels={"too_few_to_learn": ["meCAF"]})
+    warns = {w["key"]: w["text"] for w in collect_warnings(thin)}
+    assert "meCAF" in warns["subtype_unlearnt"] and "dCAF" not in warns["subtype_unlearnt"]
+    assert "dCAF" in warns["subtype_absent"] and "meCAF" not in warns["subtype_absent"]
+    # vCAF absent from the model while cells are called vCAF (mural cells under the 'vcaf'
+    # reading; the fixture has 29), and an empty 'mural' category: neither is "no cells"
+    thin.uns[K.UNS][K.UNS_CLASSIFY]["absent_classes"] = ["vCAF", "dCAF"]
+    thin.obs[K.OBS_SUBTYPE] = thin.obs[K.OBS_SUBTYPE].cat.add_categories(["mural"])
+    assert (thin.obs[K.OBS_SUBTYPE] == "vCAF").sum() > 0
+    text = {w["key"]: w["text"] for w in collect_warnings(thin)}["subtype_absent"]
+    assert "dCAF" in text and "vCAF" not in text and "mural" not in text
 
     bad = annotated.copy()
     lin = np.array(["immune"] * bad.n_obs, dtype=object)

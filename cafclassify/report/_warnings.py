@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 GROUPS = ("Fibroblasts and subtypes", "Agreement with labels", "Classifier", "Gene coverage", "Lineage gate",
           "QC", "Other")
 GROUP_OF = {
-    "few_fibroblasts": GROUPS[0], "subtype_absent": GROUPS[0], "many_unassigned": GROUPS[0],
+    "few_fibroblasts": GROUPS[0], "subtype_absent": GROUPS[0], "subtype_unlearnt": GROUPS[0],
+    "many_unassigned": GROUPS[0],
     "ltbp2_thin": GROUPS[0], "low_agreement": GROUPS[1], "low_f1": GROUPS[2], "classify": GROUPS[2],
     "low_coverage": GROUPS[3], "gate": GROUPS[4], "qc_removed": GROUPS[5], "not_run": GROUPS[6],
     "species": GROUPS[6], "counts_layer": GROUPS[6],
@@ -120,8 +121,19 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
     classify = as_mapping(root.get(K.UNS_CLASSIFY))
     absent = set(as_list(find(classify, "absent_classes", "absent")))
     if counts is not None and n_fib:
-        zero = [c for c, v in counts.items() if v == 0 and c not in TAIL]
+        # 'mural' is not a subtype (the label of mural cells under the 'separate' reading)
+        zero = [c for c, v in counts.items() if v == 0 and c not in TAIL and c != "mural"]
         absent |= set(zero)
+        # a class the model lacks can still hold cells: mural cells called vCAF
+        absent = {c for c in absent if not counts.get(c, 0)}
+    unlearnt = set(as_list(find(classify, "too_few_to_learn")))
+    if unlearnt:
+        add("More cells carry " + ", ".join(_subtype_order(unlearnt)) + " than carry random gene sets, "
+            "but too few carry it clearly for the classifier to learn it, so it is never called: its "
+            "cells are called as other subtypes. Thin data (shallow cells, small gene panels) do this; "
+            "the reasons are under 'Why subtypes are absent', and the per-cell scores still rank these "
+            "cells.", key="subtype_unlearnt")
+    absent -= unlearnt
     if absent:
         add("No cells were assigned to: " + ", ".join(_subtype_order(absent)) + ". Either these "
             "subtypes are absent from this sample or their markers were not measured (see coverage).",

@@ -61,7 +61,10 @@ Method
    percentile of those null counts (more cells carry it than carry a random gene set
    of its size and expression) and at least ``min_required`` cells pass the
    neighbourhood rule (4) for it; otherwise it is reported absent with both counts and
-   is not a class of the model. A present class with fewer than ``min_required``
+   is not a class of the model. A class that passes the null test but not the count is
+   listed apart (``too_few_to_learn``): its population may exist but is too small, or
+   its cells too shallow, to be learnt (thin data, ``docs/classifier.md``), and the
+   report says so instead of calling it absent from the sample. A present class with fewer than ``min_required``
    agreeing seeds (a population of a few dozen shallow cells, whose own profiles are
    mostly dropout) is topped up to ``min_required`` from its neighbourhood seeds, those
    whose own evidence comes closest to agreeing (largest ``min(e_k, e_k - e_j)``); the
@@ -330,6 +333,7 @@ def evidence_seeds(ev: Evidence, classes: list[str], *, alpha: float = ALPHA,
     agree = ok & (own >= 0)
     labels = np.full(n, None, dtype=object)
     cand, hood, topped, seeds, null_q95, absent, absent_why = {}, {}, {}, {}, {}, [], {}
+    unlearnt = []  # absent although more cells carry it than random sets: too few to learn
     n_null = E_null.shape[2]
     for k, c in enumerate(classes):
         in_hood = np.flatnonzero(ok & (top == k))
@@ -347,10 +351,15 @@ def evidence_seeds(ev: Evidence, classes: list[str], *, alpha: float = ALPHA,
         if idx.size <= q95 or in_hood.size < min_required:
             absent.append(c)
             carry = "cell carries" if idx.size == 1 else "cells carry"
-            absent_why[c] = (f"{idx.size} {carry} it, random gene sets of its size and expression "
-                             f"level reach {q95:.0f} (95th percentile)" if idx.size <= q95 else
-                             f"{in_hood.size} cells pass the neighbourhood rule, fewer than the {min_required} "
-                             f"a class needs")
+            if idx.size <= q95:
+                absent_why[c] = (f"{idx.size} {carry} it, random gene sets of its size and expression "
+                                 f"level reach {q95:.0f} (95th percentile)")
+            else:
+                unlearnt.append(c)
+                absent_why[c] = (f"{idx.size} {carry} it, more than random gene sets of its size and "
+                                 f"expression level ({q95:.0f}, 95th percentile), but only {in_hood.size} "
+                                 f"pass the neighbourhood rule, fewer than the {min_required} a class needs "
+                                 "to be learnt: it may be present, and its cells are called as other subtypes")
             seeds[c] = 0
             continue
         if idx.size < min_required:  # present but thin: top up by the cells' own agreement
@@ -374,7 +383,7 @@ def evidence_seeds(ev: Evidence, classes: list[str], *, alpha: float = ALPHA,
         "min_seeds_required": int(min_required),
         "candidate_counts": cand, "neighbourhood_counts": hood, "topped_up": topped,
         "null_seed_q95": null_q95, "seed_counts": seeds,
-        "absent_classes": absent, "absent_reasons": absent_why,
+        "absent_classes": absent, "absent_reasons": absent_why, "too_few_to_learn": unlearnt,
         "n_fibroblasts": int(n), "n_seeds": int(sum(seeds.values())),
     }
     return labels, report
