@@ -85,8 +85,9 @@ def _value_type_note(method: str, detected: str) -> tuple[str, str]:
     if detected != "lognorm":
         logger.warning(
             "%s expects log-normalised values but the matrix looks like %s; scores will be "
-            "dominated by highly expressed genes. Normalise first "
-            "(cafclassify.pp.normalize_if_needed) or choose a rank-based method (ucell, aucell).",
+            "dominated by highly expressed genes. Normalise first (cafclassify.read does it for "
+            "counts; or scanpy.pp.normalize_total + scanpy.pp.log1p) or choose a rank-based "
+            "method (ucell, aucell).",
             method, detected,
         )
         note += " WARNING: input is not log-normalised."
