@@ -52,7 +52,7 @@ _API = {
 __all__ = ["__version__", *sorted(_API)]
 
 
-_SUBPACKAGES = ("pl", "tl", "pp", "io", "datasets")
+_SUBPACKAGES = ("pl", "tl", "pp", "io", "get", "datasets")
 
 
 def __getattr__(name: str):

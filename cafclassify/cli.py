@@ -436,47 +436,6 @@ def _records(obj: Any):
     return pd.DataFrame(obj)
 
 
-def _pool(adatas: list, names: list[str], *, batch_key: str):
-    """Concatenate several datasets for pooled training (inner join on genes and features)."""
-    import anndata as ad
-    import pandas as pd
-
-    from ._errors import DataError
-    from ._keys import OBSM_LINEAGE_SCORES, OBSM_SCORES
-
-    common_obsm = set.intersection(*(set(a.obsm.keys()) for a in adatas))
-    for a in adatas:
-        for key in list(a.obsm.keys()):
-            if key not in common_obsm:
-                del a.obsm[key]
-    for key in common_obsm:
-        frames = [a.obsm[key] for a in adatas]
-        if all(isinstance(f, pd.DataFrame) for f in frames):
-            cols = [c for c in frames[0].columns if all(c in f.columns for f in frames[1:])]
-            if not cols and key in (OBSM_SCORES, OBSM_LINEAGE_SCORES):
-                raise DataError(
-                    f"the datasets share no columns in obsm[{key!r}], so they cannot be pooled.",
-                    path=", ".join(names),
-                    fix="score all datasets with the same signature library, or train one model per dataset.",
-                )
-            for a in adatas:
-                a.obsm[key] = a.obsm[key][cols]
-    pooled = ad.concat(
-        adatas, join="inner", label=batch_key, keys=names, index_unique="-", merge="same"
-    )
-    pooled.obs[batch_key] = pooled.obs[batch_key].astype("category")
-    if pooled.n_vars == 0:
-        raise DataError(
-            "the datasets share no genes, so they cannot be pooled.",
-            path=", ".join(names),
-            fix="check that all datasets use the same species and gene identifiers.",
-        )
-    logger.info(
-        "pooled %d datasets: %d cells x %d shared genes", len(adatas), pooled.n_obs, pooled.n_vars
-    )
-    return pooled
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     from .tl import train
 
@@ -492,7 +451,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if len(set(names)) < len(names):
             names = [f"{i}_{n}" for i, n in enumerate(names)]
         batch_key = batch_key or "dataset"
-        adata = _pool([_read_h5ad(p) for p in inputs], names, batch_key=batch_key)
+        from .pp import pool
+
+        adata = pool([_read_h5ad(p) for p in inputs], names, batch_key=batch_key)
     _record_species(args, adata)
     model = _call(
         train,
@@ -557,123 +518,14 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     used = args.signatures or (model.signature_name if model is not None else "caf_v1")
     _stamp(adata, _provenance(args, inputs, signatures=used))
     _write_h5ad(adata, args.output, compression=_compression(args))
-    sample_key = args.sample_key or _sample_key_from(adata)
+    from .get import cell_table, proportion_table, recorded_sample_key
+
+    sample_key = args.sample_key or recorded_sample_key(adata)
     if args.cells_csv:
         _write_table(cell_table(adata, sample_key=sample_key), args.cells_csv)
     if args.proportions_csv:
         _write_table(proportion_table(adata, sample_key=sample_key), args.proportions_csv)
     return 0
-
-
-def _sample_key_from(adata) -> str | None:
-    from ._keys import UNS, UNS_PROVENANCE, UNS_READ
-
-    root = adata.uns.get(UNS, {})
-    candidates = [root.get(UNS_READ, {}).get("sample_column")]
-    prov = root.get(UNS_PROVENANCE, {})
-    for rec in [prov, *prov.get("history", {}).values()] if isinstance(prov, dict) else []:
-        params = rec.get("parameters", {}) if isinstance(rec, dict) else {}
-        candidates += [params.get("sample_column"), params.get("sample_key")]
-    for c in candidates:
-        if isinstance(c, str) and c not in ("", "None") and c in adata.obs.columns:
-            return c
-    return None
-
-
-def cell_table(adata, *, sample_key: str | None = None):
-    """One row per cell: barcode, sample, lineage, subtype, confidence, probabilities, flags.
-
-    Columns that the classifier did not write (e.g. no LTBP2 call) are omitted, never
-    filled with made-up values. Probability columns are ``proba_<class>``.
-    """
-    import pandas as pd
-
-    from . import _keys as K
-
-    obs = adata.obs
-    table = pd.DataFrame(index=obs.index)
-    table["barcode"] = obs.index.astype(str)
-    table["sample"] = obs[sample_key].astype(str).to_numpy() if sample_key else "all"
-    for col, key in (
-        ("lineage", K.OBS_LINEAGE),
-        ("lineage_confidence", K.OBS_LINEAGE_CONF),
-        ("fibroblast_state", K.OBS_FIBRO_STATE),
-        ("subtype", K.OBS_SUBTYPE),
-        ("confidence", K.OBS_SUBTYPE_CONF),
-        ("subtype_smoothed", K.OBS_SUBTYPE_SMOOTHED),
-        ("seed_label", K.OBS_SEED),
-        ("ltbp2_positive", K.OBS_LTBP2),
-        ("ltbp2_score", K.OBS_LTBP2_SCORE),
-        ("senescent_flag", K.OBS_SENESCENT),
-        ("cycling_flag", K.OBS_CYCLING),
-        ("qc_pass", K.OBS_QC_PASS),
-    ):
-        if key in obs.columns:
-            table[col] = obs[key].to_numpy()
-    proba = adata.obsm.get(K.OBSM_SUBTYPE_PROBA) if K.OBSM_SUBTYPE_PROBA in adata.obsm else None
-    if proba is not None:
-        proba = (
-            pd.DataFrame(proba, index=obs.index) if not isinstance(proba, pd.DataFrame) else proba
-        )
-        for c in proba.columns:
-            table[f"proba_{c}"] = proba[c].to_numpy()
-    return table.reset_index(drop=True)
-
-
-def proportion_table(adata, *, sample_key: str | None = None):
-    """Per-sample counts and fractions of lineages and CAF subtypes (tidy, long format).
-
-    Columns: ``sample, level, label, n_cells, n_total, fraction``. For ``level ==
-    "lineage"`` the denominator is all cells of the sample; for ``level == "subtype"``
-    it is the sample's cells that reached subtyping (everything except
-    ``not_fibroblast``). A lineage the gate could not measure (its gene set is not in
-    the data) has empty ``n_cells`` and ``fraction``, not 0.
-    """
-    import pandas as pd
-
-    from . import _keys as K
-
-    obs = adata.obs
-    sample = obs[sample_key].astype(str) if sample_key else pd.Series("all", index=obs.index)
-    rows = []
-    for level, key in (("lineage", K.OBS_LINEAGE), ("subtype", K.OBS_SUBTYPE)):
-        if key not in obs.columns:
-            continue
-        labels = obs[key].astype(str)
-        cats = (
-            [str(c) for c in obs[key].cat.categories]
-            if isinstance(obs[key].dtype, pd.CategoricalDtype)
-            else sorted(labels.unique())
-        )
-        mask = pd.Series(True, index=obs.index)
-        unmeasured: list[str] = []
-        if level == "lineage":  # a lineage whose gene set is not in the data: unknown, not 0
-            from .report._sections import not_measured_lineages
-
-            unmeasured = not_measured_lineages(adata)
-        if level == "subtype":
-            mask = labels != K.NOT_FIBROBLAST
-            cats = [c for c in cats if c != K.NOT_FIBROBLAST]
-        for s in sorted(sample.unique()):
-            in_s = (sample == s) & mask
-            total = int(in_s.sum())
-            counts = labels[in_s].value_counts()
-            for c in cats:
-                n = int(counts.get(c, 0))
-                nan = c in unmeasured and n == 0
-                rows.append(
-                    {
-                        "sample": s,
-                        "level": level,
-                        "label": c,
-                        "n_cells": None if nan else n,
-                        "n_total": total,
-                        "fraction": n / total if total and not nan else float("nan"),
-                    }
-                )
-    return pd.DataFrame(
-        rows, columns=["sample", "level", "label", "n_cells", "n_total", "fraction"]
-    )
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -17,7 +17,9 @@ import scipy.sparse as sp
 
 from cafclassify import _keys as K
 from cafclassify import cli
-from cafclassify.cli import cell_table, main, proportion_table
+from cafclassify.cli import main
+from cafclassify.get import cell_table, proportion_table
+from cafclassify.pp import pool
 
 STEPS = [
     "fetch",
@@ -365,7 +367,8 @@ def test_pool_intersects_features():
 
     a = make(["myCAF", "iCAF", "vCAF"], ["G1", "G2", "G3"], 4)
     b = make(["iCAF", "myCAF"], ["G2", "G3", "G4"], 3)
-    pooled = cli._pool([a, b], ["a", "b"], batch_key="dataset")
+    pooled = pool([a, b], ["a", "b"], batch_key="dataset")
+    assert list(a.obsm[K.OBSM_SCORES].columns) == ["myCAF", "iCAF", "vCAF"]  # inputs untouched
     assert pooled.n_obs == 7
     assert list(pooled.var_names) == ["G2", "G3"]
     assert list(pooled.obsm[K.OBSM_SCORES].columns) == ["myCAF", "iCAF"]

@@ -13,7 +13,7 @@ from _report_fixtures import make_annotated
 import cafclassify
 from cafclassify import _keys as K
 from cafclassify._errors import DataError
-from cafclassify.cli import proportion_table
+from cafclassify.get import proportion_table
 from cafclassify.report import write_report, write_summary
 from cafclassify.report._colors import LINEAGE_COLORS, SUBTYPE_COLORS
 from cafclassify.report._sections import _cluster_margin, _numeric_sort, _qc_panel_words

@@ -1,0 +1,154 @@
+"""Tidy tables of the annotations, one row per cell or per sample and label.
+
+The functions read what the pipeline wrote (``obs``, ``obsm``, ``uns``) and compute
+nothing new; they are the tables the command line writes next to its ``.h5ad``
+(``--cells-csv``, ``--proportions-csv``), available here for notebooks as in scanpy's
+``sc.get``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from .. import _keys as K
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+__all__ = ["cell_table", "proportion_table", "recorded_sample_key"]
+
+
+def recorded_sample_key(adata: AnnData) -> str | None:
+    """The obs column that names each cell's sample, as recorded by earlier steps.
+
+    Looks at ``uns["cafclassify"]["read"]["sample_column"]`` and at the ``sample_column``
+    / ``sample_key`` parameters in the provenance records; returns the first that is an
+    obs column, or ``None``.
+    """
+    root = adata.uns.get(K.UNS, {})
+    candidates = [root.get(K.UNS_READ, {}).get("sample_column")]
+    prov = root.get(K.UNS_PROVENANCE, {})
+    for rec in [prov, *prov.get("history", {}).values()] if isinstance(prov, dict) else []:
+        params = rec.get("parameters", {}) if isinstance(rec, dict) else {}
+        candidates += [params.get("sample_column"), params.get("sample_key")]
+    for c in candidates:
+        if isinstance(c, str) and c not in ("", "None") and c in adata.obs.columns:
+            return c
+    return None
+
+
+def cell_table(adata: AnnData, *, sample_key: str | None = None) -> pd.DataFrame:
+    """One row per cell: barcode, sample, lineage, subtype, confidence, probabilities, flags.
+
+    Columns that the classifier did not write (e.g. no LTBP2 call) are omitted, never
+    filled with made-up values. Probability columns are ``proba_<class>``.
+
+    Parameters
+    ----------
+    adata
+        Annotated data (after :func:`cafclassify.classify`, or any earlier step).
+    sample_key
+        obs column naming each cell's sample; ``None``: every cell is sample ``"all"``
+        (see :func:`recorded_sample_key` for the column earlier steps recorded).
+
+    Returns
+    -------
+    A tidy DataFrame, one row per cell (the ``cells.csv`` of ``cafclassify classify``).
+
+    Examples
+    --------
+    >>> import cafclassify as caf
+    >>> a = caf.simulate(n_cells=300, n_genes=2000, random_state=0)
+    >>> list(caf.get.cell_table(a).columns[:2])
+    ['barcode', 'sample']
+    """
+    obs = adata.obs
+    table = pd.DataFrame(index=obs.index)
+    table["barcode"] = obs.index.astype(str)
+    table["sample"] = obs[sample_key].astype(str).to_numpy() if sample_key else "all"
+    for col, key in (
+        ("lineage", K.OBS_LINEAGE),
+        ("lineage_confidence", K.OBS_LINEAGE_CONF),
+        ("fibroblast_state", K.OBS_FIBRO_STATE),
+        ("subtype", K.OBS_SUBTYPE),
+        ("confidence", K.OBS_SUBTYPE_CONF),
+        ("subtype_smoothed", K.OBS_SUBTYPE_SMOOTHED),
+        ("seed_label", K.OBS_SEED),
+        ("ltbp2_positive", K.OBS_LTBP2),
+        ("ltbp2_score", K.OBS_LTBP2_SCORE),
+        ("senescent_flag", K.OBS_SENESCENT),
+        ("cycling_flag", K.OBS_CYCLING),
+        ("qc_pass", K.OBS_QC_PASS),
+    ):
+        if key in obs.columns:
+            table[col] = obs[key].to_numpy()
+    proba = adata.obsm.get(K.OBSM_SUBTYPE_PROBA) if K.OBSM_SUBTYPE_PROBA in adata.obsm else None
+    if proba is not None:
+        proba = (
+            pd.DataFrame(proba, index=obs.index) if not isinstance(proba, pd.DataFrame) else proba
+        )
+        for c in proba.columns:
+            table[f"proba_{c}"] = proba[c].to_numpy()
+    return table.reset_index(drop=True)
+
+
+def proportion_table(adata: AnnData, *, sample_key: str | None = None) -> pd.DataFrame:
+    """Per-sample counts and fractions of lineages and CAF subtypes (tidy, long format).
+
+    Columns: ``sample, level, label, n_cells, n_total, fraction``. For ``level ==
+    "lineage"`` the denominator is all cells of the sample; for ``level == "subtype"``
+    it is the sample's cells that reached subtyping (everything except
+    ``not_fibroblast``). A lineage the gate could not measure (its gene set is not in
+    the data) has empty ``n_cells`` and ``fraction``, not 0. This is the
+    ``proportions.csv`` of ``cafclassify classify``.
+
+    Parameters
+    ----------
+    adata
+        Annotated data (after :func:`cafclassify.gate` and/or :func:`cafclassify.classify`).
+    sample_key
+        obs column naming each cell's sample; ``None``: one sample, ``"all"``.
+    """
+    obs = adata.obs
+    sample = obs[sample_key].astype(str) if sample_key else pd.Series("all", index=obs.index)
+    rows = []
+    for level, key in (("lineage", K.OBS_LINEAGE), ("subtype", K.OBS_SUBTYPE)):
+        if key not in obs.columns:
+            continue
+        labels = obs[key].astype(str)
+        cats = (
+            [str(c) for c in obs[key].cat.categories]
+            if isinstance(obs[key].dtype, pd.CategoricalDtype)
+            else sorted(labels.unique())
+        )
+        mask = pd.Series(True, index=obs.index)
+        unmeasured: list[str] = []
+        if level == "lineage":  # a lineage whose gene set is not in the data: unknown, not 0
+            from ..report._sections import not_measured_lineages
+
+            unmeasured = not_measured_lineages(adata)
+        if level == "subtype":
+            mask = labels != K.NOT_FIBROBLAST
+            cats = [c for c in cats if c != K.NOT_FIBROBLAST]
+        for s in sorted(sample.unique()):
+            in_s = (sample == s) & mask
+            total = int(in_s.sum())
+            counts = labels[in_s].value_counts()
+            for c in cats:
+                n = int(counts.get(c, 0))
+                nan = c in unmeasured and n == 0
+                rows.append(
+                    {
+                        "sample": s,
+                        "level": level,
+                        "label": c,
+                        "n_cells": None if nan else n,
+                        "n_total": total,
+                        "fraction": n / total if total and not nan else float("nan"),
+                    }
+                )
+    return pd.DataFrame(
+        rows, columns=["sample", "level", "label", "n_cells", "n_total", "fraction"]
+    )
