@@ -123,6 +123,17 @@ def test_warnings_follow_the_data(annotated):
     text = {w["key"]: w["text"] for w in collect_warnings(thin)}["subtype_absent"]
     assert "dCAF" in text and "vCAF" not in text and "mural" not in text
 
+
+def test_classifier_section_tells_unlearnt_from_unsupported(annotated, tmp_path):
+    thin = annotated.copy()
+    thin.uns[K.UNS][K.UNS_CLASSIFY] = dict(thin.uns[K.UNS][K.UNS_CLASSIFY],
+                                         absent_classes=["meCAF", "dCAF"],
+                                         weak_labels={"too_few_to_learn": ["meCAF"]})
+    html = write_report(thin, tmp_path / "thin.html").read_text()
+    unsupported = re.search(r"Subtypes without support[^<]*<strong>([^<]*)</strong>", html).group(1)
+    unlearnt = re.search(r'data-key="unlearnt">[^<]*<strong>([^<]*)</strong>', html).group(1)
+    assert unsupported == "dCAF" and unlearnt == "meCAF"
+
     bad = annotated.copy()
     lin = np.array(["immune"] * bad.n_obs, dtype=object)
     lin[:12] = "fibroblast"

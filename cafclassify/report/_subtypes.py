@@ -193,7 +193,10 @@ def _classifier_section(ctx: _Ctx, nums: dict) -> dict:
         out["reliability"] = ctx.figure("reliability diagram", lambda: F.fig_reliability(
             curves, title="reliability diagram (seed cells, out-of-fold)"))
     absent = as_list(find(cl, "absent_classes", "absent"))
-    out["absent"] = ", ".join(_subtype_order(absent)) if absent else ""
+    unlearnt = set(as_list(find(cl, "too_few_to_learn")))
+    unsupported = [c for c in absent if c not in unlearnt]
+    out["absent"] = ", ".join(_subtype_order(unsupported)) if unsupported else ""
+    out["unlearnt"] = ", ".join(_subtype_order(unlearnt & set(absent))) if unlearnt & set(absent) else ""
     uf = find(cl, "unassigned_fraction")
     out["unassigned_stored"] = fmt(uf) if uf is not None else None
     out["unassigned"] = (f"{nums['unassigned_fraction']:.1%}" if nums.get("unassigned_fraction") is not None

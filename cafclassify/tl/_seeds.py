@@ -243,11 +243,12 @@ def _weak_labels_impl(adata, *, signatures, score_key, lineage_key, layer, class
         report["seed_rule"] = "zscore"
     report["score_source"] = source
     report["gated"] = bool(gated)
+    unlearnt = set(report.get("too_few_to_learn", []))
     for c in report["absent_classes"]:
         why = report.get("absent_reasons", {}).get(
             c, f"only {report['candidate_counts'][c]} confident seed cells (need {min_required})")
-        logger.warning("subtype %s is ABSENT: %s. It is not a class of the model and will never "
-                       "be called.", c, why)
+        logger.warning("subtype %s %s: %s. It is not a class of the model and will never be called.",
+                       c, "cannot be learnt" if c in unlearnt else "is ABSENT", why)
     full = np.full(adata.n_obs, None, dtype=object)
     full[np.flatnonzero(fib)] = labels
     return full, report, fib, scores, library, cls, extras
