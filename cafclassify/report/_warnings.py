@@ -128,11 +128,13 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
         absent = {c for c in absent if not counts.get(c, 0)}
     unlearnt = set(as_list(find(classify, "too_few_to_learn")))
     if unlearnt:
+        one = len(unlearnt) == 1
         add("More cells carry " + ", ".join(_subtype_order(unlearnt)) + " than carry random gene sets, "
-            "but too few carry it clearly for the classifier to learn it, so it is never called: its "
-            "cells are called as other subtypes. Thin data (shallow cells, small gene panels) do this; "
-            "the reasons are under 'Why subtypes are absent', and the per-cell scores still rank these "
-            "cells.", key="subtype_unlearnt")
+            f"but too few carry {'it' if one else 'them'} clearly for the classifier to learn "
+            f"{'it, so it is' if one else 'them, so they are'} never called: "
+            f"{'its' if one else 'their'} cells are called as other subtypes. Thin data (shallow cells, "
+            "small gene panels) do this; the reasons are under 'Why subtypes are absent', and the "
+            "per-cell scores still rank these cells.", key="subtype_unlearnt")
     absent -= unlearnt
     if absent:
         add("No cells were assigned to: " + ", ".join(_subtype_order(absent)) + ". Either these "

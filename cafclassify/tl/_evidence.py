@@ -64,11 +64,11 @@ Method
    is not a class of the model. A class that passes the null test but not the count is
    listed apart (``too_few_to_learn``): its population may exist but is too small, or
    its cells too shallow, to be learnt (thin data, ``docs/classifier.md``), and the
-   report says so instead of calling it absent from the sample. A present class with fewer than ``min_required``
-   agreeing seeds (a population of a few dozen shallow cells, whose own profiles are
-   mostly dropout) is topped up to ``min_required`` from its neighbourhood seeds, those
-   whose own evidence comes closest to agreeing (largest ``min(e_k, e_k - e_j)``); the
-   report counts them (``topped_up``).
+   report says so instead of calling it absent from the sample. A present class with
+   fewer than ``min_required`` agreeing seeds (a population of a few dozen shallow
+   cells, whose own profiles are mostly dropout) is topped up to ``min_required`` from
+   its neighbourhood seeds, those whose own evidence comes closest to agreeing (largest
+   ``min(e_k, e_k - e_j)``); the report counts them (``topped_up``).
 
 Gene audit
 ----------
