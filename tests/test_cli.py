@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from cafclassify import _keys as K
 from cafclassify import cli
+from cafclassify._errors import ConfigError
 from cafclassify.cli import main
 from cafclassify.get import cell_table, proportion_table
 from cafclassify.pp import pool
@@ -333,6 +334,8 @@ def test_cell_table_columns_and_values():
     ]
     assert "ltbp2_positive" in t.columns
     assert "senescent_flag" not in t.columns  # not written -> not invented
+    with pytest.raises(ConfigError, match="sample_key 'nope'"):
+        cell_table(a, sample_key="nope")
     t_all = cell_table(a)
     assert set(t_all["sample"]) == {"all"}
 
@@ -517,8 +520,6 @@ def test_call_drops_unset_options_and_keeps_explicit_none():
 
 
 def test_summary_dataset_names(tmp_path):
-    from cafclassify._errors import ConfigError
-
     paths = [tmp_path / "a" / "classified.h5ad", tmp_path / "b" / "classified.h5ad"]
     assert cli._dataset_names(paths, None) == ["a", "b"]
     assert cli._dataset_names(paths, ["x", "y"]) == ["x", "y"]

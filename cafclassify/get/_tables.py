@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from .. import _keys as K
+from .._errors import ConfigError
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -64,6 +65,7 @@ def cell_table(adata: AnnData, *, sample_key: str | None = None) -> pd.DataFrame
     >>> list(caf.get.cell_table(a).columns[:2])
     ['barcode', 'sample']
     """
+    _check_sample_key(adata, sample_key)
     obs = adata.obs
     table = pd.DataFrame(index=obs.index)
     table["barcode"] = obs.index.astype(str)
@@ -111,6 +113,7 @@ def proportion_table(adata: AnnData, *, sample_key: str | None = None) -> pd.Dat
     sample_key
         obs column naming each cell's sample; ``None``: one sample, ``"all"``.
     """
+    _check_sample_key(adata, sample_key)
     obs = adata.obs
     sample = obs[sample_key].astype(str) if sample_key else pd.Series("all", index=obs.index)
     rows = []
@@ -152,3 +155,9 @@ def proportion_table(adata: AnnData, *, sample_key: str | None = None) -> pd.Dat
     return pd.DataFrame(
         rows, columns=["sample", "level", "label", "n_cells", "n_total", "fraction"]
     )
+
+
+def _check_sample_key(adata: AnnData, sample_key: str | None) -> None:
+    if sample_key is not None and sample_key not in adata.obs.columns:
+        raise ConfigError(f"sample_key {sample_key!r} is not an obs column.", path="adata.obs",
+                          fix=f"pass one of {list(adata.obs.columns)[:15]} or sample_key=None.")
