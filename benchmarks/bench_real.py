@@ -143,7 +143,14 @@ def metrics(calls: np.ndarray, truth: np.ndarray, ranking: pd.DataFrame | None, 
 
 
 def evaluate(a, signatures, labelled: np.ndarray, truth: np.ndarray, mapping: dict, name: str,
-             seed: int) -> list[dict]:
+             seeds: list[int]) -> list[dict]:
+    """Rows of every method at every ``random_state`` in ``seeds`` on one chained dataset."""
+    return [dict(r, random_state=seed) for seed in seeds
+            for r in _evaluate_at(a, signatures, labelled, truth, mapping, name, seed)]
+
+
+def _evaluate_at(a, signatures, labelled: np.ndarray, truth: np.ndarray, mapping: dict, name: str,
+                 seed: int) -> list[dict]:
     rows = []
     fib = (a.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
     classes = [c for c in SUBTYPES if c in a.obsm[K.OBSM_SCORES].columns]
@@ -201,12 +208,12 @@ def evaluate(a, signatures, labelled: np.ndarray, truth: np.ndarray, mapping: di
     return rows
 
 
-def wu(data: Path, signatures, name: str, seed: int) -> list[dict]:
+def wu(data: Path, signatures, name: str, seeds: list[int]) -> list[dict]:
     a = caf.read(data / "wu2021_brca_CID4465_1564cells_counts.h5ad")
     a = run_chain(a, signatures)
     lab = a.obs["author_caf_subtype"].astype(str).to_numpy()
     labelled = np.isin(lab, ["iCAF", "myCAF"])
-    return evaluate(a, signatures, labelled, lab[labelled], {}, name, seed)
+    return evaluate(a, signatures, labelled, lab[labelled], {}, name, seeds)
 
 
 def compartment_tables(data: Path, seed: int) -> str:
@@ -240,22 +247,22 @@ def compartment_tables(data: Path, seed: int) -> str:
     return "\n".join(out)
 
 
-def against_truth(a, name: str, seed: int) -> list[dict]:
+def against_truth(a, name: str, seeds: list[int]) -> list[dict]:
     """Run the chain on simulated counts and evaluate against the planted subtypes."""
     a = run_chain(a, "caf_v1")
     truth = a.obs["true_subtype"].astype(str).to_numpy()
     labelled = np.isin(truth, SUBTYPES)
-    return evaluate(a, "caf_v1", labelled, truth[labelled], {}, name, seed)
+    return evaluate(a, "caf_v1", labelled, truth[labelled], {}, name, seeds)
 
 
-def synthetic(seed: int) -> list[dict]:
+def synthetic(seeds: list[int]) -> list[dict]:
     return against_truth(caf.simulate(n_cells=3000, n_genes=8000, n_batches=2, random_state=0),
-                         "synthetic control", seed)
+                         "synthetic control", seeds)
 
 
-def synthetic_majority(seed: int) -> list[dict]:
+def synthetic_majority(seeds: list[int]) -> list[dict]:
     return against_truth(caf.simulate(n_cells=3000, n_genes=3000, subtype_fractions=MAJORITY, random_state=5),
-                         "synthetic, 70 % myCAF (apCAF, dCAF absent)", seed)
+                         "synthetic, 70 % myCAF (apCAF, dCAF absent)", seeds)
 
 
 def full_length_reads(a, seed: int = 0):
@@ -272,21 +279,21 @@ def full_length_reads(a, seed: int = 0):
     return a
 
 
-def synthetic_sorted_mouse(seed: int) -> list[dict]:
+def synthetic_sorted_mouse(seeds: list[int]) -> list[dict]:
     rows = []
     for reads in (False, True):
         a = caf.simulate(n_cells=800, n_genes=8000, species="mouse", lineage_fractions={"fibroblast": 1.0},
                          subtype_fractions=SORTED_MOUSE, random_state=3)
         name = "synthetic sorted mouse CAFs, 68 % vCAF" + (", full-length reads" if reads else "")
-        rows += against_truth(full_length_reads(a) if reads else a, name, seed)
+        rows += against_truth(full_length_reads(a) if reads else a, name, seeds)
     return rows
 
 
-def synthetic_poor_graph(seed: int) -> list[dict]:
+def synthetic_poor_graph(seeds: list[int]) -> list[dict]:
     return (against_truth(full_length_reads(caf.simulate(n_cells=2000, n_genes=8000, random_state=4)),
-                          "synthetic tumour, full-length reads", seed)
+                          "synthetic tumour, full-length reads", seeds)
             + against_truth(caf.simulate(n_cells=3000, n_genes=1200, random_state=0),
-                            "synthetic tumour, 1,200-gene panel", seed))
+                            "synthetic tumour, 1,200-gene panel", seeds))
 
 
 def thinned(a, p: float = 0.1, seed: int = 0):
@@ -321,29 +328,29 @@ def marker_panel(a, frac: float = 0.3, n_background: int = 200, seed: int = 0):
     return a[:, [g for g in a.var_names if g in keep]].copy()
 
 
-def synthetic_thin(seed: int) -> list[dict]:
+def synthetic_thin(seeds: list[int]) -> list[dict]:
     return (against_truth(thinned(caf.simulate(n_cells=3000, n_genes=8000, random_state=2)),
-                          "synthetic tumour, ~520 UMI per cell", seed)
+                          "synthetic tumour, ~520 UMI per cell", seeds)
             + against_truth(marker_panel(caf.simulate(n_cells=3000, n_genes=8000, random_state=0)),
-                            "synthetic tumour, 306-gene marker panel", seed))
+                            "synthetic tumour, 306-gene marker panel", seeds))
 
 
-def run_all(data: Path, seed: int) -> list[dict]:
-    """Every dataset's rows at one ``random_state``."""
+def run_all(data: Path, seeds: list[int]) -> list[dict]:
+    """Every dataset's rows at every ``random_state`` in ``seeds`` (each chain is run once)."""
     rows: list[dict] = []
     if (data / "wu2021_brca_CID4465_1564cells_counts.h5ad").exists():
-        rows += wu(data, "caf_v1", "wu2021 CID4465 (379 author CAFs)", seed)
+        rows += wu(data, "caf_v1", "wu2021 CID4465 (379 author CAFs)", seeds)
         with tempfile.TemporaryDirectory() as tmp:
             lib = library_without("WU", Path(tmp) / "caf_v1_noWU")
-            rows += wu(data, str(lib), "wu2021 CID4465, WU genes removed", seed)
+            rows += wu(data, str(lib), "wu2021 CID4465, WU genes removed", seeds)
     else:
         print(f"skipped wu2021: not found under {data}")
-    rows += synthetic(seed)
-    rows += synthetic_majority(seed)
-    rows += synthetic_sorted_mouse(seed)
-    rows += synthetic_poor_graph(seed)
-    rows += synthetic_thin(seed)
-    return [dict(r, random_state=seed) for r in rows]
+    rows += synthetic(seeds)
+    rows += synthetic_majority(seeds)
+    rows += synthetic_sorted_mouse(seeds)
+    rows += synthetic_poor_graph(seeds)
+    rows += synthetic_thin(seeds)
+    return rows
 
 
 def over_seeds(df: pd.DataFrame) -> pd.DataFrame:
@@ -363,7 +370,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     seeds = args.seeds or [args.seed]
-    every = pd.DataFrame([r for seed in seeds for r in run_all(args.data, seed)])
+    every = pd.DataFrame(run_all(args.data, seeds))
     rows = every[every["random_state"] == seeds[0]].drop(columns="random_state").to_dict("records")
     df = pd.DataFrame(rows)
     cols = ["dataset", "method", "n", "ARI", "macro_F1"] + [c for c in df.columns if c.startswith("AUROC")] \
