@@ -66,7 +66,7 @@ def pool(adatas: Sequence[AnnData], names: Sequence[str], *, batch_key: str = "d
         for i, f in enumerate(frames):
             obsm[i][key] = f[cols] if cols is not None else f
     # light shells around the inputs (no matrix copied, the inputs' obsm untouched)
-    shells = [ad.AnnData(X=a.X, obs=a.obs, var=a.var, obsm=o, layers=dict(a.layers), uns=a.uns)
+    shells = [ad.AnnData(X=a.X, obs=a.obs, var=a.var, obsm=o, layers=dict(a.layers))
               for a, o in zip(adatas, obsm, strict=True)]
     pooled = ad.concat(shells, join="inner", label=batch_key, keys=list(names), index_unique="-",
                        merge="same")
