@@ -51,6 +51,7 @@ _ALPHA_CELL = 0.01  # per-cell "this cell expresses the set" (one-sided)
 _OVERRIDE_RATIO = 2.0  # a cell leaves its cluster's call only with >= 2x the evidence
 _MIXED_MARGIN = 0.5  # a cluster call with a smaller margin is not confident (as stage-2 seeds)
 _MIN_REFERENCE = 10  # cells of confident clusters needed to describe a lineage (as stage-2 seeds)
+_ALPHA_CONTESTED = 0.05  # "the call is a minority among the cluster's cells with evidence" (binomial)
 _MIN_GENES = 2  # a lineage set needs >= 2 genes in the data (one gene is no signature)
 _PREGATED_FRACTION = 0.9  # auto-detect pre-gated input: >= 90% of cells gate fibroblast
 _FEW_FIBROBLASTS = 50  # fewer fibroblasts than this: warn that subtyping is unreliable
@@ -310,13 +311,21 @@ def _decide(S: np.ndarray, mu: np.ndarray, sigma: np.ndarray, clusters: np.ndarr
     has = e.max(1) > 0
     own = np.where(has, e.argmax(1), -1)
     cc = cl_call[codes]
+    # a cluster's call speaks for its cells without evidence only if it is not a minority
+    # among its cells with evidence: a cluster of the shallowest cells of every lineage has
+    # one significant set, but most of its cells with evidence name other lineages
+    purity, contested = _evidence_purity(own, codes, cl_call)
+    # a contested call is not confident: its cells' own evidence decides at ratio 1 and the
+    # cluster does not describe its lineage for the likelihood check. (Stage 2 still seeds
+    # from its cells whose own evidence names the call: they are evidence, not inheritance.)
+    margin_eff = np.where(contested, 0.0, margin)
     final = cc.copy()
     rows = np.arange(n)
     e_cluster = np.where(cc >= 0, e[rows, np.maximum(cc, 0)], 0.0)
     # in a mixed cluster (two lineages expressed, margin < _MIXED_MARGIN: the cluster call is
     # not confident) a cell's own evidence for another lineage expressed in the cluster
     # decides at ratio 1; elsewhere it needs _OVERRIDE_RATIO (dropout must not flip a call)
-    mixed = (cc >= 0) & (margin[codes] < _MIXED_MARGIN)
+    mixed = (cc >= 0) & (margin_eff[codes] < _MIXED_MARGIN)
     own_present = (own >= 0) & present[codes, np.maximum(own, 0)]
     ratio = np.where(mixed & own_present, 1.0, _OVERRIDE_RATIO)
     override = (cc >= 0) & (own >= 0) & (own != cc) & (e[rows, np.maximum(own, 0)] > ratio * e_cluster)
@@ -324,7 +333,7 @@ def _decide(S: np.ndarray, mu: np.ndarray, sigma: np.ndarray, clusters: np.ndarr
     # of its cluster's: likelihood of its lineage scores under each lineage's confident
     # clusters (specific markers weigh more than shared ones: a cell with pericyte genes
     # that fibroblasts never express is not a fibroblast because it also has collagens)
-    LL = _reference_loglik(S, codes, cl_call, margin, L)
+    LL = _reference_loglik(S, codes, cl_call, margin_eff, L)
     if LL is not None:
         both = override & np.isfinite(LL[rows, np.maximum(own, 0)]) & np.isfinite(LL[rows, np.maximum(cc, 0)])
         lr = LL[rows, np.maximum(own, 0)] - LL[rows, np.maximum(cc, 0)]
@@ -332,6 +341,9 @@ def _decide(S: np.ndarray, mu: np.ndarray, sigma: np.ndarray, clusters: np.ndarr
     final[override] = own[override]
     amb = cc < 0
     final[amb] = own[amb]  # -1 (no evidence) stays "other"
+    # cells without evidence in a contested cluster: nothing supports any lineage for them
+    unplaced = contested[codes] & (own < 0)
+    final[unplaced] = -1
 
     # confidence = mean of (a) the cell's own evidence share for its lineage (0 for a
     # cell with no evidence of its own: its call rests on its cluster alone) and (b) the
@@ -356,11 +368,50 @@ def _decide(S: np.ndarray, mu: np.ndarray, sigma: np.ndarray, clusters: np.ndarr
     for j, name in enumerate(labels):
         table[f"mean_{name}"] = R[:, j]
         table[f"effect_{name}"] = effect[:, j]
-    purity = np.array([(final[codes == c] == cl_call[c]).mean() if cl_call[c] >= 0 else np.nan
-                       for c in range(n_cl)])
-    table["purity"] = purity
+    table["purity"] = np.array([(final[codes == c] == cl_call[c]).mean() if cl_call[c] >= 0 else np.nan
+                                for c in range(n_cl)])
+    table["evidence_purity"] = purity
+    table["contested"] = contested
     return {"final": final, "conf": conf, "codes": codes, "uniq": uniq, "table": table,
-            "cl_call": cl_call, "override": override, "own": own, "present": present}
+            "cl_call": cl_call, "margin": margin, "override": override, "own": own,
+            "present": present, "unplaced": unplaced}
+
+
+def _evidence_purity(own: np.ndarray, codes: np.ndarray, cl_call: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Share of a cluster's cells with evidence whose evidence names the cluster's call.
+
+    ``contested`` when that share is below one half at one-sided alpha
+    ``_ALPHA_CONTESTED`` (exact binomial test against 0.5): the cells that carry evidence
+    say, significantly, that most of the cluster is something else. A cluster with few
+    cells with evidence is never contested (absence of evidence never moves a cell).
+    Ambiguous clusters (call -1) get NaN and are not contested.
+    """
+    n_cl = cl_call.size
+    ev = own >= 0
+    n_ev = np.bincount(codes[ev], minlength=n_cl)
+    n_agree = np.bincount(codes[ev & (own == cl_call[codes])], minlength=n_cl)
+    called = (cl_call >= 0) & (n_ev > 0)
+    purity = np.where(called, n_agree / np.maximum(n_ev, 1), np.nan)
+    contested = called & (stats.binom.cdf(n_agree, n_ev, 0.5) < _ALPHA_CONTESTED)
+    return purity, contested
+
+
+def _contested_info(table: pd.DataFrame, unplaced: np.ndarray) -> dict[str, Any]:
+    """``uns`` record of contested clusters (stage 1, before the compartment step)."""
+    t = table[table["contested"]]
+    info = {"clusters": [str(c) for c in t["cluster"]],
+            "calls": [str(c) for c in t["lineage"]],
+            "evidence_purity": [float(p) for p in t["evidence_purity"]],
+            "n_unplaced_cells": int(unplaced.sum()),
+            "rule": ("a cluster is contested when its call is significantly a minority among its "
+                     f"cells with evidence (one-sided binomial against 0.5, alpha {_ALPHA_CONTESTED}); "
+                     "its cells without evidence of their own are 'other' after stage 1")}
+    if len(t):
+        logger.info("Gate: %d contested cluster(s) (%s); %d cells without evidence left for stage 2.",
+                    len(t), ", ".join(f"{c} called {lin} with evidence purity {p:.2f}" for c, lin, p in
+                                      zip(info["clusters"], info["calls"], info["evidence_purity"],
+                                          strict=True)), info["n_unplaced_cells"])
+    return info
 
 
 def _merge_compartment(res: dict[str, Any], st: dict[str, Any], clusters: np.ndarray) -> dict[str, Any]:
@@ -372,7 +423,7 @@ def _merge_compartment(res: dict[str, Any], st: dict[str, Any], clusters: np.nda
     """
     rows, sub = st["rows"], st["result"]
     out = dict(res)
-    for key in ("final", "conf", "own"):
+    for key in ("final", "conf", "own", "unplaced"):
         v = res[key].copy()
         v[rows] = sub[key]
         out[key] = v
@@ -380,9 +431,9 @@ def _merge_compartment(res: dict[str, Any], st: dict[str, Any], clusters: np.nda
     merged[rows] = st["subclusters"]
     g_table, s_table = res["table"], sub["table"]
     g_call = dict(zip(g_table["cluster"], res["cl_call"], strict=True))
-    g_margin = dict(zip(g_table["cluster"], g_table["margin"], strict=True))
+    g_margin = dict(zip(g_table["cluster"], res["margin"], strict=True))
     s_call = dict(zip(s_table["cluster"], sub["cl_call"], strict=True))
-    s_margin = dict(zip(s_table["cluster"], s_table["margin"], strict=True))
+    s_margin = dict(zip(s_table["cluster"], sub["margin"], strict=True))
     codes, uniq = pd.factorize(pd.Series(merged).astype(str), sort=True)
     is_sub = np.array([u in s_call for u in uniq])  # sub-cluster names never collide (taken=)
     out["cl_call"] = np.array([s_call[u] if s else g_call[u] for u, s in zip(uniq, is_sub, strict=True)])
@@ -442,8 +493,10 @@ def gate(
        leaves it only with strong own evidence: it expresses another lineage at
        alpha 0.01 with at least twice the evidence of the cluster's lineage (e.g. a
        pericyte inside a fibroblast cluster). In ambiguous clusters each cell gets its
-       own call at alpha 0.01, else ``"other"``. ``other_lineage`` is written as
-       ``"other"``.
+       own call at alpha 0.01, else ``"other"``. A cluster whose call is significantly
+       a minority among its cells with evidence (binomial, alpha 0.05) is *contested*:
+       its cells without evidence become ``"other"`` and stage 2 may place them.
+       ``other_lineage`` is written as ``"other"``.
     6. **Stage 2** (``refine=True``). Cells of confidently called clusters (margin
        >= 0.5, own evidence not contradicting) seed a multinomial logistic regression
        on the HVGs *without* the lineage markers (an independent view); cells of
@@ -676,6 +729,7 @@ def gate(
     res = _decide(S[:, :L], mu[:, :L], sigma[:L], clusters, lab_names)
     lab_arr = np.array([*lab_names, "other"], dtype=object)
     n_override = int(res["override"].sum())
+    contested_info = _contested_info(res["table"], res["unplaced"])
 
     # ---- hierarchical step: re-cluster the mesenchymal compartment -----------------
     stroma_info: dict[str, Any] = {"applied": False, "reason": "stroma=False"}
@@ -707,8 +761,8 @@ def gate(
         feat = np.setdiff1d(hvg, np.concatenate(marker_idx)).astype(int)
         ref = refine_lineages(X, value_type=value_type, final=res["final"], own=res["own"],
                               codes=res["codes"], cl_call=res["cl_call"],
-                              margin=res.get("margin", res["table"]["margin"].to_numpy()), labels=lab_names,
-                              genes=feat, random_state=random_state, gene_sums=gene_sums)
+                              margin=res["margin"], labels=lab_names, genes=feat,
+                              random_state=random_state, gene_sums=gene_sums, unplaced=res["unplaced"])
         refine_info = ref["info"]
         final_codes = ref["final"]
         conf = np.where(ref["changed"], ref["prob"], conf)
@@ -792,10 +846,12 @@ def gate(
                    "species": species, "symbol_column": symbol_column,
                    "alpha_cluster": _ALPHA_CLUSTER, "min_effect": _MIN_EFFECT,
                    "alpha_cell": _ALPHA_CELL, "override_ratio": _OVERRIDE_RATIO,
+                   "alpha_contested": _ALPHA_CONTESTED,
                    "min_genes": _MIN_GENES, "value_type_detected": value_type},
         "counts": {k: int(v) for k, v in counts.items()},
         "n_fibroblasts": n_fib,
         "n_overridden_cells": n_override,
+        "contested": contested_info,
         "stroma": stroma_info,
         "stage1_counts": {k: int(v) for k, v in pd.Series(stage1_call).value_counts()
                           .reindex(list(K.LINEAGES), fill_value=0).items()},

@@ -181,7 +181,7 @@ def _fit_predict(X, y: np.ndarray, trains: list[np.ndarray], genes, sd, value_ty
 def refine_lineages(X, *, value_type: str, final: np.ndarray, own: np.ndarray, codes: np.ndarray,
                     cl_call: np.ndarray, margin: np.ndarray, labels: list[str], genes: np.ndarray,
                     random_state: int = 0, gene_sums: tuple[np.ndarray, np.ndarray] | None = None,
-                    ) -> dict[str, Any]:
+                    unplaced: np.ndarray | None = None) -> dict[str, Any]:
     """Second-stage lineage calls from the whole expression profile.
 
     Parameters
@@ -202,6 +202,10 @@ def refine_lineages(X, *, value_type: str, final: np.ndarray, own: np.ndarray, c
     gene_sums
         Per-gene sums of the log-normalised values and their squares over all cells
         (:func:`col_sums`), if already computed; otherwise ``X`` is read once for them.
+    unplaced
+        Cells left ``other`` because their cluster's call is contested and they have no
+        evidence of their own (bool). They belong to one of the lineages around them, so
+        the lineage model may place them even when no ``unmarked`` class was learnt.
 
     Returns
     -------
@@ -278,6 +282,8 @@ def refine_lineages(X, *, value_type: str, final: np.ndarray, own: np.ndarray, c
     # a cell is re-judged only when the models could have returned its stage-1 label:
     # its lineage was learnt, or it is "other" and the unmarked class was learnt
     eligible = np.isin(final, lin_learnt) | ((final < 0) & (L in learnt))
+    if unplaced is not None:
+        eligible |= unplaced
     take = eligible & (call > -2) & (strength >= need) & (call != final)
     new = final.copy()
     new[take] = call[take]
