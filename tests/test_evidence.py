@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from cafclassify.tl._evidence import (
+    Evidence,
     _rule,
     audit_genes,
     evidence_seeds,
@@ -127,3 +128,36 @@ def test_a_population_too_small_to_learn_is_told_apart_from_an_absent_one():
     assert "may be present" in rep["absent_reasons"]["D"]
     assert "may be present" not in rep["absent_reasons"]["C"]
     assert not (labels == "D").any()
+
+
+def test_a_class_the_graph_does_not_single_out_is_learnt_from_its_cells():
+    """Step 7. D's 30 cells carry D clearly on their own, but their neighbourhoods are
+    mostly other cells (as on a small panel), so only 6 pass the neighbourhood rule:
+    enough to show D exists, too few to learn it. Read in the cell, with the
+    neighbourhood not against it, D has 30 seeds and is learnt; C, planted nowhere,
+    stays absent; nothing outside D seeds it."""
+    rng = np.random.default_rng(1)
+    n, n_null = 500, 50
+    grp = np.repeat([0, 1, 2], [300, 170, 30])  # A, B, D
+    classes = ["A", "B", "D", "C"]
+    E = rng.normal(0, 0.3, size=(n, 4))
+    cell = rng.normal(0, 0.3, size=(n, 4))
+    E[grp == 0, 0] += 4.0
+    E[grp == 1, 1] += 4.0
+    cell[grp == 0, 0] += 3.0
+    cell[grp == 1, 1] += 3.0
+    d = np.flatnonzero(grp == 2)
+    cell[d, 2] += 4.0
+    E[d, 0] += 0.8  # D cells' neighbours are mostly A cells ...
+    E[d, 2] += 1.0  # ... so their neighbourhoods carry D only faintly
+    E[d[:6], 2] += 3.0  # except for six
+    ev = Evidence(E=E, E_null=rng.normal(0, 1, size=(n, 4, n_null)), cell=cell,
+                  cell_null=rng.normal(0, 1, size=(n, 4, n_null)))
+    labels, rep = evidence_seeds(ev, classes, max_per_class=None, min_required=10)
+    assert rep["neighbourhood_counts"]["D"] == 6
+    alone = rep["learnt_from_cells_alone"]["D"]
+    assert alone["learnt"] and alone["n_cells_alone"] == 30 and alone["null_q95"] < 5
+    assert rep["seed_counts"]["D"] == 30 and set(np.flatnonzero(labels == "D")) == set(d)
+    assert "D" not in rep["absent_classes"] and rep["too_few_to_learn"] == []
+    assert rep["absent_classes"] == ["C"] and "C" not in rep["learnt_from_cells_alone"]
+    assert rep["seed_counts"]["A"] >= 290 and rep["seed_counts"]["B"] >= 160

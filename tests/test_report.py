@@ -122,6 +122,17 @@ def test_warnings_follow_the_data(annotated):
     assert (thin.obs[K.OBS_SUBTYPE] == "vCAF").sum() > 0
     text = {w["key"]: w["text"] for w in collect_warnings(thin)}["subtype_absent"]
     assert "dCAF" in text and "vCAF" not in text and "mural" not in text
+    assert "subtype_cells_alone" not in keys
+
+    # a class learnt from cells that carry it alone is flagged as resting on thin evidence;
+    # one the second reading did not learn is not
+    alone = {"apCAF": {"n_cells_alone": 14, "null_q95": 3.0, "n_seeds": 12, "learnt": True},
+             "dCAF": {"n_cells_alone": 3, "null_q95": 1.0, "n_seeds": 4, "learnt": False}}
+    thin.uns[K.UNS][K.UNS_CLASSIFY]["weak_labels"] = {"too_few_to_learn": ["dCAF"],
+                                                      "learnt_from_cells_alone": alone}
+    warns = {w["key"]: w["text"] for w in collect_warnings(thin)}
+    assert warns["subtype_cells_alone"].startswith("apCAF was learnt from 12 seed cells that carry the programme")
+    assert "dCAF" not in warns["subtype_cells_alone"]
 
 
 def test_classifier_section_tells_unlearnt_from_unsupported(annotated, tmp_path):
@@ -133,6 +144,14 @@ def test_classifier_section_tells_unlearnt_from_unsupported(annotated, tmp_path)
     unsupported = re.search(r"Subtypes without support[^<]*<strong>([^<]*)</strong>", html).group(1)
     unlearnt = re.search(r'data-key="unlearnt">[^<]*<strong>([^<]*)</strong>', html).group(1)
     assert unsupported == "dCAF" and unlearnt == "meCAF"
+    assert "learnt from cells that pass the rule on their own" not in html
+    thin.uns[K.UNS][K.UNS_CLASSIFY]["weak_labels"] = {
+        "too_few_to_learn": ["meCAF"], "neighbourhood_counts": {"myCAF": 50, "apCAF": 2},
+        "candidate_counts": {"myCAF": 40, "apCAF": 2},
+        "learnt_from_cells_alone": {"apCAF": {"n_cells_alone": 14, "null_q95": 3.0, "n_seeds": 12,
+                                              "learnt": True}}}
+    html = write_report(thin, tmp_path / "thin2.html").read_text()
+    assert "learnt from cells that pass the rule on their own (apCAF: 14 cells, random gene sets 3)" in html
 
     bad = annotated.copy()
     lin = np.array(["immune"] * bad.n_obs, dtype=object)

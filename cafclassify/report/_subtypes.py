@@ -224,6 +224,12 @@ def _veto_sentence(wl: Mapping) -> str:
     if topped:
         text += ("; a present class with fewer than the minimum agreeing seeds was topped up from them ("
                  + ", ".join(f"{k}: {v}" for k, v in topped.items()) + ")")
+    alone = {str(k): as_mapping(v) for k, v in as_mapping(wl.get("learnt_from_cells_alone")).items()}
+    learnt = {k: v for k, v in alone.items() if v.get("learnt") in (True, 1)}
+    if learnt:
+        text += ("; too few neighbourhood seeds, so learnt from cells that pass the rule on their own ("
+                 + ", ".join(f"{k}: {_n_or0(v.get('n_cells_alone'))} cells, random gene sets "
+                             f"{float(to_py(v.get('null_q95', 0))):.0f}" for k, v in learnt.items()) + ")")
     return text
 
 

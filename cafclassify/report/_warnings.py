@@ -33,6 +33,7 @@ GROUPS = ("Fibroblasts and subtypes", "Agreement with labels", "Classifier", "Ge
           "QC", "Other")
 GROUP_OF = {
     "few_fibroblasts": GROUPS[0], "subtype_absent": GROUPS[0], "subtype_unlearnt": GROUPS[0],
+    "subtype_cells_alone": GROUPS[0],
     "many_unassigned": GROUPS[0],
     "ltbp2_thin": GROUPS[0], "low_agreement": GROUPS[1], "low_f1": GROUPS[2], "classify": GROUPS[2],
     "low_coverage": GROUPS[3], "gate": GROUPS[4], "qc_removed": GROUPS[5], "not_run": GROUPS[6],
@@ -135,6 +136,18 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
             f"{'its' if one else 'their'} cells are called as other subtypes. Thin data (shallow cells, "
             "small gene panels) do this; the reasons are under 'Why subtypes are absent', and the "
             "per-cell scores still rank these cells.", key="subtype_unlearnt")
+    alone = as_mapping(find(classify, "learnt_from_cells_alone"))
+    alone = {str(k): as_mapping(v) for k, v in alone.items() if as_mapping(v).get("learnt") in (True, 1)}
+    if alone:
+        one = len(alone) == 1
+        counts = (f"{_n_or0(next(iter(alone.values())).get('n_seeds'))} seed cells" if one else
+                  "seed cells (" + ", ".join(f"{k}: {_n_or0(v.get('n_seeds'))}" for k, v in alone.items()) + ")")
+        add(", ".join(_subtype_order(set(alone))) + f" {'was' if one else 'were'} learnt from {counts} "
+            f"that carry the programme on their own: the fibroblast graph does not single {'it' if one else 'them'} "
+            "out, so the "
+            "neighbourhood rule gave too few seeds. More cells pass than pass for random gene sets, but "
+            f"{'this class rests' if one else 'these classes rest'} on fewer, noisier seeds than the "
+            "others: read their calls with that in mind.", key="subtype_cells_alone")
     absent -= unlearnt
     if absent:
         add("No cells were assigned to: " + ", ".join(_subtype_order(absent)) + ". Either these "
