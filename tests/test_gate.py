@@ -451,6 +451,8 @@ def test_thinned_tumour_contested_cluster_keeps_fibroblasts():
     caf.gate(a)
     u = a.uns[K.UNS][K.UNS_GATE]
     assert len(u["contested"]["clusters"]) >= 1 and u["contested"]["n_unplaced_cells"] >= 100
+    warn = [w for w in u["warnings"] if "contested" in w]
+    assert len(warn) == 1 and f"{u['contested']['n_unplaced_cells']} cells without evidence" in warn[0]
     # its cells whose own evidence names the call still seed that lineage in stage 2
     called = u["contested"]["calls"][0]
     assert u["refine"]["n_seeds"][called] >= 50

@@ -88,6 +88,9 @@ def test_lineage_map_uses_the_cluster_margin_and_clusters_sort_as_numbers():
                                       "margin": [0.0, 0.9]})}
     m = _cluster_margin(a, gate)
     assert np.allclose(m[::2], 0.9) and np.allclose(m[1::2], 0.0)  # 'other' is not certain
+    # a contested call (most cells with evidence name other lineages) is not clear either
+    gate["clusters"]["contested"] = [False, True]
+    assert np.allclose(_cluster_margin(a, gate), 0.0)
     df = pd.DataFrame({"cluster": ["0", "1", "10", "11", "2"]})
     assert list(_numeric_sort(df, "cluster")["cluster"]) == ["0", "1", "2", "10", "11"]
 

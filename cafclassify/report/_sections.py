@@ -264,7 +264,7 @@ def not_measured_lineages(adata) -> list[str]:
 
 
 def _cluster_margin(adata, gate) -> np.ndarray | None:
-    """Per cell: the margin of its gate cluster's lineage call (0 for 'other' clusters).
+    """Per cell: the margin of its gate cluster's lineage call (0 for 'other' and contested clusters).
 
     Drawn instead of ``obs["caf_lineage_confidence"]``, which scores a cell without
     any lineage evidence ('other') as certain and a cell of a clearly called cluster
@@ -275,7 +275,11 @@ def _cluster_margin(adata, gate) -> np.ndarray | None:
         return None
     if K.OBS_LINEAGE_CLUSTER not in adata.obs.columns:
         return None
-    m = dict(zip(table["cluster"].astype(str), pd.to_numeric(table["margin"], errors="coerce"), strict=False))
+    margin = pd.to_numeric(table["margin"], errors="coerce")
+    if "contested" in table.columns:  # the call is a minority among the cells with evidence
+        contested = table["contested"].astype(str).str.lower().isin(("true", "1"))
+        margin = margin.where(~contested.to_numpy(), 0.0)
+    m = dict(zip(table["cluster"].astype(str), margin, strict=False))
     return adata.obs[K.OBS_LINEAGE_CLUSTER].astype(str).map(m).astype(float).to_numpy()
 
 

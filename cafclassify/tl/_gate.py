@@ -586,8 +586,9 @@ def gate(
         DataFrame cells x usable lineage sets (raw scores of ``method``).
     ``uns["cafclassify"]["gate"]``
         ``params``, ``counts`` per lineage, ``clusters`` (per-cluster table: size,
-        lineage, margin, mean score and effect per set, purity), ``coverage`` and
-        ``missing_markers`` per set, ``sets_used``, ``pregated`` (given/detected,
+        lineage, margin, mean score and effect per set, purity, evidence purity,
+        contested), ``contested`` (contested clusters, their calls and evidence purity,
+        cells left to stage 2), ``coverage`` and ``missing_markers`` per set, ``sets_used``, ``pregated`` (given/detected,
         possible contaminants), ``embedding``, ``stage1_counts``, ``refine`` (applied,
         seeds and training cells per class, cross-validated balanced accuracy of both
         models, ``changes`` from -> to -> n, ``n_changed``, conventions), ``stroma``
@@ -810,6 +811,22 @@ def gate(
                "skipped or unreliable")
         warnings.append(msg)
         logger.warning("%s.", msg)
+
+    if contested_info["clusters"]:
+        unplaced = res["unplaced"]
+        left = int(((final == "other") & unplaced).sum())
+        one = len(contested_info["clusters"]) == 1
+        warnings.append(
+            ("cluster " if one else "clusters ") + ", ".join(
+                f"{c} ({lin}, evidence purity {p:.2f})" for c, lin, p in zip(
+                    contested_info["clusters"], contested_info["calls"], contested_info["evidence_purity"],
+                    strict=True))
+            + (" is" if one else " are") + " contested: most of "
+            + ("its" if one else "their") + " cells with marker evidence name other lineages, so "
+            + ("its" if one else "their") + f" {int(unplaced.sum())} cells without evidence did not "
+            "inherit the call; the whole-profile "
+            f"model placed {int(unplaced.sum()) - left} of them and {left} stay 'other' (shallow cells "
+            "of every lineage clustering together do this)")
 
     # ---- write ------------------------------------------------------------------------
     default = key_added == K.OBS_LINEAGE
