@@ -403,7 +403,7 @@ def _scores(groups: list[tuple[str, int, tuple[float, float, float]]]):
 
 
 def test_contested_cluster_does_not_pass_its_call_to_cells_without_evidence():
-    from cafclassify.tl._gate import _decide
+    from cafclassify.tl._gate_decide import _decide
 
     labels = ["fibroblast", "immune", "endothelial"]
     sub, ev = 2.0, 4.0  # below / above the per-cell threshold (z 2.33 at alpha 0.01)

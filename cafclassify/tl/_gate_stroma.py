@@ -8,7 +8,7 @@ fibroblast-vs-mural and subtype differences, so the compartment gets its own HVG
 PCA, kNN graph and Leiden clusters, as stromal atlases do. Each sub-cluster is then
 decided with exactly the global evidence test (lineage sets vs random gene sets, the
 same significance, effect-size and ``level x level / peak`` rules, the same per-cell
-exceptions); see :func:`cafclassify.tl._gate._decide` and ``docs/gate.md``.
+exceptions); see :func:`cafclassify.tl._gate_decide._decide` and ``docs/gate.md``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .._utils import take_rows
+from ._gate_decide import _decide
 
 __all__ = ["recluster_stroma"]
 
@@ -60,7 +61,7 @@ def recluster_stroma(X, *, value_type: str, S: np.ndarray, mu: np.ndarray, sigma
     ``result`` (``_decide`` on the compartment), ``subclusters`` (labels ``"stroma.<k>"``)
     and ``info`` for ``uns``.
     """
-    from ._gate import _decide, _embed_and_cluster
+    from ._gate import _embed_and_cluster
 
     info: dict[str, Any] = {"applied": False}
     idx = [labels.index(x) for x in STROMA_LINEAGES if x in labels]
