@@ -128,6 +128,13 @@ def _n(x: Any) -> int:
     return int(x) if x is not None else 0
 
 
+def learnt_from_cells_alone(section: Any) -> dict[str, Mapping]:
+    """Subtypes the seed rule learnt from cells alone (``weak_labels["learnt_from_cells_alone"]``
+    records with ``learnt`` true), found anywhere under ``section``."""
+    recs = as_mapping(find(section, "learnt_from_cells_alone"))
+    return {str(k): as_mapping(v) for k, v in recs.items() if as_mapping(v).get("learnt") in (True, 1)}
+
+
 def _n_or0(x: Any) -> int:
     try:
         v = float(x)

@@ -27,6 +27,7 @@ from ._common import (
     cell,
     frame_table,
     kv_table,
+    learnt_from_cells_alone,
 )
 from ._context import _Ctx, _not_run
 from ._sections import _marker_genes
@@ -224,8 +225,7 @@ def _veto_sentence(wl: Mapping) -> str:
     if topped:
         text += ("; a present class with fewer than the minimum agreeing seeds was topped up from them ("
                  + ", ".join(f"{k}: {v}" for k, v in topped.items()) + ")")
-    alone = {str(k): as_mapping(v) for k, v in as_mapping(wl.get("learnt_from_cells_alone")).items()}
-    learnt = {k: v for k, v in alone.items() if v.get("learnt") in (True, 1)}
+    learnt = learnt_from_cells_alone(wl)
     if learnt:
         text += ("; too few neighbourhood seeds, so learnt from cells that pass the rule on their own ("
                  + ", ".join(f"{k}: {_n_or0(v.get('n_cells_alone'))} cells, random gene sets "

@@ -23,6 +23,7 @@ from ._common import (
     _root,
     _subtype_order,
     key_numbers,
+    learnt_from_cells_alone,
 )
 from ._uns import as_list, as_mapping, find, to_py
 
@@ -136,8 +137,7 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
             f"{'its' if one else 'their'} cells are called as other subtypes. Thin data (shallow cells, "
             "small gene panels) do this; the reasons are under 'Why subtypes are absent', and the "
             "per-cell scores still rank these cells.", key="subtype_unlearnt")
-    alone = as_mapping(find(classify, "learnt_from_cells_alone"))
-    alone = {str(k): as_mapping(v) for k, v in alone.items() if as_mapping(v).get("learnt") in (True, 1)}
+    alone = learnt_from_cells_alone(classify)
     if alone:
         one = len(alone) == 1
         counts = (f"{_n_or0(next(iter(alone.values())).get('n_seeds'))} seed cells" if one else

@@ -344,7 +344,7 @@ def evidence_seeds(ev: Evidence, classes: list[str], *, alpha: float = ALPHA,
                    max_per_class: int | None, min_required: int) -> tuple[np.ndarray, dict]:
     """Seed labels (object array, None = not a seed) and the report (module docstring 4-6)."""
     z = float(stats.norm.isf(alpha))
-    E, E_null, cell, cell_null = ev.E, ev.E_null, ev.cell, ev.cell_null
+    E, E_null, cell = ev.E, ev.E_null, ev.cell
     n = E.shape[0]
     if E.shape[1] == 0:  # no programme could be evidenced: nothing to seed
         top, gap, ok = np.zeros(n, dtype=int), np.zeros(n), np.zeros(n, dtype=bool)
@@ -361,14 +361,7 @@ def evidence_seeds(ev: Evidence, classes: list[str], *, alpha: float = ALPHA,
         in_hood = np.flatnonzero(ok & (top == k))
         idx = np.flatnonzero(agree & (top == k))
         cand[c], hood[c], topped[c] = int(idx.size), int(in_hood.size), 0
-        counts = np.empty(n_null)
-        Er, cr = E.copy(), cell.copy()
-        for r in range(n_null):
-            Er[:, k] = E_null[:, k, r]
-            cr[:, k] = cell_null[:, k, r]
-            t_r, s_r, _, ok_r = _rule(Er, z)
-            counts[r] = int((ok_r & (t_r == k) & (_own_agreement(cr, t_r, s_r) >= 0)).sum())
-        q95 = float(np.quantile(counts, 0.95))
+        q95 = _null_q95(ev, k, z, _hood_rule)
         null_q95[c] = q95
         if idx.size <= q95 or in_hood.size < min_required:
             absent.append(c)
@@ -446,17 +439,31 @@ def _cell_alone_seeds(ev: Evidence, k: int, z: float, top: np.ndarray, agree: np
     Returns the seeds (cells passing alone that are no other class's seed, with ``k``'s
     neighbourhood seeds), the count passing alone and the null's 95th percentile.
     """
-    E, cell = ev.E, ev.cell
-    t_c, _, _, ok_c = _rule(cell, z)
-    alone = ok_c & (t_c == k) & (E[:, k] >= 0)
+    alone = _alone_rule(ev.E, ev.cell, k, z)
+    q95 = _null_q95(ev, k, z, _alone_rule)
+    idx = np.flatnonzero((alone | (agree & (top == k))) & pd.isna(labels))
+    return idx, int(alone.sum()), q95
+
+
+def _hood_rule(E: np.ndarray, cell: np.ndarray, k: int, z: float) -> np.ndarray:
+    """Cells seeding ``k`` by the neighbourhood rule with the cell's agreement (steps 4-5)."""
+    top, second, _, ok = _rule(E, z)
+    return ok & (top == k) & (_own_agreement(cell, top, second) >= 0)
+
+
+def _alone_rule(E: np.ndarray, cell: np.ndarray, k: int, z: float) -> np.ndarray:
+    """Cells passing the rule for ``k`` on their own evidence, neighbourhood not against (step 7)."""
+    top, _, _, ok = _rule(cell, z)
+    return ok & (top == k) & (E[:, k] >= 0)
+
+
+def _null_q95(ev: Evidence, k: int, z: float, rule) -> float:
+    """95th percentile, over the null draws of set ``k``, of the number of cells that
+    ``rule(E, cell, k, z)`` passes when the draw replaces ``k`` (other programmes unchanged)."""
+    E_r, cell_r = ev.E.copy(), ev.cell.copy()
     counts = np.empty(ev.E_null.shape[2])
-    Er, cr = E.copy(), cell.copy()
     for r in range(counts.size):
-        Er[:, k] = ev.E_null[:, k, r]
-        cr[:, k] = ev.cell_null[:, k, r]
-        t_r, _, _, ok_r = _rule(cr, z)
-        counts[r] = int((ok_r & (t_r == k) & (Er[:, k] >= 0)).sum())
-    hood = agree & (top == k)
-    free = np.array([lab is None for lab in labels])
-    idx = np.flatnonzero((alone | hood) & free)
-    return idx, int(alone.sum()), float(np.quantile(counts, 0.95))
+        E_r[:, k] = ev.E_null[:, k, r]
+        cell_r[:, k] = ev.cell_null[:, k, r]
+        counts[r] = int(rule(E_r, cell_r, k, z).sum())
+    return float(np.quantile(counts, 0.95))
