@@ -409,7 +409,7 @@ def _read_matrix(obj: Any, path: Path, layer: str | None, orientation: str | Non
     m = _as_matrix(obj, "the object", path)
     X, genes, cells = m.T, m.rownames, m.colnames
     if orientation is None and genes is not None and cells is not None:
-        from ._read import _gene_axis_score
+        from ._readers import _gene_axis_score
 
         r_score, _ = _gene_axis_score(pd.Index(genes))
         c_score, _ = _gene_axis_score(pd.Index(cells))

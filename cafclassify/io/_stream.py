@@ -44,6 +44,7 @@ import scipy.sparse as sp
 from .. import _keys as K
 from .._errors import InputFileError
 from . import _read as R
+from . import _readers as F
 from ._canonical import canonical
 
 __all__ = ["STREAMABLE_FORMATS", "NotStreamableError", "read_to_h5ad", "streamable"]
@@ -123,13 +124,13 @@ class _TenxMatrix:
             self.data, self.indices = group["data"], group["indices"]
             self.indptr = np.asarray(group["indptr"][()], dtype=np.int64)
         except (KeyError, ValueError, TypeError) as exc:
-            raise R._corrupt(path, "10x HDF5 file", _missing(exc)) from None
+            raise F._corrupt(path, "10x HDF5 file", _missing(exc)) from None
         if (
             len(self.indptr) != n_cells + 1 or self.indptr[0] != 0
             or self.indptr[-1] != self.data.shape[0] or self.indices.shape != self.data.shape
             or np.any(np.diff(self.indptr) < 0)
         ):
-            raise R._corrupt(path, "10x HDF5 file", ValueError(
+            raise F._corrupt(path, "10x HDF5 file", ValueError(
                 f"matrix/indptr, data and indices do not describe a {n_features} x {n_cells} matrix"))
         self.n_features = n_features
         self.keep = None if keep is None or keep.all() else np.flatnonzero(keep)
@@ -143,7 +144,7 @@ class _TenxMatrix:
         try:
             m = sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, self.n_features))
         except ValueError as exc:
-            raise R._corrupt(self.path, "10x HDF5 file", exc) from None
+            raise F._corrupt(self.path, "10x HDF5 file", exc) from None
         m = canonical(m, copy=False)  # as read() does after scanpy.read_10x_h5
         return m if self.keep is None else m[:, self.keep]
 
@@ -215,7 +216,7 @@ def _tenx_annotations(f, path: Path) -> tuple[ad.AnnData, Any, np.ndarray | None
             return skel, g, keep
         genomes = list(f.keys())  # Cell Ranger 2 (scanpy's _read_legacy_10x_h5)
         if len(genomes) > 1:
-            raise R._several_genomes(path, sorted(genomes))
+            raise F._several_genomes(path, sorted(genomes))
         g = f[genomes[0]]
         n_features, n_cells = (int(x) for x in g["shape"][()])
         with warnings.catch_warnings():
@@ -232,7 +233,7 @@ def _tenx_annotations(f, path: Path) -> tuple[ad.AnnData, Any, np.ndarray | None
     except MemoryError:
         raise
     except Exception as exc:
-        raise R._corrupt(path, "10x HDF5 file", _missing(exc)) from None
+        raise F._corrupt(path, "10x HDF5 file", _missing(exc)) from None
 
 
 # ---------------------------------------------------------------------------
@@ -274,7 +275,7 @@ def streamable(path: str | os.PathLike, *, format: str | None = None, layer: str
     except InputFileError as exc:
         return False, exc.problem
     except Exception as exc:  # a verdict, not an error
-        return False, R._short(exc)
+        return False, F._short(exc)
     return True, ""
 
 
@@ -296,7 +297,7 @@ def _open_h5(p: Path, what: str):
     try:
         return h5py.File(p, "r")
     except OSError as exc:
-        raise R._corrupt(p, what, exc) from None
+        raise F._corrupt(p, what, exc) from None
 
 
 def _read_elem(f, key: str, default=None):
@@ -330,10 +331,10 @@ def _h5ad_plan(f, p: Path, layer: str | None) -> tuple[ad.AnnData, _H5adMatrix, 
         has_raw = "raw" in f
         info: dict = {"source_matrix": "X", "layers_present": layers_present, "has_raw": has_raw}
         if layer is not None:
-            R._check_h5ad_layer(p, layer, info)
+            F._check_h5ad_layer(p, layer, info)
         key, name = _h5ad_source_node(f, layer)
         if key not in f:
-            raise R._no_main_matrix(p, info)
+            raise F._no_main_matrix(p, info)
         source = _H5adMatrix(f[key], p, name)
         info["source_matrix"] = name
         obs = _read_elem(f, "obs")
@@ -361,12 +362,12 @@ def _h5ad_plan(f, p: Path, layer: str | None) -> tuple[ad.AnnData, _H5adMatrix, 
     except MemoryError:
         raise
     except Exception as exc:
-        raise R._corrupt(p, "h5ad (AnnData) file", exc) from None
+        raise F._corrupt(p, "h5ad (AnnData) file", exc) from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         skel = ad.AnnData(obs=obs, var=var, uns=dict(uns), obsm=dict(obsm), varm=dict(varm))
     if skel.n_obs != source.shape[0] or skel.n_vars != source.shape[1]:
-        raise R._corrupt(p, "h5ad (AnnData) file", ValueError(
+        raise F._corrupt(p, "h5ad (AnnData) file", ValueError(
             f"{name} is {source.shape[0]} x {source.shape[1]} but obs/var hold "
             f"{skel.n_obs} cells x {skel.n_vars} genes"))
     return skel, source, info, copies
@@ -553,7 +554,7 @@ def read_to_h5ad(
         if fmt == "h5ad":
             skel, source, info, copies = _h5ad_plan(f, p, layer)
         else:
-            info = R._10x_h5_info(p)
+            info = F._10x_h5_info(p)
             skel, group, keep = _tenx_annotations(f, p)
             source = _TenxMatrix(group, p, keep)
             copies = []
@@ -561,7 +562,7 @@ def read_to_h5ad(
                 logger.info("%s: kept Gene Expression features only (%d other features dropped).",
                             p, info["n_features_not_gene_expression"])
         if skel.n_obs != source.shape[0] or skel.n_vars != source.shape[1]:
-            raise R._corrupt(p, f"{fmt} file", ValueError(
+            raise F._corrupt(p, f"{fmt} file", ValueError(
                 f"the matrix is {source.shape[0]} x {source.shape[1]} but there are "
                 f"{skel.n_obs} cell names and {skel.n_vars} gene names"))
 
