@@ -11,7 +11,10 @@ Differences of a few hundredths of ARI between methods are within the spread ove
 every method over the seeds given (the first table stays the first seed's).
 
 For every labelled dataset it runs the package chain (read -> qc --filter -> gate ->
-score -> classify, defaults) and prints one markdown table of
+score -> classify, defaults, except that ``score`` keeps sets below their coverage,
+``on_low_coverage="keep"``, so that the baselines score every set; on the panel rows,
+where the default would keep one subtype set, the classifier reads the same sets either
+way: ``docs/classifier.md``) and prints one markdown table of
 
 * **cafclassify (default)**: the current classifier (evidence seeds with the gene
   audit, :mod:`cafclassify.tl._evidence`; signature genes as features);

@@ -7,7 +7,11 @@ Default rule (``seed_rule="evidence"``): programme evidence against random gene 
 read within each cell and its kNN neighbourhood, after a per-dataset audit of every
 set gene; a subtype is present only when more cells carry it than carry random gene sets
 of its size and expression. The method, its conventions and why it replaced the first
-rule are in :mod:`cafclassify.tl._evidence`.
+rule are in :mod:`cafclassify.tl._evidence`. Its classes are the subtype sets the score
+step kept (those with their library ``min_coverage`` of genes in the data); when fewer
+than two were kept (a targeted panel), every subtype set with two or more genes in the
+data is read instead and reported as resting on part of its list
+(:func:`_partial_sets`).
 
 First rule (``seed_rule="zscore"``, kept to compare with): each subtype score is
 standardised across fibroblasts (``z = (s - mean) / SD``, or median/MAD with
@@ -73,6 +77,35 @@ def _subtype_classes(library, score_columns: Sequence[str], classes: Sequence[st
     else:
         names = list(_FALLBACK_CLASSES)
     return [n for n in names if n in score_columns]
+
+
+def _partial_sets(adata, library, scored: list[str]) -> tuple[list[str], dict | None]:
+    """Every subtype set the data measure at all, when fewer than two were scored.
+
+    The score step leaves out a set with less than its library ``min_coverage`` of its
+    genes in the data (0.5 for the subtype sets of ``caf_v1``): on a targeted panel that
+    can leave one subtype set or none, and a classification needs two. Rather than
+    calling no cell, the seed rule then reads every subtype set with at least two genes
+    in the data (the evidence rule needs two; its gene audit and existence test still
+    apply), and the report says that these classes rest on part of their lists
+    (``weak_labels["partial_sets"]``): on real cells a set cut to a few genes can mark
+    another cell state than the whole list (``docs/classifier.md``, thin data).
+    """
+    from ..genesets import match_signatures
+
+    names = [n for n, gs in library.sets.items() if gs.group == "subtype" and n not in AXIS_SETS]
+    matched = match_signatures(library.subset(names=names), adata, min_coverage=0.0, on_low_coverage="keep")
+    usable = [n for n in names if n in matched and len(matched[n].indices) >= 2]
+    if len(usable) < 2:
+        return scored, None
+    info = {n: {"n_found": int(len(matched[n].indices)), "n_genes": int(matched[n].n_genes),
+                "coverage": float(matched[n].coverage),
+                "min_coverage": float(library.sets[n].min_coverage)} for n in usable}
+    logger.warning("fewer than two subtype sets reach their library coverage (scored: %s); the seed rule "
+                   "reads every subtype set with two or more genes in the data instead (%s): calls rest "
+                   "on part of each list", scored or "none",
+                   ", ".join(f"{n} {v['n_found']}/{v['n_genes']}" for n, v in info.items()))
+    return usable, info
 
 
 def _get_scores(adata: AnnData, fib: np.ndarray, *, score_key: str, signatures, layer,
@@ -222,6 +255,9 @@ def _weak_labels_impl(adata, *, signatures, score_key, lineage_key, layer, class
     scores, source = _get_scores(adata, fib, score_key=score_key, signatures=signatures, layer=layer,
                                  needed=needed_all, random_state=random_state)
     cls = _subtype_classes(library, list(scores.columns), classes)
+    partial = None
+    if len(cls) < 2 and classes is None and seed_rule == "evidence" and library is not None:
+        cls, partial = _partial_sets(adata, library, cls)
     if len(cls) < 2:
         raise DataError(f"fewer than two subtype scores are available ({cls}).",
                         path=f"obsm[{score_key!r}]",
@@ -236,6 +272,8 @@ def _weak_labels_impl(adata, *, signatures, score_key, lineage_key, layer, class
         labels, report, extras = _evidence_seeds(adata, fib, library, cls, layer=layer,
                                                  max_per_class=max_seeds_per_class,
                                                  min_required=min_required, random_state=random_state)
+        if partial is not None:
+            report["partial_sets"] = partial
     else:
         labels, report = _select_seeds(scores[cls], z_min=z_min, margin=margin,
                                        max_per_class=max_seeds_per_class, min_required=min_required,
