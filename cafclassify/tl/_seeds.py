@@ -72,11 +72,13 @@ def _subtype_classes(library, score_columns: Sequence[str], classes: Sequence[st
             raise DataError(f"classes {missing} have no score column.", path="obsm scores",
                             fix="score these sets first or drop them from classes.")
         return list(classes)
-    if library is not None:
-        names = [n for n, gs in library.sets.items() if gs.group == "subtype" and n not in AXIS_SETS]
-    else:
-        names = list(_FALLBACK_CLASSES)
+    names = _subtype_set_names(library) if library is not None else list(_FALLBACK_CLASSES)
     return [n for n in names if n in score_columns]
+
+
+def _subtype_set_names(library) -> list[str]:
+    """The library's subtype sets that are classes (the LTBP2/state axes are not)."""
+    return [n for n, gs in library.sets.items() if gs.group == "subtype" and n not in AXIS_SETS]
 
 
 def _partial_sets(adata, library, scored: list[str]) -> tuple[list[str], dict | None]:
@@ -93,7 +95,7 @@ def _partial_sets(adata, library, scored: list[str]) -> tuple[list[str], dict | 
     """
     from ..genesets import match_signatures
 
-    names = [n for n, gs in library.sets.items() if gs.group == "subtype" and n not in AXIS_SETS]
+    names = _subtype_set_names(library)
     matched = match_signatures(library.subset(names=names), adata, min_coverage=0.0, on_low_coverage="keep")
     usable = [n for n in names if n in matched and len(matched[n].indices) >= 2]
     if len(usable) < 2:
