@@ -161,3 +161,32 @@ def test_a_class_the_graph_does_not_single_out_is_learnt_from_its_cells():
     assert "D" not in rep["absent_classes"] and rep["too_few_to_learn"] == []
     assert rep["absent_classes"] == ["C"] and "C" not in rep["learnt_from_cells_alone"]
     assert rep["seed_counts"]["A"] >= 290 and rep["seed_counts"]["B"] >= 160
+
+
+def test_random_genes_are_no_evidence_on_a_small_panel():
+    """On a 40-gene panel of shallow cells a set of random genes must read as random.
+
+    With 25 expression bins over 40 genes a bin held one or two genes, the null draws
+    reused them, and in a cell where they are zero the null SD collapsed: a random set
+    read as many SDs above random genes in most cells (on the breast sample cut to 40
+    genes more than half the fibroblasts became seeds). Bins now hold at least
+    ``MIN_POOL`` genes (one bin here)."""
+    from cafclassify.tl._evidence import MIN_POOL
+
+    rng = np.random.default_rng(3)
+    n, g = 500, 40
+    base = rng.gamma(1.0, 0.4, size=g)  # shallow: most genes zero in most cells
+    counts = rng.poisson(np.tile(base, (n, 1)))
+    X = sp.csr_matrix(np.log1p(counts / np.maximum(counts.sum(1, keepdims=True), 1) * 1e4))
+    sets = {"R1": (np.array([0, 7, 19, 33]), np.ones(4)), "R2": (np.array([2, 11, 25, 38]), np.ones(4))}
+    W = fibroblast_graph(X, random_state=0)
+    ev = programme_evidence(X, W, sets, random_state=0)
+    assert ev.null["n_bins"] == 1 and ev.null["min_genes_per_bin"] >= g - 1 < MIN_POOL
+    z = 1.645  # one-sided alpha 0.05: about 5 % of the cells by chance
+    assert (ev.cell >= z).mean() <= 0.10, (ev.cell >= z).mean(axis=0)
+    # over the neighbourhood the graph is built from the same 40 genes, so a set's noise is
+    # shared by neighbours, and with one bin the null is no longer matched on expression;
+    # measured: 0 and 40 seeds (one set passes its existence test), against 105 and 155
+    # (both "present") with 25 bins
+    labels, rep = evidence_seeds(ev, ["R1", "R2"], max_per_class=None, min_required=10)
+    assert sum(rep["seed_counts"].values()) <= 0.10 * n, rep["seed_counts"]

@@ -320,6 +320,7 @@ def _evidence_seeds(adata, fib, library, cls, *, layer, max_per_class, min_requi
             report["seed_counts"][c] = 0
             report["absent_classes"].append(c)
             report["absent_reasons"][c] = "fewer than 2 of its genes agree with the set in these data"
+    report["null"] = ev.null
     report["gene_audit"] = {c: audit[c].tolist() for c in audit.columns}
     extras = {"graph": W, "evidence": pd.DataFrame(ev.E, columns=usable)}
     return labels, report, extras
