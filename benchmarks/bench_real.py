@@ -55,6 +55,9 @@ Datasets (each skipped with a message when its file is absent):
   totals) gives ARI 0.140 at seed 0, against 0.150 here. On real cells a fragment of a
   signature can mark another cell state than the whole list (``docs/classifier.md``,
   thin data), which planted programmes cannot show;
+* ``wu2021, common markers`` - the same sample restricted to :data:`SMALL_PANEL`, 40
+  common lineage and CAF markers (all in the file): the size of an imaging or
+  targeted protein panel. Only myCAF, iCAF, apCAF and vCAF keep genes (8, 5, 2 and 2);
 Then the compartment tables (issue 14): the gate against the authors' major types, the
 author stroma (CAFs + PVL) against ``caf_subtype`` under both perivascular readings, and
 the colorectal gate with its normal-tissue mural cells.
@@ -350,6 +353,18 @@ def marker_panel(a, frac: float = 0.3, n_background: int = 200, seed: int = 0):
     return a[:, [g for g in a.var_names if g in keep]].copy()
 
 
+#: 40 common lineage and CAF markers (``docs/gate.md``, Limits 5): the size of imaging
+#: and targeted protein panels, and of the smallest targeted RNA panels
+SMALL_PANEL = ("PTPRC CD3E CD68 EPCAM KRT8 KRT18 PECAM1 VWF COL1A1 COL1A2 PDGFRA PDGFRB ACTA2 RGS5 "
+               "MCAM FAP PDPN CD74 HLA-DRA IL6 CXCL12 CFD C3 POSTN MMP11 TAGLN MYH11 DCN LUM VIM "
+               "NOTCH3 CD34 S100A4 THY1 CXCL14 APOD MYL9 COL11A1 CD19 MS4A1").split()
+
+
+def small_panel(a):
+    """The genes of :data:`SMALL_PANEL` that the data have."""
+    return a[:, [g for g in a.var_names if g in set(SMALL_PANEL)]].copy()
+
+
 @functools.cache
 def thinned_chain():
     """The chain on the unsorted tumour thinned to ~520 UMI (shared by its subtype rows and
@@ -386,6 +401,7 @@ def run_all(data: Path, seeds: list[int]) -> list[dict]:
             lib = library_without("WU", Path(tmp) / "caf_v1_noWU")
             rows += wu(data, str(lib), "wu2021 CID4465, WU genes removed", seeds)
         rows += wu(data, "caf_v1", "wu2021 CID4465, {n_genes}-gene marker panel", seeds, genes=marker_panel)
+        rows += wu(data, "caf_v1", "wu2021 CID4465, {n_genes} common markers", seeds, genes=small_panel)
     else:
         print(f"skipped wu2021: not found under {data}")
     rows += synthetic(seeds)

@@ -332,3 +332,20 @@ def test_panel_below_library_coverage_reads_every_measured_subtype_set(caplog):
     assert adjusted_rand_score(truth, calls) >= 0.25
     text = " ".join(w["text"] for w in collect_warnings(a) if w["key"] == "subtype_partial_sets")
     assert "myCAF" in text and "iCAF" in text and "provisional" in text
+
+
+def test_one_evidenced_subtype_is_skipped_with_the_existence_tests_reasons():
+    """Fibroblasts of one planted subtype, classes myCAF and dCAF: nothing to train, and the
+    message says why dCAF is absent (its existence test), not to lower z-score thresholds."""
+    import cafclassify
+
+    a = _prepared(n_cells=2000, n_genes=3000, random_state=3,
+                  subtype_fractions={"myCAF": 1.0, "iCAF": 0.0, "apCAF": 0.0, "meCAF": 0.0, "vCAF": 0.0,
+                                     "dCAF": 0.0})
+    with pytest.raises(DataError) as err:
+        cafclassify.classify(a, copy=True, random_state=0, classes=["myCAF", "dCAF"], on_insufficient="error")
+    msg = str(err.value)
+    assert "only 1 subtype(s) (myCAF)" in msg and "dCAF: " in msg and "random gene sets" in msg, msg
+    assert "z_min" not in msg and "per-cell subtype scores" in msg
+    b = cafclassify.classify(a, copy=True, random_state=0, classes=["myCAF", "dCAF"])  # default: skipped
+    assert b.uns[K.UNS][K.UNS_CLASSIFY]["status"] == "skipped" and K.OBS_SUBTYPE not in b.obs

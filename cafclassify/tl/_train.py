@@ -240,10 +240,18 @@ def _train_impl(adata, *, signatures, score_key, lineage_key, layer, estimator, 
     )
     present = [c for c in cls if seed_report["seed_counts"][c] > 0]
     if len(present) < 2:
+        why = seed_report.get("absent_reasons") or {}
+        detail = "".join(f" {c}: {why[c]}." for c in cls if c in why)
+        if seed_rule == "zscore":
+            fix = "lower z_min/margin/min_seeds, add cells, or check the gate and scores."
+        else:  # the evidence rule's existence test has no threshold to lower
+            fix = ("a single evidenced subtype cannot train a classifier: read the per-cell subtype "
+                   "scores (obsm['caf_scores']); more fibroblasts or deeper cells give the existence "
+                   "test more power; check the gate and the subtype gene coverage.")
         raise DataError(
-            f"only {len(present)} subtype(s) have at least {min_required} confident seed cells "
-            f"(seed counts: {seed_report['candidate_counts']}); a classifier needs two or more.",
-            path="adata", fix="lower z_min/margin/min_seeds, add cells, or check the gate and scores.",
+            f"only {len(present)} subtype(s) ({', '.join(present) or 'none'}) have at least {min_required} "
+            f"confident seed cells (cells passing the seed rule: {seed_report['candidate_counts']}); a classifier needs two "
+            f"or more.{detail}", path="adata", fix=fix,
         )
     fib_rows = np.flatnonzero(fib)
     X = _matrix(adata, layer)
