@@ -33,9 +33,9 @@ Method
    most of them are zero, the draws hardly differ, so the null SD collapses and any
    set with one detected gene reads as many SDs above random genes. Measured on the
    breast sample cut to marker panels (``docs/classifier.md``; ARI, mean over
-   ``random_state`` 0-2): 40 common markers 0.036 -> 0.409 (before, cut from the counts, 234 of the 368
-   gated author CAFs were seeds, most of them wrong), five 192-609-gene designs
-   0.152-0.357 -> 0.172-0.469 (argmax UCell 0.213-0.320). A whole transcriptome keeps
+   ``random_state`` 0-2): 40 common markers 0.036 -> 0.409 (before, with the panel cut
+   from the counts, 234 of the 368 gated author CAFs were seeds, most of them wrong),
+   five 192-609-gene designs 0.152-0.357 -> 0.172-0.469 (argmax UCell 0.213-0.320). A whole transcriptome keeps
    25 bins; cutting them over the expressed genes only (before, unexpressed genes filled
    the lowest bins) moves those benchmark rows within their seed spread. Per cell,
    ``E_k = (W s_k - mean_r W n_kr) / sd_r W n_kr``: how many null SDs the programme
