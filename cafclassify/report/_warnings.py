@@ -154,10 +154,9 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
             "targeted panel?), so the classifier read every subtype set with two or more genes: "
             + ", ".join(f"{k} {_n_or0(as_mapping(partial[k]).get('n_found'))} of "
                         f"{_n_or0(as_mapping(partial[k]).get('n_genes'))}" for k in _subtype_order(set(partial)))
-            + ". On real cells a set cut to a few genes can mark another cell state than the whole list "
-            "(a breast tumour measured as a 309-gene panel had 43% of its authors' CAFs called vCAF or "
-            "meCAF this way): treat these calls as provisional, above all those of the sets with the "
-            "fewest genes.", key="subtype_partial_sets")
+            + ". A set cut to a few genes is weaker evidence than its whole list, and on real cells it "
+            "can mark a related state (hypoxia for meCAF, basement membrane for vCAF): treat these calls "
+            "as provisional, above all those of the sets with the fewest genes.", key="subtype_partial_sets")
     absent -= unlearnt
     if absent:
         add("No cells were assigned to: " + ", ".join(_subtype_order(absent)) + ". Either these "
@@ -177,7 +176,11 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
         row = df[df["set"].astype(str).str.upper().str.startswith("LTBP2")]
         if len(row) and float(row["coverage"].iloc[0]) < LOW_COVERAGE:
             ltbp2_thin.append(f"LTBP2 gene set coverage {float(row['coverage'].iloc[0]):.0%}")
-    if ltbp2_thin and counts is not None:  # moot when no subtypes were called
+    unmeasured = as_mapping(classify.get("ltbp2")).get("status") == "LTBP2 not measured"
+    if unmeasured and counts is not None:
+        add("LTBP2 is not measured in these data: no fibroblast can be called LTBP2+ (the LTBP2+ CAF "
+            "axis rests on that one gene).", "info", key="ltbp2_thin")
+    elif ltbp2_thin and counts is not None:  # moot when no subtypes were called
         caveat = _ltbp2_caveat(classify)
         add("LTBP2+ CAF evidence is thin (" + "; ".join(ltbp2_thin) + ")."
             + (f" {caveat}" if isinstance(caveat, str) and caveat else ""), key="ltbp2_thin")
