@@ -169,6 +169,7 @@ def test_classifier_section_tells_unlearnt_from_unsupported(annotated, tmp_path)
     assert {"few_fibroblasts", "many_unassigned", "qc_removed", "ltbp2_thin", "low_f1"} <= keys
     text = " ".join(w["text"] for w in warns)
     assert "Only 12 fibroblasts" in text and "1,000 of 2,000 cells (50%)" in text
+    assert "no LTBP2+ fibroblasts" in text and "only 0 LTBP2+" not in text
     # LTBP2 absent from the genes (a panel): say it is not measured, not that its calls are thin
     bad.uns[K.UNS][K.UNS_CLASSIFY]["ltbp2"] = {"status": "LTBP2 not measured", "n_positive": 0,
                                                "caveat": "LTBP2+ CAF calls rest on ONE seed gene"}

@@ -171,7 +171,7 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
     if K.OBS_LTBP2 in adata.obs.columns and fib is not None and n_fib:
         n_pos = int(adata.obs[K.OBS_LTBP2].astype(bool).to_numpy()[fib].sum())
         if n_pos < MIN_LTBP2_CELLS:
-            ltbp2_thin.append(f"only {n_pos} LTBP2+ fibroblasts")
+            ltbp2_thin.append(f"only {n_pos} LTBP2+ fibroblasts" if n_pos else "no LTBP2+ fibroblasts")
     for df in _coverage_frames(adata).values():
         row = df[df["set"].astype(str).str.upper().str.startswith("LTBP2")]
         if len(row) and float(row["coverage"].iloc[0]) < LOW_COVERAGE:
