@@ -21,6 +21,7 @@ import pandas as pd
 
 from .._utils import take_rows
 from ._gate_decide import _decide
+from ._gate_embed import _embed_and_cluster
 
 __all__ = ["recluster_stroma"]
 
@@ -61,8 +62,6 @@ def recluster_stroma(X, *, value_type: str, S: np.ndarray, mu: np.ndarray, sigma
     ``result`` (``_decide`` on the compartment), ``subclusters`` (labels ``"stroma.<k>"``)
     and ``info`` for ``uns``.
     """
-    from ._gate import _embed_and_cluster
-
     info: dict[str, Any] = {"applied": False}
     idx = [labels.index(x) for x in STROMA_LINEAGES if x in labels]
     if len(idx) < 2:
