@@ -364,7 +364,8 @@ SMALL_PANEL = ("PTPRC CD3E CD68 EPCAM KRT8 KRT18 PECAM1 VWF COL1A1 COL1A2 PDGFRA
 
 def small_panel(a):
     """The genes of :data:`SMALL_PANEL` that the data have."""
-    return a[:, [g for g in a.var_names if g in set(SMALL_PANEL)]].copy()
+    keep = set(SMALL_PANEL)
+    return a[:, [g for g in a.var_names if g in keep]].copy()
 
 
 @functools.cache

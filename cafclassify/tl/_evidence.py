@@ -293,6 +293,7 @@ def programme_evidence(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tupl
     bins = np.full(G, -1, dtype=np.int64)
     bins[expressed] = _bins(mean[expressed], n_bins_used)
     pools = {b: np.flatnonzero(bins == b) for b in range(n_bins_used)}
+    any_expressed = np.flatnonzero(expressed)  # the pool of a gene no fibroblast expresses
     null = {"n_null": int(n_null), "n_bins": n_bins_used, "n_expressed_genes": n_expressed,
             "min_genes_per_bin": int(min((p.size for p in pools.values()), default=0)),
             "rule": (f"expression-matched random genes: the expressed genes in {n_bins_used} bins of equal "
@@ -312,7 +313,7 @@ def programme_evidence(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tupl
         for _r in range(n_null):
             draw = np.empty(len(idx), dtype=np.int64)
             for j, g in enumerate(idx):
-                pool = pools.get(bins[g], np.flatnonzero(expressed))
+                pool = pools.get(bins[g], any_expressed)
                 cand = pool[rng.integers(0, pool.size)] if pool.size else g
                 tries = 0
                 while cand in excl and pool.size > 1 and tries < 10:
