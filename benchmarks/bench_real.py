@@ -184,11 +184,18 @@ def _evaluate_at(a, signatures, labelled: np.ndarray, truth: np.ndarray, mapping
                        ("cafclassify (before)", BEFORE)):
         t = time.perf_counter()
         b = caf.classify(a, signatures=signatures, random_state=seed, copy=True, **kw)
-        calls = b.obs[K.OBS_SUBTYPE].astype(str).to_numpy()
-        add(method, calls, b.obsm[K.OBSM_SUBTYPE_PROBA], time.perf_counter() - t)
+        if K.OBS_SUBTYPE in b.obs:
+            calls, ranking = b.obs[K.OBS_SUBTYPE].astype(str).to_numpy(), b.obsm[K.OBSM_SUBTYPE_PROBA]
+        else:  # classification skipped (on_insufficient="skip"): no cell is called
+            calls, ranking = np.full(a.n_obs, K.UNASSIGNED, dtype=object), None
+        add(method, calls, ranking, time.perf_counter() - t)
         if method == "cafclassify (default)":
-            wl = b.uns["cafclassify"]["classify"]["training_summary"]["weak_labels"]
-            rows[-1]["absent"] = ",".join(map(str, wl.get("absent_classes", []))) or "-"
+            cl = b.uns["cafclassify"]["classify"]
+            if cl.get("status") == "skipped":
+                rows[-1]["absent"] = "classification skipped"
+            else:
+                wl = cl["training_summary"]["weak_labels"]
+                rows[-1]["absent"] = ",".join(map(str, wl.get("absent_classes", []))) or "-"
     # baselines on the gated fibroblasts, same sets (human symbols mapped to the data's species)
     t = time.perf_counter()
     sub = a[fib].copy()
