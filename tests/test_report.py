@@ -227,6 +227,29 @@ def test_reads_the_classifier_record_as_the_classifier_writes_it():
     assert sec["absent"] == "dCAF"
 
 
+def test_reliability_bins_of_a_few_cells_are_not_joined_to_the_curve():
+    """A bin of one or two cells has accuracy 0 or 1: joined to the curve it drew a spike
+    to 0 in the breast example's report although the ECE was 0.009."""
+    import matplotlib.pyplot as plt
+
+    from cafclassify.report._figures import MIN_BIN_CELLS, draw_reliability_curve
+
+    c = {"confidence": np.array([0.55, 0.65, 0.75, 0.95]), "accuracy": np.array([1.0, 0.0, 0.0, 0.99]),
+         "counts": np.array([1, 2, 1, 250])}
+    fig, ax = plt.subplots()
+    draw_reliability_curve(ax, c, color="k", marker="o", label="after")
+    joined, apart = ax.lines
+    np.testing.assert_array_equal(joined.get_xdata(), [0.95])
+    np.testing.assert_array_equal(apart.get_xdata(), [0.55, 0.65, 0.75])
+    assert apart.get_linestyle() == "None" and apart.get_markerfacecolor() == "none"
+    assert MIN_BIN_CELLS == 10
+    plt.close(fig)
+    fig, ax = plt.subplots()  # no counts: every bin joined
+    draw_reliability_curve(ax, {k: c[k] for k in ("confidence", "accuracy")}, color="k", marker="o", label="x")
+    assert len(ax.lines) == 1 and len(ax.lines[0].get_xdata()) == 4
+    plt.close(fig)
+
+
 def test_umap_is_computed_on_a_subsample_when_none_is_stored(tmp_path):
     a = make_annotated(400, random_state=5, with_umap=False, n_samples=1)
     html = write_report(a, tmp_path / "u.html", max_cells_plot=150).read_text()

@@ -269,6 +269,7 @@ def reliability(adata, *, ax=None, show: bool | None = None, save: str | os.Path
     -------
     The matplotlib Axes.
     """
+    from ..report._figures import draw_reliability_curve
     from ..report._subtypes import _reliability_curves
     from ..report._uns import as_mapping
 
@@ -281,7 +282,7 @@ def reliability(adata, *, ax=None, show: bool | None = None, save: str | os.Path
     ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1, label="perfect calibration")
     for (name, c), (color, marker) in zip(curves.items(), (("#e15759", "o"), ("#4e79a7", "s"), ("#59a14f", "^")),
                                           strict=False):
-        ax.plot(c["confidence"], c["accuracy"], marker=marker, color=color, lw=1.2, ms=4, label=name)
+        draw_reliability_curve(ax, c, color=color, marker=marker, label=name)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence (predicted probability)", fontsize=9)

@@ -31,7 +31,9 @@ DPI = 120
 
 __all__ = [
     "DPI",
+    "MIN_BIN_CELLS",
     "compute_umap",
+    "draw_reliability_curve",
     "fig_confusion",
     "fig_dotplot",
     "fig_embedding_categorical",
@@ -458,6 +460,29 @@ def fig_confusion(matrix: np.ndarray, labels: Sequence[str], *, title: str) -> s
     return to_data_uri(fig)
 
 
+#: a reliability bin with fewer cells is drawn hollow and not joined to the curve
+MIN_BIN_CELLS = 10
+
+
+def draw_reliability_curve(ax, c: Mapping[str, np.ndarray], *, color, marker: str, label: str) -> None:
+    """One reliability curve: bins of at least :data:`MIN_BIN_CELLS` cells joined by a line
+    (filled markers), smaller bins as hollow markers apart from it.
+
+    The accuracy of a bin of one or two cells is 0 or 1, and joined to the curve such a
+    bin draws a spike that says nothing about calibration (ECE weights bins by cells).
+    Without counts every bin is drawn joined.
+    """
+    conf = np.asarray(c["confidence"], dtype=float)
+    acc = np.asarray(c["accuracy"], dtype=float)
+    counts = c.get("counts")
+    big = np.ones(conf.size, dtype=bool) if counts is None or len(counts) != conf.size \
+        else np.asarray(counts, dtype=float) >= MIN_BIN_CELLS
+    ax.plot(conf[big], acc[big], marker=marker, color=color, lw=1.2, ms=4, label=label)
+    if (~big).any():
+        ax.plot(conf[~big], acc[~big], ls="none", marker=marker, ms=4, mfc="none", mec=color, mew=0.9,
+                alpha=0.8)
+
+
 def fig_reliability(curves: Mapping[str, Mapping[str, np.ndarray]], *, title: str) -> str | None:
     """Reliability diagram: accuracy vs confidence per bin (+ cells per bin below)."""
     curves = {k: v for k, v in curves.items() if len(v.get("confidence", ())) > 0}
@@ -472,8 +497,7 @@ def fig_reliability(curves: Mapping[str, Mapping[str, np.ndarray]], *, title: st
     for i, (name, c) in enumerate(curves.items()):
         color, marker = styles.get(i, (plt.cm.tab10(i % 10), "^"))
         conf = np.asarray(c["confidence"], dtype=float)
-        acc = np.asarray(c["accuracy"], dtype=float)
-        ax.plot(conf, acc, marker=marker, color=color, lw=1.2, ms=4, label=name)
+        draw_reliability_curve(ax, c, color=color, marker=marker, label=name)
         counts = c.get("counts")
         centres = c.get("centres")
         if counts is not None and len(counts) == len(conf):
