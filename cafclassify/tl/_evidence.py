@@ -86,8 +86,9 @@ Method
    chance. For every null draw ``r`` of set ``k`` the seed rule (4-5) is re-applied
    with ``E_kr`` and ``e_kr`` in place of ``E_k`` and ``e_k`` (the other programmes
    unchanged). Subtype ``k`` is *present* only when its seed count exceeds the 95th
-   percentile of those null counts (more cells carry it than carry a random gene set
-   of its size and expression) and at least ``min_required`` cells pass the
+   percentile of those null counts (an observed count, not interpolated; more cells
+   carry it than carry a random gene set of its size and expression) and at least
+   ``min_required`` cells pass the
    neighbourhood rule (4) for it; otherwise it is reported absent with both counts and
    is not a class of the model. A class that passes the null test but not the count is
    listed apart (``too_few_to_learn``): its population may exist but is too small, or
