@@ -88,9 +88,9 @@ Method
    unchanged). Subtype ``k`` is *present* only when its seed count exceeds the 95th
    percentile of those null counts (an observed count, not interpolated; more cells
    carry it than carry a random gene set of its size and expression) and at least
-   ``min_required`` cells pass the
-   neighbourhood rule (4) for it; otherwise it is reported absent with both counts and
-   is not a class of the model. A class that passes the null test but not the count is
+   ``min_required`` cells pass the neighbourhood rule (4) for it; otherwise it is
+   reported absent with both counts and is not a class of the model. A class that
+   passes the null test but not the count is
    listed apart (``too_few_to_learn``): its population may exist but is too small, or
    its cells too shallow, to be learnt (thin data, ``docs/classifier.md``), and the
    report says so instead of calling it absent from the sample. A present class with
