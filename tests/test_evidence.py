@@ -94,10 +94,10 @@ def test_cell_vetoes_a_label_inherited_from_a_mixed_neighbourhood(planted):
     is_a = is_a.copy()
     is_a[neither] = False
     a_idx = np.flatnonzero(is_a)
+    is_neither = np.isin(np.arange(X.shape[0]), neither)
     rows, cols = [], []
     for i in range(X.shape[0]):
-        own = neither if i in set(neither.tolist()) else None
-        nb = rng.choice(own[own != i], 15, replace=False) if own is not None else \
+        nb = rng.choice(neither[neither != i], 15, replace=False) if is_neither[i] else \
             rng.choice(a_idx[a_idx != i], 15, replace=False) if is_a[i] else np.r_[
             rng.choice(a_idx, 13, replace=False), rng.choice(b_idx[b_idx != i], 2, replace=False)]
         rows += [i] * 16
