@@ -127,9 +127,9 @@ PANELS = {
 }
 #: a majority subtype, two subtypes absent (as tests/test_classify.py)
 MAJORITY = {"myCAF": 0.7, "iCAF": 0.15, "apCAF": 0.0, "meCAF": 0.1, "vCAF": 0.05, "dCAF": 0.0}
-#: sorted mouse CAFs, 68 % vCAF (the composition of the study that named vCAFs; tests/test_prior.py)
 #: author CAFs kept (iCAF-like, myCAF-like) in the breast sample's majority table
 MAJORITY_DESIGNS = ((130, 20), (130, 40), (62, 249), (25, 249), (13, 249))
+#: sorted mouse CAFs, 68 % vCAF (the composition of the study that named vCAFs; tests/test_prior.py)
 SORTED_MOUSE = {"vCAF": 0.68, "iCAF": 0.17, "myCAF": 0.1, "dCAF": 0.05, "apCAF": 0.0, "meCAF": 0.0}
 
 
