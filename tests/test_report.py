@@ -242,7 +242,7 @@ def test_reliability_bins_of_a_few_cells_are_not_joined_to_the_curve():
     np.testing.assert_array_equal(joined.get_xdata(), [0.95])
     np.testing.assert_array_equal(apart.get_xdata(), [0.55, 0.65, 0.75])
     assert apart.get_linestyle() == "None" and apart.get_markerfacecolor() == "none"
-    assert MIN_BIN_CELLS == 10
+    assert MIN_BIN_CELLS == 10  # the report's caption names this number
     plt.close(fig)
     fig, ax = plt.subplots()  # no counts: every bin joined
     draw_reliability_curve(ax, {k: c[k] for k in ("confidence", "accuracy")}, color="k", marker="o", label="x")

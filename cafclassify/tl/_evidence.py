@@ -90,14 +90,14 @@ Method
    carry it than carry a random gene set of its size and expression) and at least
    ``min_required`` cells pass the neighbourhood rule (4) for it; otherwise it is
    reported absent with both counts and is not a class of the model. A class that
-   passes the null test but not the count is
-   listed apart (``too_few_to_learn``): its population may exist but is too small, or
-   its cells too shallow, to be learnt (thin data, ``docs/classifier.md``), and the
-   report says so instead of calling it absent from the sample. A present class with
-   fewer than ``min_required`` agreeing seeds (a population of a few dozen shallow
-   cells, whose own profiles are mostly dropout) is topped up to ``min_required`` from
-   its neighbourhood seeds, those whose own evidence comes closest to agreeing (largest
-   ``min(e_k, e_k - e_j)``); the report counts them (``topped_up``).
+   passes the null test but not the count is listed apart (``too_few_to_learn``): its
+   population may exist but is too small, or its cells too shallow, to be learnt (thin
+   data, ``docs/classifier.md``), and the report says so instead of calling it absent
+   from the sample. A present class with fewer than ``min_required`` agreeing seeds (a
+   population of a few dozen shallow cells, whose own profiles are mostly dropout) is
+   topped up to ``min_required`` from its neighbourhood seeds, those whose own evidence
+   comes closest to agreeing (largest ``min(e_k, e_k - e_j)``); the report counts them
+   (``topped_up``).
 7. **A population the graph does not single out.** The neighbourhood gives power only
    where the graph carries the programme. On a targeted panel a subtype measured by a
    handful of genes hardly shapes the PCA, so its cells' neighbourhoods are mostly
@@ -347,7 +347,7 @@ def programme_evidence(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tupl
     ref = _midpoint(S_hood)
     S_hood -= ref[None, :]
     S_cell -= ref[None, :]
-    for j in range(len(names)):
+    for j in range(len(names)):  # one set at a time: np.quantile copies what it is given
         ref_null = _midpoint(N_hood[:, j, :])
         N_hood[:, j, :] -= ref_null[None, :]
         N_cell[:, j, :] -= ref_null[None, :]
