@@ -253,7 +253,7 @@ def test_list_methods_registry():
 def test_64_bit_indptr_and_unsorted_rows_score_like_canonical_csr():
     """A CSR with a 64-bit indptr (> 2**31 values) is scored in place, as one with a
     32-bit indptr; a matrix with unsorted or duplicated indices is canonicalised first."""
-    from cafclassify.scoring._kernels import _csr_is_canonical
+    from cafclassify.scoring._chunks import _csr_is_canonical
 
     X = _lognorm_with_ties(seed=3)
     sets = {"a": (np.arange(5, 25), np.ones(20)), "b": (np.arange(40, 52), np.ones(12))}

@@ -40,7 +40,7 @@ def is_canonical(X) -> bool:
             delattr(X, attr)
     if X.indptr.dtype != X.indices.dtype:
         # scipy would first copy all indices to indptr's dtype (GBs for 64-bit indptr)
-        from ..scoring._kernels import _csr_is_canonical
+        from ..scoring._chunks import _csr_is_canonical
 
         ok = bool(_csr_is_canonical(X.indptr, X.indices))
         X.has_canonical_format = ok

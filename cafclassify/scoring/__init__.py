@@ -5,17 +5,9 @@ kernels work on any cells x genes matrix (CSR, CSC, dense or backed) and a mappi
 of set name -> ``(indices, weights)``.
 """
 
-from ._kernels import (
-    GeneStats,
-    aucell_scores,
-    decoupler_tie_order,
-    default_n_up,
-    gene_stats,
-    scanpy_control_genes,
-    scanpy_scores,
-    ucell_scores,
-    zmean_scores,
-)
+from ._gene_stats import GeneStats, gene_stats
+from ._kernels import aucell_scores, decoupler_tie_order, default_n_up, ucell_scores
+from ._linear import scanpy_control_genes, scanpy_scores, zmean_scores
 from ._methods import list_methods
 from ._score import score
 

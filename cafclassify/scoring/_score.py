@@ -12,6 +12,7 @@ import pandas as pd
 from .. import _keys as K
 from .._errors import ConfigError, DataError, SignatureError
 from .._utils import get_matrix
+from . import _gene_stats, _linear
 from . import _kernels as kern
 from ._methods import METHODS
 
@@ -264,7 +265,7 @@ def score(
         scores = kern.ucell_scores(X, isets, max_rank=int(max_rank), chunk_size=int(chunk_size))
         details["max_rank"] = int(max_rank)
     else:
-        stats = kern.gene_stats(X, chunk_size=int(chunk_size))
+        stats = _gene_stats.gene_stats(X, chunk_size=int(chunk_size))
         if method == "aucell":
             nonempty = stats.n_nonzero > 0
             n_ranked = int(nonempty.sum())
@@ -283,7 +284,7 @@ def score(
             details.update(n_up=n_up, n_ranked_genes=n_ranked, auc_threshold=0.05,
                            tie_break="decoupler: seeded shuffle (default_rng(0)) of detected genes")
         elif method == "scanpy":
-            scores, controls = kern.scanpy_scores(
+            scores, controls = _linear.scanpy_scores(
                 X, isets, gene_means=stats.scanpy_mean, random_state=random_state,
                 chunk_size=int(chunk_size), return_controls=True,
             )
@@ -291,8 +292,8 @@ def score(
                            n_control_genes={n: int(sum(len(v) for v in c.values()))
                                             for n, c in controls.items()})
         else:  # zmean
-            scores = kern.zmean_scores(X, isets, gene_mean=stats.mean,
-                                       gene_std=np.sqrt(stats.var), chunk_size=int(chunk_size))
+            scores = _linear.zmean_scores(X, isets, gene_mean=stats.mean,
+                                          gene_std=np.sqrt(stats.var), chunk_size=int(chunk_size))
             details.update(std_ddof=1)
 
     df = pd.DataFrame(scores, index=adata.obs_names.copy(), columns=pd.Index(names, dtype=object),

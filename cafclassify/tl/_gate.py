@@ -109,6 +109,7 @@ def _null_scores(X, matched: dict, *, method: str, n_null: int, rng: np.random.G
     appended to ``collected`` as they pass by, so that the clustering subsample
     costs no second read of an on-disk matrix.
     """
+    from ..scoring import _gene_stats
     from ..scoring import _kernels as kern
 
     n_cells, n_genes = X.shape
@@ -121,7 +122,7 @@ def _null_scores(X, matched: dict, *, method: str, n_null: int, rng: np.random.G
             null_sets[f"{name}\t{r}"] = (idx, np.ones(k))
     aucell_kw: dict[str, Any] = {}
     if method == "aucell":
-        st = kern.gene_stats(X)
+        st = _gene_stats.gene_stats(X)
         nonempty = st.n_nonzero > 0
         aucell_kw = dict(n_up=kern.default_n_up(int(nonempty.sum())),
                          tie_order=kern.decoupler_tie_order(nonempty),
