@@ -122,16 +122,6 @@ def _as_index_sets(sets, n_genes: int) -> list[IndexSet]:
 # ---------------------------------------------------------------------------
 # chunked access
 # ---------------------------------------------------------------------------
-def _is_backed_sparse(X) -> bool:
-    try:
-        from anndata.abc import CSCDataset, CSRDataset
-    except ImportError:  # pragma: no cover - anndata < 0.11
-        from anndata._core.sparse_dataset import BaseCompressedSparseDataset as _B
-
-        return isinstance(X, _B)
-    return isinstance(X, CSRDataset | CSCDataset)
-
-
 def _check_matrix(X) -> tuple[int, int]:
     shape = getattr(X, "shape", None)
     if shape is None or len(shape) != 2:
