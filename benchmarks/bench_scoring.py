@@ -68,7 +68,7 @@ def make_data(path: Path, n_cells: int, n_genes: int, nnz: int, seed: int = 0) -
     import pandas as pd
     from scipy import sparse
 
-    from cafclassify.io._shard import _MatrixWriter
+    from cafclassify.io._h5matrix import _MatrixWriter
 
     rng = np.random.default_rng(seed)
     popularity = rng.gamma(0.6, 1.0, n_genes) + 0.02

@@ -64,7 +64,7 @@ def replicate_h5ad(base: Path, out: Path, n: int, chunk_size: int = 50_000) -> P
     import scipy.sparse as sp
     from anndata.io import read_elem, sparse_dataset
 
-    from cafclassify.io._shard import _MatrixWriter
+    from cafclassify.io._h5matrix import _MatrixWriter
 
     tmp = out.with_name(f".{out.name}.part")
     with h5py.File(base, "r") as fb:

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from cafclassify import _keys as K
 from cafclassify._errors import InputFileError
-from cafclassify.io import _shard
+from cafclassify.io import _part_writer
 from cafclassify.io._lazy import is_lazy, lazy_layer, lazy_layer_names, open_lazy, write_annotated
 
 SIM_KW = dict(
@@ -145,15 +145,15 @@ def chains(read_file):
     sim = work / "sim.h5ad"
     out = {}
     started = []
-    real_init = _shard.PartWriter.__init__
+    real_init = _part_writer.PartWriter.__init__
 
     def counting_init(self, *args):
         started.append(args[0].__name__)
         real_init(self, *args)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_shard, "PARALLEL_MIN_VALUES", 0)  # a second writer even for a small file
-        mp.setattr(_shard.PartWriter, "__init__", counting_init)
+        mp.setattr(_part_writer, "PARALLEL_MIN_VALUES", 0)  # a second writer even for a small file
+        mp.setattr(_part_writer.PartWriter, "__init__", counting_init)
         for mode in ("no", "yes"):
             d = work / mode
             d.mkdir()

@@ -316,7 +316,7 @@ def big_input(tmp_path_factory) -> Path:
 
 #: runs the CLI with the second-writer threshold lowered, so that this small input is
 #: written by two processes (PartWriter) as a large one would be
-_TWO_WRITERS = ("import sys; from cafclassify.io import _shard; _shard.PARALLEL_MIN_VALUES = 0; "
+_TWO_WRITERS = ("import sys; from cafclassify.io import _part_writer; _part_writer.PARALLEL_MIN_VALUES = 0; "
                 "from cafclassify.cli import main; sys.exit(main(sys.argv[1:]))")
 
 

@@ -19,8 +19,9 @@ from anndata._core.sparse_dataset import BaseCompressedSparseDataset
 
 from cafclassify import _keys as K
 from cafclassify._errors import DataError, InputFileError
+from cafclassify.io._filter_h5ad import filter_cells_h5ad
 from cafclassify.io._lazy import open_lazy
-from cafclassify.io._shard import filter_cells_h5ad, requalify_qc
+from cafclassify.io._shard import requalify_qc
 from cafclassify.pp import _qc as Q
 from cafclassify.pp import filter_cells, filter_cells_to_h5ad, qc, qc_thresholds_from_metrics
 

@@ -326,7 +326,7 @@ def test_streamed_matrices_get_a_64_bit_indptr_when_they_may_outgrow_32_bits(tmp
     import h5py
     from anndata.io import read_elem
 
-    from cafclassify.io._shard import _MatrixWriter, wide_indptr
+    from cafclassify.io._h5matrix import _MatrixWriter, wide_indptr
 
     X = sp.random(900, 40, density=0.2, format="csr", dtype=np.float32, random_state=1)
     assert wide_indptr(X, 10**6).indptr.dtype == X.indptr.dtype  # small: unchanged
@@ -344,13 +344,13 @@ def test_streamed_matrices_get_a_64_bit_indptr_when_they_may_outgrow_32_bits(tmp
 
 def test_filter_with_two_processes_equals_one_process(tmp_path, monkeypatch):
     """filter_cells_h5ad(n_jobs=2) writes the counts layer in a second process: same file."""
-    from cafclassify.io import _shard
-    from cafclassify.io._shard import filter_cells_h5ad
+    from cafclassify.io import _part_writer
+    from cafclassify.io._filter_h5ad import filter_cells_h5ad
 
     started = []
-    monkeypatch.setattr(_shard, "PARALLEL_MIN_VALUES", 0)  # a small file: parallel anyway
-    real = _shard.PartWriter.__init__
-    monkeypatch.setattr(_shard.PartWriter, "__init__", lambda self, *a: (started.append(a), real(self, *a))[1])
+    monkeypatch.setattr(_part_writer, "PARALLEL_MIN_VALUES", 0)  # a small file: parallel anyway
+    real = _part_writer.PartWriter.__init__
+    monkeypatch.setattr(_part_writer.PartWriter, "__init__", lambda self, *a: (started.append(a), real(self, *a))[1])
 
     a = _toy(150)
     a.layers["counts"] = sp.csr_matrix(a.X.copy())
@@ -373,22 +373,23 @@ def test_filter_with_two_processes_equals_one_process(tmp_path, monkeypatch):
 
 
 def test_small_files_are_written_by_one_process(tmp_path, monkeypatch):
-    from cafclassify.io import _shard
+    from cafclassify.io import _filter_h5ad
 
     def refuse(*a, **k):
         raise AssertionError("no second process for a small file")
 
-    monkeypatch.setattr(_shard, "PartWriter", refuse)
+    monkeypatch.setattr(_filter_h5ad, "PartWriter", refuse)
     a = _toy(60)
     a.write_h5ad(tmp_path / "in.h5ad")
-    _shard.filter_cells_h5ad(tmp_path / "in.h5ad", tmp_path / "out.h5ad", np.ones(60, bool), n_jobs=2)
+    _filter_h5ad.filter_cells_h5ad(tmp_path / "in.h5ad", tmp_path / "out.h5ad", np.ones(60, bool), n_jobs=2)
     assert (ad.read_h5ad(tmp_path / "out.h5ad").X != a.X).nnz == 0
 
 
 def test_a_failing_part_writer_raises_and_leaves_nothing(tmp_path):
     """The second process's error reaches the caller; no part file and no output remain."""
     from cafclassify._errors import InputFileError
-    from cafclassify.io._shard import PartWriter, _copy_rows_to_part
+    from cafclassify.io._filter_h5ad import _copy_rows_to_part
+    from cafclassify.io._part_writer import PartWriter
 
     part = tmp_path / "out.h5ad.part0"
     w = PartWriter(_copy_rows_to_part, (str(tmp_path / "missing.h5ad"), "X", np.ones(3, bool), 10, None), part)

@@ -258,9 +258,9 @@ def _10x_v3(path, adata):
 @pytest.fixture
 def parallel_small(monkeypatch):
     """n_jobs=2 starts the second process even for the small test files."""
-    from cafclassify.io import _shard
+    from cafclassify.io import _part_writer
 
-    monkeypatch.setattr(_shard, "PARALLEL_MIN_VALUES", 0)
+    monkeypatch.setattr(_part_writer, "PARALLEL_MIN_VALUES", 0)
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])  # 2: the counts layer is written by a second process

@@ -122,7 +122,7 @@ def test_integer_counts_layer_kept(tmp_path):
 
 def test_qc_does_not_take_a_normalised_counts_layer_for_counts(caplog):
     """A counts layer that is not counts (e.g. written by another tool) is not QC's counts."""
-    from cafclassify.pp._qc import _choose_matrix
+    from cafclassify.pp._qc_metrics import _choose_matrix
 
     a = _lognorm_with_counts_layer()
     with caplog.at_level(logging.WARNING, logger="cafclassify"):

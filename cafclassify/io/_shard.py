@@ -43,12 +43,22 @@ import scipy.sparse as sp
 
 from .. import _keys as K
 from .._errors import DataError, InputFileError
+from ._h5matrix import (
+    _DEFAULT_CHUNK,
+    _block,
+    _check_chunk,
+    _matrix_keys,
+    _MatrixWriter,
+    _open,
+    _read_frame,
+    _read_mapping,
+    _reader,
+)
 
 __all__ = [
     "PER_CELL_METHODS",
     "UNS_SHARD",
     "count_cells",
-    "filter_cells_h5ad",
     "merge_h5ad",
     "n_shards_for",
     "requalify_qc",
@@ -62,7 +72,6 @@ logger = logging.getLogger(__name__)
 UNS_SHARD = K.UNS_SHARD
 #: scoring methods whose score of a cell depends on that cell only (safe to run per shard)
 PER_CELL_METHODS = ("ucell",)
-_DEFAULT_CHUNK = 50_000
 
 
 # --------------------------------------------------------------------------- planning
@@ -146,108 +155,6 @@ def _mtx_cells(path: Path) -> int | None:
 
 
 # --------------------------------------------------------------------------- h5ad helpers
-
-
-def _open(path: str | os.PathLike):
-    from ._lazy import open_h5ad_file
-
-    return open_h5ad_file(path)
-
-
-def _matrix_keys(f) -> list[str]:
-    """HDF5 paths of the cells x genes matrices: X and every layer."""
-    keys = ["X"] if "X" in f else []
-    if "layers" in f:
-        keys += [f"layers/{k}" for k in f["layers"].keys()]
-    return keys
-
-
-def _reader(node):
-    """Row-sliceable view of an on-disk matrix (sparse dataset or dense HDF5 dataset)."""
-    import h5py
-    from anndata.io import sparse_dataset
-
-    if isinstance(node, h5py.Dataset):
-        return node
-    enc = node.attrs.get("encoding-type", "")
-    if enc not in ("csr_matrix", "csc_matrix"):
-        raise InputFileError(f"matrix {node.name!r} has an unsupported encoding {enc!r}.",
-                             path=node.file.filename,
-                             fix="store X and layers as CSR/CSC sparse or dense arrays.")
-    return sparse_dataset(node)
-
-
-def _block(reader, start: int, stop: int):
-    block = reader[start:stop]
-    if sp.issparse(block):
-        from ._canonical import canonical
-
-        return canonical(sp.csr_matrix(block), copy=False)  # duplicates summed, indices sorted
-    return np.asarray(block)
-
-
-def wide_indptr(block: sp.csr_matrix, max_nnz: int) -> sp.csr_matrix:
-    """``block`` with a 64-bit ``indptr`` when the matrix it starts may exceed 2**31 - 1 values.
-
-    anndata cannot append to an on-disk CSR matrix once its non-zeros outgrow a 32-bit
-    ``indptr`` (e.g. 1M cells x ~2,000 detected genes), so the first block written
-    decides. ``max_nnz`` is an upper bound on the final non-zeros (e.g. rows x columns).
-    """
-    if max_nnz < np.iinfo(np.int32).max or block.indptr.dtype == np.int64:
-        return block
-    block = block.copy()
-    block.indptr = block.indptr.astype(np.int64)  # indices (column numbers) stay 32-bit
-    return block
-
-
-class _MatrixWriter:
-    """Append row blocks to an on-disk matrix (CSR or dense) in an open h5py file."""
-
-    def __init__(self, f, key: str, n_rows: int, n_cols: int, compression: str | None):
-        self.f, self.key, self.n_rows, self.n_cols = f, key, n_rows, n_cols
-        # the shuffle filter (standard HDF5, readable everywhere) regroups the bytes of the
-        # integer indices and values: smaller files and faster gzip/lzf writes
-        self.kw = {"compression": compression, "shuffle": True} if compression else {}
-        self.row = 0
-        self.sparse: bool | None = None
-
-    def append(self, block) -> None:
-        from anndata.io import sparse_dataset, write_elem
-
-        if self.sparse is None:
-            self.sparse = sp.issparse(block)
-            if self.sparse:
-                first = wide_indptr(sp.csr_matrix(block), self.n_rows * self.n_cols)
-                write_elem(self.f, self.key, first, dataset_kwargs=self.kw)
-            else:
-                ds = self.f.create_dataset(self.key, shape=(self.n_rows, self.n_cols),
-                                           dtype=block.dtype, **self.kw)
-                ds.attrs["encoding-type"] = "array"
-                ds.attrs["encoding-version"] = "0.2.0"
-                ds[: block.shape[0]] = block
-        elif self.sparse:
-            sparse_dataset(self.f[self.key]).append(sp.csr_matrix(block))
-        else:
-            self.f[self.key][self.row: self.row + block.shape[0]] = np.asarray(block)
-        self.row += block.shape[0]
-
-    def finish(self, dtype=np.float32) -> None:
-        from anndata.io import write_elem
-
-        if self.sparse is None:  # no rows at all
-            write_elem(self.f, self.key, sp.csr_matrix((0, self.n_cols), dtype=dtype), dataset_kwargs=self.kw)
-
-
-def _read_frame(f, key: str) -> pd.DataFrame:
-    from anndata.io import read_elem
-
-    return read_elem(f[key])
-
-
-def _read_mapping(f, key: str) -> dict:
-    from anndata.io import read_elem
-
-    return dict(read_elem(f[key])) if key in f else {}
 
 
 def _write_skeleton(tmp: Path, obs: pd.DataFrame, var: pd.DataFrame, uns: dict, obsm: dict, varm: dict,
@@ -394,13 +301,6 @@ def _rows(value, start: int, stop: int):
     if isinstance(value, pd.DataFrame):
         return value.iloc[start:stop]
     return value[start:stop]
-
-
-def _check_chunk(chunk_size) -> int:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
-        raise DataError(f"chunk_size must be a positive integer, got {chunk_size!r}.",
-                        fix="pass a positive number of cells per block.")
-    return int(chunk_size)
 
 
 # --------------------------------------------------------------------------- QC on all cells
@@ -685,285 +585,4 @@ def merge_h5ad(
         for f in files:
             f.close()
     logger.info("merged %d shards into %s (%d cells)", len(paths), out, int(keep.sum()))
-    return Path(out)
-
-
-# --------------------------------------------------------------------------- filtering
-
-
-def _keep_mask(mask_or_obs_column, obs: pd.DataFrame, where: str) -> np.ndarray:
-    """Boolean keep-mask from a bool array or the name of a bool obs column."""
-    if isinstance(mask_or_obs_column, str):
-        col = mask_or_obs_column
-        if col not in obs.columns:
-            raise DataError(f"obs column {col!r} (cells to keep) does not exist.", path=f"{where}: obs",
-                            fix=f"pass a boolean mask or one of {list(obs.columns)[:20]}.")
-        values = obs[col]
-        if values.isna().any() or not (pd.api.types.is_bool_dtype(values.dtype)):
-            raise DataError(f"obs column {col!r} is not boolean without missing values "
-                            f"(dtype {values.dtype}).", path=f"{where}: obs",
-                            fix="pass a True/False column (e.g. 'qc_pass' written by cafclassify qc).")
-        keep = values.to_numpy(dtype=bool)
-    else:
-        keep = np.asarray(mask_or_obs_column)
-        if keep.dtype != bool or keep.ndim != 1:
-            raise DataError(f"the cells to keep must be a 1-d boolean mask, got dtype {keep.dtype} "
-                            f"with shape {keep.shape}.", path=where,
-                            fix="pass a boolean array with one value per cell, or an obs column name.")
-    if keep.shape[0] != obs.shape[0]:
-        raise DataError(f"the mask has {keep.shape[0]} values for {obs.shape[0]} cells.", path=where,
-                        fix="pass one True/False value per cell, in the file's cell order.")
-    if not keep.any():
-        raise DataError("no cell is kept by the mask.", path=where,
-                        fix="check the mask (e.g. relax the QC thresholds); an empty file is not written.")
-    return keep
-
-
-def _copy_rows(f, key: str, keep: np.ndarray, g, dst_key: str, *, chunk_size: int,
-               compression: str | None) -> None:
-    """Write the kept rows of matrix ``key`` of open file ``f`` to ``dst_key`` of open file ``g``."""
-    reader = _reader(f[key])
-    writer = _MatrixWriter(g, dst_key, int(keep.sum()), int(reader.shape[1]), compression)
-    for a in range(0, keep.shape[0], chunk_size):
-        b = min(a + chunk_size, keep.shape[0])
-        rows = keep[a:b]
-        if not rows.any():  # blocks without a kept cell are not read
-            continue
-        block = _block(reader, a, b)
-        writer.append(block if rows.all() else block[rows])
-    writer.finish()
-
-
-def _copy_rows_to_part(src_path: str, key: str, keep: np.ndarray, chunk_size: int,
-                       compression: str | None, part: str) -> None:
-    """Worker process: the kept rows of one matrix of ``src_path`` into the file ``part``."""
-    import h5py
-
-    f = _open(src_path)  # read-only; the parent holds the same file open read-only
-    try:
-        with h5py.File(part, "w") as g:
-            _copy_rows(f, key, keep, g, PART_KEY, chunk_size=chunk_size, compression=compression)
-    finally:
-        f.close()
-
-
-#: the matrix of a part file written by a :class:`PartWriter`
-PART_KEY = "m"
-#: matrices with fewer stored values are all written by the calling process, whatever
-#: ``n_jobs``: starting a process (a few seconds of imports) costs more than it saves
-PARALLEL_MIN_VALUES = 50_000_000
-
-
-def stored_values(node) -> int:
-    """Values stored by an on-disk matrix (sparse group or dense dataset)."""
-    import h5py
-
-    if isinstance(node, h5py.Dataset):
-        return int(np.prod(node.shape))
-    return int(node["data"].shape[0]) if "data" in node else 0
-
-
-def _run_part(fn: Callable[..., None], args: tuple, errors) -> None:
-    try:
-        fn(*args)
-    except BaseException as exc:  # report it to the parent, which raises it
-        try:
-            errors.put(exc)
-        except Exception:  # not picklable
-            errors.put(RuntimeError(f"{type(exc).__name__}: {exc}"))
-        raise SystemExit(1) from None
-
-
-class PartWriter:
-    """Write one matrix in a separate process, into a part file, while this one writes others.
-
-    HDF5 compresses on one core and compressing costs more than reading, so a step that
-    writes two matrices (``X`` and ``layers["counts"]``) is faster when a second process
-    writes one of them (measured: a quarter to a third off ``read`` and ``qc --filter``). ``fn(*args)`` runs in a *spawned* process (the
-    parent has HDF5 files open, which a fork must not share) and writes the matrix to
-    :data:`PART_KEY` of ``part``; :meth:`collect` waits for it, raises its error if it
-    failed, and copies the matrix into the output as stored (no recompression).
-    ``close`` (always call it, e.g. in ``finally``) stops an unfinished worker and
-    removes the part file.
-    """
-
-    def __init__(self, fn: Callable[..., None], args: tuple, part: Path):
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")
-        self.part = Path(part)
-        self.errors = ctx.Queue()
-        self.proc = ctx.Process(target=_run_part, args=(fn, (*args, str(self.part)), self.errors), daemon=True)
-        self.proc.start()
-
-    def collect(self, g, key: str) -> None:
-        """Wait for the worker, then copy its matrix to ``key`` of the open output file ``g``."""
-        import queue
-
-        self.proc.join()
-        if self.proc.exitcode != 0:
-            try:
-                exc = self.errors.get(timeout=5)
-            except queue.Empty:
-                exc = RuntimeError(f"the process writing {key!r} stopped (exit code {self.proc.exitcode}).")
-            raise exc
-        import h5py
-
-        with h5py.File(self.part, "r") as h:
-            parent, _, name = key.rpartition("/")
-            if key in g:
-                del g[key]
-            h.copy(h[PART_KEY], g.require_group(parent) if parent else g, name=name)
-
-    def close(self) -> None:
-        """Stop the worker if it still runs and remove the part file."""
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join()
-        self.errors.close()
-        self.part.unlink(missing_ok=True)
-
-
-def _copy_matrices(f, src_path: Path, keys: list[str], keep: np.ndarray, g, tmp: Path, *,
-                   chunk_size: int, compression: str | None, n_jobs: int) -> None:
-    """Copy the kept rows of every matrix in ``keys``; with ``n_jobs`` > 1, several at once.
-
-    Up to ``n_jobs - 1`` matrices are written by :class:`PartWriter` processes while this
-    process writes the first (not below :data:`PARALLEL_MIN_VALUES` values in all); the
-    result is the same as writing them one by one.
-    """
-    n_parts = min(max(int(n_jobs), 1), len(keys)) - 1
-    if sum(stored_values(f[k]) for k in keys) < PARALLEL_MIN_VALUES:
-        n_parts = 0
-    local, remote = keys[: len(keys) - n_parts], keys[len(keys) - n_parts:]
-    writers: dict[str, PartWriter] = {}
-    try:
-        for i, key in enumerate(remote):
-            writers[key] = PartWriter(_copy_rows_to_part, (str(src_path), key, keep, chunk_size, compression),
-                                      tmp.with_name(f"{tmp.name}.part{i}"))
-        for key in local:
-            _copy_rows(f, key, keep, g, key, chunk_size=chunk_size, compression=compression)
-        for key, w in writers.items():
-            w.collect(g, key)
-    finally:
-        for w in writers.values():
-            w.close()
-
-
-def filter_cells_h5ad(
-    src,
-    out: str | os.PathLike,
-    mask_or_obs_column,
-    *,
-    chunk_size: int = _DEFAULT_CHUNK,
-    compression: str | None = "gzip",
-    stamp: Callable[[Any], None] | None = None,
-    n_jobs: int = 1,
-) -> Path:
-    """Write the kept cells of an ``.h5ad`` file to a new file, block by block.
-
-    The result equals ``adata[mask].copy()`` written with anndata: ``X``, every layer
-    and ``raw.X`` are copied in row blocks of ``chunk_size`` cells (only the kept rows
-    are written; blocks without a kept cell are not read), ``obs``, ``obsm`` and
-    ``obsp`` are subset as anndata subsets them (unused categories dropped, matching
-    ``uns["<column>_colors"]`` entries too), ``var``, ``varm``, ``varp`` and ``uns``
-    are kept. The whole matrix is never held in memory. The output is written
-    atomically.
-
-    Parameters
-    ----------
-    src
-        Input ``.h5ad`` path (annotations and matrices from the file), or a backed
-        AnnData (:func:`cafclassify.io._lazy.open_lazy`): its in-memory ``obs``,
-        ``var``, ``obsm``, ``varm``, ``uns`` (e.g. with the QC marks just computed) and
-        the matrices of its file. The source is not modified.
-    out
-        Output ``.h5ad`` (must differ from the source file).
-    mask_or_obs_column
-        Boolean array (one value per cell) or the name of a boolean ``obs`` column
-        (e.g. ``"qc_pass"``): the cells to keep.
-    chunk_size
-        Cells per block read and written.
-    compression
-        h5py compression of the matrices (``"gzip"`` or ``None``).
-    stamp
-        Called with the filtered AnnData without its matrices just before it is
-        written (e.g. to record provenance in ``uns``).
-    n_jobs
-        Processes that write matrices at the same time (``X`` and each layer are
-        independent); 1 writes them one after the other. Same output either way.
-
-    Returns
-    -------
-    The path written.
-
-    Raises
-    ------
-    DataError
-        Bad mask (not boolean, wrong length, no cell kept) or an in-memory AnnData.
-    InputFileError
-        Unreadable input, or ``out`` is the input file.
-    """
-    import copy as _copy
-
-    import anndata as ad
-    import h5py
-    from anndata.io import read_elem
-
-    from .._atomic import atomic_path
-
-    chunk_size = _check_chunk(chunk_size)
-    if isinstance(src, ad.AnnData):
-        if not getattr(src, "isbacked", False):
-            raise DataError("filter_cells_h5ad() streams matrices from a file; this AnnData is in memory.",
-                            path="adata", fix="write adata[mask].copy() instead, or pass the .h5ad path.")
-        if src.is_view:
-            raise DataError("cannot filter a view of a backed AnnData.", path=str(src.filename),
-                            fix="pass the backed object itself (open_lazy(path)) and a mask over all its cells.")
-        f, own, src_path = src.file._file, False, Path(src.filename)
-        obs, var, uns = src.obs.copy(), src.var.copy(), _copy.deepcopy(dict(src.uns))
-        obsm, varm = dict(src.obsm.items()), dict(src.varm.items())
-        obsp = dict(src.obsp.items())
-    else:
-        src_path = Path(src)
-        f, own = _open(src_path), True
-        obs, var = _read_frame(f, "obs"), _read_frame(f, "var")
-        uns, obsm, varm = _read_mapping(f, "uns"), _read_mapping(f, "obsm"), _read_mapping(f, "varm")
-        obsp = {}
-    try:
-        if Path(out).expanduser().resolve() == src_path.expanduser().resolve():
-            raise InputFileError("the output file is the input file.", path=out,
-                                 fix="write the result to a new path (inputs are never modified).")
-        keep = _keep_mask(mask_or_obs_column, obs, str(src_path))
-        if not obsp and "obsp" in f:
-            obsp = {k: read_elem(v) for k, v in f["obsp"].items()}
-        # annotations: subset exactly as anndata does (categories, colours, obsm, obsp)
-        skeleton = ad.AnnData(obs=obs, var=var, uns=uns, obsm=obsm, varm=varm, obsp=obsp)
-        sub = skeleton[keep].copy()
-        del skeleton
-        if stamp is not None:
-            stamp(sub)
-        keys = _matrix_keys(f)
-        with atomic_path(out, suffix=".h5ad") as tmp:
-            sub.write_h5ad(tmp)
-            with h5py.File(tmp, "a") as g:
-                for key in ("X", "raw", "varp"):
-                    if key in g:
-                        del g[key]
-                if "varp" in f:
-                    f.copy(f["varp"], g, name="varp")
-                if "raw" in f and "X" in f["raw"]:
-                    raw = g.create_group("raw")
-                    for k, v in f["raw"].attrs.items():
-                        raw.attrs[k] = v
-                    for k in f["raw"]:
-                        if k != "X":
-                            f.copy(f["raw"][k], raw, name=k)
-                    keys.append("raw/X")
-                _copy_matrices(f, src_path, keys, keep, g, tmp, chunk_size=chunk_size,
-                               compression=compression, n_jobs=n_jobs)
-    finally:
-        if own:
-            f.close()
-    logger.info("filter: kept %d of %d cells -> %s", int(keep.sum()), keep.shape[0], out)
     return Path(out)

@@ -393,7 +393,7 @@ def _check_counts_copy(f, p: Path, copies: list[tuple[str, str]], info: dict) ->
     key = f"layers/{K.LAYER_COUNTS}"
     if key not in [c[1] for c in copies]:
         return copies
-    from ._shard import _reader
+    from ._h5matrix import _reader
 
     verdict = R.counts_layer_verdict(_reader(f[key]))
     if verdict is None:
@@ -444,7 +444,8 @@ def _counts_part(path: str, fmt: str, layer: str | None, vtype: str, normalize: 
         raise ValueError(f"no counts layer is written for {vtype} input (normalize={normalize}).")
     import h5py
 
-    from ._shard import PART_KEY, _MatrixWriter
+    from ._h5matrix import _MatrixWriter
+    from ._part_writer import PART_KEY
 
     p = Path(path)
     with _open_h5(p, "input file") as f:
@@ -505,7 +506,7 @@ def read_to_h5ad(
     n_jobs
         With 2 or more and counts as input, a second process reads the input too and
         writes ``layers["counts"]`` while this one writes ``X``
-        (:class:`~cafclassify.io._shard.PartWriter`; not for inputs of fewer than
+        (:class:`~cafclassify.io._part_writer.PartWriter`; not for inputs of fewer than
         ``PARALLEL_MIN_VALUES`` values); same output, less time.
 
     Returns
@@ -613,15 +614,16 @@ def read_to_h5ad(
         if stamp is not None:
             stamp(skel)
 
-        from . import _shard
-        from ._shard import PartWriter, _MatrixWriter
+        from . import _part_writer
+        from ._h5matrix import _MatrixWriter
+        from ._part_writer import PartWriter
 
         counts_key = f"layers/{K.LAYER_COUNTS}"
         with atomic_path(out, suffix=".h5ad") as tmp:
             skel.write_h5ad(tmp, compression=compression)
             part = None
             try:
-                if keeps_counts and int(n_jobs) > 1 and source.nnz >= _shard.PARALLEL_MIN_VALUES:
+                if keeps_counts and int(n_jobs) > 1 and source.nnz >= _part_writer.PARALLEL_MIN_VALUES:
                     part = PartWriter(_counts_part, (str(p), fmt, layer, vtype, normalize, chunk_size, compression),
                                       tmp.with_name(f"{tmp.name}.counts"))
                 with h5py.File(tmp, "a") as g:

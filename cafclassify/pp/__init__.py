@@ -9,15 +9,9 @@ threshold rules (used by :func:`qc` and by the shard merge).
 
 from __future__ import annotations
 
+from ._filter import filter_cells, filter_cells_to_h5ad
 from ._pool import pool
-from ._qc import (
-    QC_REASONS,
-    QCMarks,
-    filter_cells,
-    filter_cells_to_h5ad,
-    qc,
-    qc_thresholds_from_metrics,
-)
+from ._qc import QC_REASONS, QCMarks, qc, qc_thresholds_from_metrics
 
 __all__ = [
     "QC_REASONS",

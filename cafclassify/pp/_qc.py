@@ -2,10 +2,11 @@
 
 :func:`qc` computes the usual scanpy QC metrics (``n_genes_by_counts``,
 ``total_counts``, ``pct_counts_mt``, ``pct_counts_ribo``) chunk by chunk without
-densifying, derives outlier thresholds per sample from median absolute
-deviations (MAD), and marks every cell with ``obs["qc_pass"]`` and the first
-failing reason in ``obs["qc_reason"]``. :func:`filter_cells` removes the failing
-cells, explicitly.
+densifying (:mod:`cafclassify.pp._qc_metrics`), derives outlier thresholds per
+sample from median absolute deviations (MAD), and marks every cell with
+``obs["qc_pass"]`` and the first failing reason in ``obs["qc_reason"]``.
+:func:`~cafclassify.pp.filter_cells` removes the failing cells, explicitly
+(:mod:`cafclassify.pp._filter`).
 
 Thresholds (per sample, unless given explicitly, which then apply to all samples):
 
@@ -18,14 +19,17 @@ Thresholds (per sample, unless given explicitly, which then apply to all samples
   gene subset the percentage is relative to the panel and not comparable);
 - ``high_ribo``: only with an explicit ``max_pct_ribo`` (ribosomal content is
   biology as much as quality);
-- ``doublet``: Scrublet's call (``doublets=True``, counts only).
+- ``doublet``: Scrublet's call (``doublets=True``, counts only;
+  :mod:`cafclassify.pp._doublets`).
 
 MAD is the plain median absolute deviation (not scaled to a standard deviation),
 as in the single-cell best-practices book (Heumos et al. 2023, Nat Rev Genet),
 with ``nmads=5`` as default: only clear outliers are marked.
 
 Data without counts (already log-normalised) have no meaningful library size,
-so the count thresholds and doublet detection are skipped (recorded and logged).
+so the count thresholds are skipped (recorded and logged); doublet detection, which
+needs counts, is refused with an error that says to pass a counts ``layer=`` or
+``doublets=False``.
 The number of detected genes is unchanged by normalisation and log transforms
 (zeros stay zeros), so the gene thresholds still apply; mitochondrial and
 ribosomal percentages are computed on ``expm1(X)``, which is exact for
@@ -38,10 +42,10 @@ Out of core
 or ``anndata.read_h5ad(path, backed="r")``): the matrix is read from disk in row
 blocks of ``chunk_size`` cells (the metrics are per cell, so the result is
 identical to the in-memory run) and only ``obs``/``uns`` are written, in memory.
-:func:`filter_cells_to_h5ad` then writes the passing cells to a new file block by
-block (:func:`cafclassify.io._shard.filter_cells_h5ad`). Scrublet on a backed
-object reads one sample at a time into memory and refuses samples of more than
-:data:`MAX_CELLS_DOUBLETS_BACKED` cells.
+:func:`~cafclassify.pp.filter_cells_to_h5ad` then writes the passing cells to a new
+file block by block (:func:`cafclassify.io._filter_h5ad.filter_cells_h5ad`). Scrublet
+on a backed object reads one sample at a time into memory and refuses samples of
+more than :data:`MAX_CELLS_DOUBLETS_BACKED` cells.
 
 The thresholds, marks and per-sample table are computed from the per-cell metric
 columns by one function, :func:`qc_thresholds_from_metrics`, used by :func:`qc` and
@@ -51,22 +55,17 @@ by the shard merge (:func:`cafclassify.io._shard.requalify_qc`).
 from __future__ import annotations
 
 import logging
-import os
-import re
-import warnings
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from anndata import AnnData
 
 from .. import _keys as K
 from .._errors import DataError
-from ..io._canonical import canonical
-from ..io._lazy import is_lazy, lazy_layer, lazy_layer_names
+from ..io._lazy import is_lazy
+from ._doublets import _scrublet
+from ._qc_metrics import _CHUNK, _choose_matrix, _gene_masks, _metrics, _symbols_and_species
 
 __all__ = [
     "MAX_CELLS_DOUBLETS_BACKED",
@@ -79,8 +78,6 @@ __all__ = [
     "OBS_TOTAL_COUNTS",
     "QC_REASONS",
     "QCMarks",
-    "filter_cells",
-    "filter_cells_to_h5ad",
     "qc",
     "qc_thresholds_from_metrics",
 ]
@@ -112,134 +109,12 @@ MT_FLOOR = 20.0
 MIN_GENES_FOR_PCT = 10000
 #: Scrublet on a backed AnnData loads one sample at a time; larger samples are refused
 MAX_CELLS_DOUBLETS_BACKED = 200_000
-_CHUNK = 10_000  # cells per block: same speed as 50k on disk, a fifth of the memory
-_MIN_CELLS_SCRUBLET = 100
-
-# ribosomal protein genes: RPL3, RPL7A, RPL36AL, RPL22L1, RPS4X, RPS4Y1, RPLP0, RPSA ...
-# (not RPS6KA1 or other kinases whose names only start with RPS/RPL)
-_RIBO_RE = re.compile(r"^RP[SL]\d+(A|L|AL|L1|X|Y\d?)?$|^RPLP[0-2]$|^RPSA$", re.IGNORECASE)
-
-
-def _symbols_and_species(adata: AnnData) -> tuple[np.ndarray, str, str]:
-    """Current gene symbols, species and where the symbols came from."""
-    from .._errors import CafClassifyError
-    from ..genes import detect_species, resolve_gene_identity
-
-    root = adata.uns.get(K.UNS)
-    rec = root.get(K.UNS_READ, {}) if isinstance(root, dict) else {}
-    species = rec.get("species") if isinstance(rec, dict) else None
-    if K.VAR_SYMBOL in adata.var.columns:
-        symbols = adata.var[K.VAR_SYMBOL].astype(str).to_numpy()
-        src = f"var[{K.VAR_SYMBOL!r}]"
-    else:
-        try:
-            ident = resolve_gene_identity(adata)
-            symbols = np.asarray([str(x) for x in ident.symbols], dtype=object)
-            species = species or ident.species
-            src = "resolve_gene_identity(var_names)"
-        except CafClassifyError as exc:
-            logger.warning("qc: gene symbols could not be resolved (%s); using var_names.",
-                           exc.problem)
-            symbols = np.asarray(adata.var_names.astype(str))
-            src = "var_names"
-    if species not in ("human", "mouse"):
-        species = detect_species(list(symbols))
-    return symbols, species, src
-
-
-def _gene_masks(symbols: np.ndarray, species: str) -> tuple[np.ndarray, np.ndarray]:
-    if species == "human":
-        mt = np.array([s.startswith("MT-") for s in symbols], dtype=bool)
-    elif species == "mouse":
-        mt = np.array([s.startswith("mt-") for s in symbols], dtype=bool)
-    else:
-        mt = np.array([s.lower().startswith("mt-") for s in symbols], dtype=bool)
-    ribo = np.array([bool(_RIBO_RE.match(s)) for s in symbols], dtype=bool)
-    return mt, ribo
-
-
-def _metrics(X, mt: np.ndarray, ribo: np.ndarray, *, expm1: bool, chunk_size: int = _CHUNK) -> dict[str, np.ndarray]:
-    """n_genes, total, pct_mt, pct_ribo per cell; chunked, sparse stays sparse.
-
-    ``X`` may be in memory or on disk (a backed dataset): it is only read in row
-    blocks ``X[start:stop]`` of ``chunk_size`` cells. Every metric of a cell depends on
-    its row only, so the result does not depend on ``chunk_size``.
-    """
-    n = X.shape[0]
-    n_genes = np.zeros(n, dtype=np.int64)
-    total = np.zeros(n, dtype=np.float64)
-    mt_sum = np.zeros(n, dtype=np.float64)
-    ribo_sum = np.zeros(n, dtype=np.float64)
-    mt_idx, ribo_idx = np.flatnonzero(mt), np.flatnonzero(ribo)
-    for start in range(0, n, chunk_size):
-        stop = min(start + chunk_size, n)
-        block = X[start:stop]
-        if sp.issparse(block):
-            block = canonical(sp.csr_matrix(block, dtype=np.float64), copy=False)
-            block.eliminate_zeros()  # detected genes: stored, non-zero, unique entries
-            if expm1:
-                block.data = np.expm1(block.data)
-            n_genes[start:stop] = np.diff(block.indptr)
-            total[start:stop] = np.asarray(block.sum(axis=1)).ravel()
-            if len(mt_idx):
-                mt_sum[start:stop] = np.asarray(block[:, mt_idx].sum(axis=1)).ravel()
-            if len(ribo_idx):
-                ribo_sum[start:stop] = np.asarray(block[:, ribo_idx].sum(axis=1)).ravel()
-        else:
-            block = np.asarray(block, dtype=np.float64)
-            if expm1:
-                block = np.expm1(block)
-            n_genes[start:stop] = (block != 0).sum(axis=1)
-            total[start:stop] = block.sum(axis=1)
-            mt_sum[start:stop] = block[:, mt_idx].sum(axis=1)
-            ribo_sum[start:stop] = block[:, ribo_idx].sum(axis=1)
-        del block
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pct_mt = np.where(total > 0, 100.0 * mt_sum / total, 0.0)
-        pct_ribo = np.where(total > 0, 100.0 * ribo_sum / total, 0.0)
-    return {"n_genes": n_genes, "total": total, "pct_mt": pct_mt, "pct_ribo": pct_ribo}
 
 
 def _mad_bounds(x: np.ndarray, nmads: float) -> tuple[float, float, float, float]:
     med = float(np.median(x))
     mad = float(np.median(np.abs(x - med)))
     return med - nmads * mad, med + nmads * mad, med, mad
-
-
-def _choose_matrix(adata: AnnData, layer: str | None):
-    """Return (matrix, description, value type); on disk for a backed AnnData."""
-    from ..io import detect_value_type
-
-    names = lazy_layer_names(adata)  # on disk too for a backed AnnData
-    if layer is not None:
-        if layer not in names:
-            raise DataError(
-                f"layer {layer!r} is not in the data (layers: {names or 'none'}).",
-                path="adata.layers",
-                fix="pass one of the existing layers, or layer=None.",
-            )
-        X, desc = lazy_layer(adata, layer), f"layers[{layer!r}]"
-    elif K.LAYER_COUNTS in names:
-        X, desc = lazy_layer(adata, K.LAYER_COUNTS), f"layers[{K.LAYER_COUNTS!r}]"
-    else:
-        X, desc = adata.X, "X"
-    if X is None:
-        raise DataError("the data have no expression matrix (X is None) and no counts layer.",
-                        path="adata.X", fix="pass data with counts in X or layers['counts'].")
-    vt = detect_value_type(X)
-    if layer is None and desc != "X" and vt != "counts":
-        logger.warning("layers[%r] does not hold counts (values look %s); QC uses X instead.",
-                       K.LAYER_COUNTS, vt)
-        X, desc = adata.X, "X"
-        vt = detect_value_type(X)
-    if vt == "scaled":
-        raise DataError(
-            f"{desc} holds scaled values (negative numbers); QC metrics need counts or "
-            "log-normalised values.",
-            path=f"adata.{desc}",
-            fix="pass layer= with counts, or run QC before scaling.",
-        )
-    return X, desc, vt
 
 
 def _sample_labels(obs: pd.DataFrame, sample_key: str | None, *, where: str = "adata.obs") -> np.ndarray:
@@ -637,196 +512,3 @@ def qc(
 
 def _finite(v: float) -> float | None:
     return float(v) if np.isfinite(v) else None
-
-
-def _sample_rows(X, idx: np.ndarray, *, chunk_size: int, backed: bool):
-    """CSR float32 of the rows ``idx`` (sorted) of ``X``; on disk: read in row blocks."""
-    if not backed:
-        return sp.csr_matrix(X[idx], dtype=np.float32)
-    parts = []
-    lo, hi = int(idx[0]), int(idx[-1]) + 1
-    for start in range(lo, hi, chunk_size):
-        stop = min(start + chunk_size, hi)
-        rows = idx[(idx >= start) & (idx < stop)] - start
-        if len(rows) == 0:
-            continue
-        block = X[start:stop]
-        block = block[rows] if sp.issparse(block) else np.asarray(block)[rows]
-        parts.append(sp.csr_matrix(block, dtype=np.float32))
-    return sp.vstack(parts, format="csr")
-
-
-def _scrublet(X, samples: np.ndarray, order: list, random_state: int, *,
-              chunk_size: int = _CHUNK, backed: bool = False):
-    import scanpy as sc
-
-    n = X.shape[0]
-    scores = np.full(n, np.nan)
-    predicted = np.zeros(n, dtype=bool)
-    info: dict[str, str] = {}
-    for s in order:
-        idx = np.flatnonzero(samples == s)
-        if len(idx) < _MIN_CELLS_SCRUBLET:
-            info[str(s)] = f"skipped: {len(idx)} cells (< {_MIN_CELLS_SCRUBLET})"
-            logger.warning("qc: sample %s has %d cells; doublet detection skipped.", s, len(idx))
-            continue
-        sub = AnnData(X=_sample_rows(X, idx, chunk_size=chunk_size, backed=backed))
-        error = None
-        # fewer principal components if the sample has few cells or variable genes
-        for n_comps in (30, 10):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    sc.pp.scrublet(
-                        sub, random_state=random_state, verbose=False,
-                        n_prin_comps=min(n_comps, len(idx) - 1),
-                    )
-                error = None
-                break
-            except Exception as exc:  # scrublet can fail on tiny or degenerate samples
-                error = " ".join(str(exc).split())[:200]
-        if error is not None:
-            info[str(s)] = f"failed: {error}"
-            logger.warning("qc: doublet detection failed for sample %s (%s).", s, error)
-            continue
-        scores[idx] = sub.obs["doublet_score"].to_numpy()
-        pred = sub.obs["predicted_doublet"].to_numpy()
-        predicted[idx] = np.asarray(pred, dtype=bool)
-        info[str(s)] = f"scrublet: {int(predicted[idx].sum())} predicted doublets"
-        del sub
-    return scores, predicted, info
-
-
-def _check_marked(adata: AnnData) -> np.ndarray:
-    """``obs["qc_pass"]`` as bool; refuses unmarked data and data where no cell passes."""
-    if K.OBS_QC_PASS not in adata.obs.columns:
-        raise DataError(
-            f"obs[{K.OBS_QC_PASS!r}] is missing: cells have not been marked.",
-            path="adata.obs",
-            fix="run cafclassify.qc(adata) first.",
-        )
-    keep = adata.obs[K.OBS_QC_PASS].to_numpy(dtype=bool)
-    if not keep.any():
-        n_before = int(adata.n_obs)
-        sec = adata.uns.get(K.UNS, {}).get(K.UNS_QC, {})
-        th = sec.get("thresholds", {})
-        reasons = adata.obs[K.OBS_QC_REASON].value_counts()
-        reasons = ", ".join(f"{k} {v}" for k, v in reasons.items() if v)
-        th = "; ".join(
-            f"{sample}: " + ", ".join(
-                f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
-                for k, v in (t.items() if isinstance(t, dict) else [])
-                if k.startswith(("min_", "max_")) and v is not None
-            )
-            for sample, t in th.items()
-        ) or "none"
-        raise DataError(
-            f"no cell passes QC ({n_before} cells: {reasons}; thresholds per sample: {th}).",
-            path="adata",
-            fix="check that the data hold what you expect (e.g. counts, the right species for "
-            "MT- genes); relax the thresholds (larger nmads, or explicit min_genes=, "
-            "min_counts=, max_pct_mt=) and run qc() again.",
-        )
-    return keep
-
-
-def filter_cells(adata: AnnData, *, copy: bool = False) -> AnnData | None:
-    """Remove the cells :func:`qc` marked as failing (``obs["qc_pass"] == False``).
-
-    Parameters
-    ----------
-    adata
-        Data on which :func:`qc` was run (in memory; for a backed AnnData use
-        :func:`filter_cells_to_h5ad`).
-    copy
-        Return a filtered copy instead of subsetting ``adata`` in place.
-
-    Returns
-    -------
-    ``None`` (or the filtered copy); records ``uns["cafclassify"]["qc"]["filtered"]``
-    = ``{"n_before", "n_after"}``.
-
-    Raises
-    ------
-    DataError
-        If :func:`qc` has not been run, if no cell would remain, or for a backed AnnData.
-    """
-    keep = _check_marked(adata)
-    if is_lazy(adata):
-        raise DataError(
-            "filter_cells() cannot subset a backed AnnData in memory (its matrix is on disk).",
-            path=str(adata.filename),
-            fix="write the passing cells to a new file with "
-            "cafclassify.pp.filter_cells_to_h5ad(adata, out).",
-        )
-    n_before, n_after = int(adata.n_obs), int(keep.sum())
-    if copy:
-        out = adata[keep].copy()
-    else:
-        adata._inplace_subset_obs(keep)
-        out = adata
-    K.uns_section(out, K.UNS_QC)["filtered"] = {"n_before": n_before, "n_after": n_after}
-    logger.info("filter_cells: kept %d of %d cells (%d removed).", n_after, n_before,
-                n_before - n_after)
-    return out if copy else None
-
-
-def filter_cells_to_h5ad(
-    adata: AnnData,
-    out: str | os.PathLike,
-    *,
-    chunk_size: int = _CHUNK,
-    compression: str | None = "gzip",
-    stamp: Callable[[AnnData], None] | None = None,
-    n_jobs: int = 1,
-) -> Path:
-    """Write the cells :func:`qc` marked as passing to a new ``.h5ad``, block by block.
-
-    The out-of-core counterpart of ``filter_cells(adata, copy=True)`` followed by
-    writing: the result file equals that copy written with anndata (same checks,
-    same ``uns["cafclassify"]["qc"]["filtered"]`` record), but the matrices are
-    copied from the source file in blocks of ``chunk_size`` cells
-    (:func:`cafclassify.io._shard.filter_cells_h5ad`). ``adata`` is not modified.
-
-    Parameters
-    ----------
-    adata
-        Backed AnnData (:func:`cafclassify.io._lazy.open_lazy`) on which :func:`qc` was
-        run; its in-memory ``obs``, ``obsm``, ``var``, ``varm`` and ``uns`` are written
-        (subset to the passing cells), its matrices are read from its file.
-    out
-        Output ``.h5ad`` (written atomically; must differ from the source file).
-    chunk_size
-        Cells per block read and written.
-    compression
-        h5py compression of the matrices (``"gzip"`` or ``None``).
-    stamp
-        Called with the filtered AnnData without its matrices just before it is
-        written (e.g. provenance).
-    n_jobs
-        Processes writing the matrices (``X`` and each layer) at the same time.
-
-    Returns
-    -------
-    The path written.
-
-    Raises
-    ------
-    DataError
-        If :func:`qc` has not been run, or no cell passes.
-    """
-    from ..io._shard import filter_cells_h5ad
-
-    keep = _check_marked(adata)
-    n_before, n_after = int(adata.n_obs), int(keep.sum())
-
-    def _stamp(sub: AnnData) -> None:
-        K.uns_section(sub, K.UNS_QC)["filtered"] = {"n_before": n_before, "n_after": n_after}
-        if stamp is not None:
-            stamp(sub)
-
-    path = filter_cells_h5ad(adata, out, keep, chunk_size=chunk_size, compression=compression,
-                             stamp=_stamp, n_jobs=n_jobs)
-    logger.info("filter_cells_to_h5ad: kept %d of %d cells (%d removed) -> %s", n_after, n_before,
-                n_before - n_after, out)
-    return path
