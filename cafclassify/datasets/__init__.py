@@ -7,6 +7,8 @@ data straight to disk chunk by chunk (for million-cell benchmarks).
 
 from __future__ import annotations
 
-from ._simulate import SIM_SUBTYPES, simulate, simulate_to_h5ad
+from ._sim_design import SIM_SUBTYPES
+from ._simulate import simulate
+from ._simulate_h5ad import simulate_to_h5ad
 
 __all__ = ["SIM_SUBTYPES", "simulate", "simulate_to_h5ad"]
