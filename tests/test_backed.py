@@ -353,7 +353,8 @@ def test_gate_collects_its_subsample_while_scoring(read_file):
     """The clustering subsample read during the scoring pass equals the rows read directly."""
     from cafclassify._utils import stack_rows
     from cafclassify.genesets import load_signatures, match_signatures
-    from cafclassify.tl._gate import _graph_subsample, _null_scores
+    from cafclassify.tl._gate_embed import _graph_subsample
+    from cafclassify.tl._gate_null import _null_scores
 
     mem = ad.read_h5ad(read_file)
     lib = load_signatures("caf_v1").subset(names=["fibroblast", "immune"])

@@ -5,8 +5,9 @@ The gate labels every cell with one lineage (``fibroblast``, ``mural``,
 runs only on fibroblasts. The decision is made per *cluster*, so dropout in a
 single cell does not flip its call, and every comparison is relative: a lineage
 set is compared with random gene sets of the same size in the same cell (is it
-expressed at all?) and with the other lineage sets (which lineage is it?). No
-expression cut-off is fitted to a particular dataset. See ``docs/gate.md``.
+expressed at all? :mod:`._gate_null`) and with the other lineage sets (which
+lineage is it?). No expression cut-off is fitted to a particular dataset. See
+``docs/gate.md``.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from ._gate_decide import (
     _decide,
 )
 from ._gate_embed import _embed_and_cluster, _graph_subsample, _select_hvg
+from ._gate_null import _null_scores
 from ._gate_refine import refine_lineages
-from ._gate_stroma import recluster_stroma
+from ._gate_stroma import merge_compartment, recluster_stroma
 
 __all__ = ["gate"]
 
@@ -60,7 +62,6 @@ _PREGATED_FRACTION = 0.9  # auto-detect pre-gated input: >= 90% of cells gate fi
 _FEW_FIBROBLASTS = 50  # fewer fibroblasts than this: warn that subtyping is unreliable
 _MIN_CELLS_GRAPH = 30  # fewer cells: decide per cell (no clustering)
 _MAX_RANK = 1500  # UCell rank cap of the gate (scoring's default)
-_NULL_CHUNK = 50_000
 
 
 # ---------------------------------------------------------------------------
@@ -93,98 +94,6 @@ def _value_type(X) -> str:
         return str(detect_value_type(X))
     except Exception:  # pragma: no cover - detection is advisory only
         return "unknown"
-
-
-def _null_scores(X, matched: dict, *, method: str, n_null: int, rng: np.random.Generator,
-                 max_rank: int, with_sets: bool = False, collect: np.ndarray | None = None,
-                 collected: list | None = None):
-    """Per-cell mean and pooled SD of scores of random gene sets of the same sizes.
-
-    Random genes are drawn uniformly from all genes of the matrix (not matched on
-    expression), so the null does not depend on which cell types the dataset holds.
-    Returns ``mu`` (cells x sets) and ``sigma`` (sets,). With ``with_sets`` the sets'
-    own scores are computed in the same pass over the matrix (one read and one
-    per-cell ranking for both; identical to scoring them separately) and
-    ``(S, mu, sigma)`` is returned. The rows ``collect`` (sorted row numbers) are
-    appended to ``collected`` as they pass by, so that the clustering subsample
-    costs no second read of an on-disk matrix.
-    """
-    from ..scoring import _gene_stats
-    from ..scoring import _kernels as kern
-
-    n_cells, n_genes = X.shape
-    names = list(matched)
-    null_sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name in names:
-        k = len(matched[name].indices)
-        for r in range(n_null):
-            idx = np.sort(rng.choice(n_genes, size=k, replace=False))
-            null_sets[f"{name}\t{r}"] = (idx, np.ones(k))
-    aucell_kw: dict[str, Any] = {}
-    if method == "aucell":
-        st = _gene_stats.gene_stats(X)
-        nonempty = st.n_nonzero > 0
-        aucell_kw = dict(n_up=kern.default_n_up(int(nonempty.sum())),
-                         tie_order=kern.decoupler_tie_order(nonempty),
-                         n_ranked=int(nonempty.sum()))
-    n_real = len(names) if with_sets else 0
-    all_sets = dict(null_sets)
-    if with_sets:
-        all_sets = {**{f"real\t{n}": (matched[n].indices, matched[n].weights) for n in names}, **null_sets}
-    S = np.zeros((n_cells, n_real))
-    mu = np.zeros((n_cells, len(names)))
-    ss = np.zeros(len(names))
-    for start in range(0, n_cells, _NULL_CHUNK):
-        stop = min(start + _NULL_CHUNK, n_cells)
-        block = X[start:stop]
-        if collect is not None:
-            a, b = np.searchsorted(collect, [start, stop])
-            if b > a:
-                collected.append(block[collect[a:b] - start])
-        if method == "ucell":
-            s = kern.ucell_scores(block, all_sets, max_rank=max_rank)
-        else:
-            s = kern.aucell_scores(block, all_sets, **aucell_kw)
-        S[start:stop] = s[:, :n_real]
-        s = s[:, n_real:].reshape(stop - start, len(names), n_null)
-        m = s.mean(axis=2)
-        mu[start:stop] = m
-        ss += ((s - m[:, :, None]) ** 2).sum(axis=(0, 2))
-    sigma = np.sqrt(ss / max(n_cells * (n_null - 1), 1))
-    # a set whose random draws never vary (e.g. an all-zero matrix) gets a tiny floor
-    sigma = np.maximum(sigma, 1e-6)
-    return (S, mu, sigma) if with_sets else (mu, sigma)
-
-
-def _merge_compartment(res: dict[str, Any], st: dict[str, Any], clusters: np.ndarray) -> dict[str, Any]:
-    """Global decision with the compartment cells' calls and (sub-)clusters replaced.
-
-    Compartment cells carry their sub-cluster (``s<k>``) as decision cluster; the
-    per-cluster arrays that stage 2 reads (``codes``, ``cl_call``, margin) are
-    rebuilt over global clusters that kept cells plus the sub-clusters.
-    """
-    rows, sub = st["rows"], st["result"]
-    out = dict(res)
-    for key in ("final", "conf", "own", "unplaced"):
-        v = res[key].copy()
-        v[rows] = sub[key]
-        out[key] = v
-    merged = clusters.astype(object).copy()
-    merged[rows] = st["subclusters"]
-    g_table, s_table = res["table"], sub["table"]
-    g_call = dict(zip(g_table["cluster"], res["cl_call"], strict=True))
-    g_margin = dict(zip(g_table["cluster"], res["margin"], strict=True))
-    s_call = dict(zip(s_table["cluster"], sub["cl_call"], strict=True))
-    s_margin = dict(zip(s_table["cluster"], sub["margin"], strict=True))
-    codes, uniq = pd.factorize(pd.Series(merged).astype(str), sort=True)
-    is_sub = np.array([u in s_call for u in uniq])  # sub-cluster names never collide (taken=)
-    out["cl_call"] = np.array([s_call[u] if s else g_call[u] for u, s in zip(uniq, is_sub, strict=True)])
-    margin = np.array([s_margin[u] if s else g_margin[u] for u, s in zip(uniq, is_sub, strict=True)])
-    out["margin"] = margin
-    out["codes"] = codes
-    out["uniq"] = uniq
-    out["clusters"] = merged.astype(str)
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -485,7 +394,7 @@ def gate(
                               random_state=random_state, taken=set(clusters.tolist()))
         stroma_info = st["info"]
         if st["applied"]:
-            res = _merge_compartment(res, st, clusters)
+            res = merge_compartment(res, st, clusters)
             clusters = res["clusters"]
     stage1_call = lab_arr[res["final"]]
     conf = res["conf"].copy()

@@ -1,6 +1,6 @@
 """Stage 2 of the lineage gate: weakly supervised refinement on the whole profile.
 
-Stage 1 (:mod:`cafclassify.tl._gate`) calls lineages from marker-set scores at the
+Stage 1 (:mod:`cafclassify.tl._gate_decide`) calls lineages from marker-set scores at the
 cluster level. Its confidently called cells become training *seeds* for two
 regularised multinomial logistic regressions on the expression profile (highly
 variable genes *minus* the lineage markers, so the second view is independent of

@@ -9,6 +9,8 @@ PCA, kNN graph and Leiden clusters, as stromal atlases do. Each sub-cluster is t
 decided with exactly the global evidence test (lineage sets vs random gene sets, the
 same significance, effect-size and ``level x level / peak`` rules, the same per-cell
 exceptions); see :func:`cafclassify.tl._gate_decide._decide` and ``docs/gate.md``.
+:func:`merge_compartment` then puts the compartment's calls and sub-clusters in place of
+the global ones, so that stage 2 reads one decision.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .._utils import take_rows
 from ._gate_decide import _decide
 from ._gate_embed import _embed_and_cluster
 
-__all__ = ["recluster_stroma"]
+__all__ = ["merge_compartment", "recluster_stroma"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,3 +104,34 @@ def recluster_stroma(X, *, value_type: str, S: np.ndarray, mu: np.ndarray, sigma
     logger.info("Gate mesenchymal compartment: %d cells, %d sub-clusters, %d calls changed (%s).",
                 rows.size, info["n_subclusters"], info["n_changed"], info["changes"])
     return {"applied": True, "rows": rows, "result": res, "subclusters": sub, "info": info}
+
+
+def merge_compartment(res: dict[str, Any], st: dict[str, Any], clusters: np.ndarray) -> dict[str, Any]:
+    """Global decision with the compartment cells' calls and (sub-)clusters replaced.
+
+    Compartment cells carry their sub-cluster (``s<k>``) as decision cluster; the
+    per-cluster arrays that stage 2 reads (``codes``, ``cl_call``, margin) are
+    rebuilt over global clusters that kept cells plus the sub-clusters.
+    """
+    rows, sub = st["rows"], st["result"]
+    out = dict(res)
+    for key in ("final", "conf", "own", "unplaced"):
+        v = res[key].copy()
+        v[rows] = sub[key]
+        out[key] = v
+    merged = clusters.astype(object).copy()
+    merged[rows] = st["subclusters"]
+    g_table, s_table = res["table"], sub["table"]
+    g_call = dict(zip(g_table["cluster"], res["cl_call"], strict=True))
+    g_margin = dict(zip(g_table["cluster"], res["margin"], strict=True))
+    s_call = dict(zip(s_table["cluster"], sub["cl_call"], strict=True))
+    s_margin = dict(zip(s_table["cluster"], sub["margin"], strict=True))
+    codes, uniq = pd.factorize(pd.Series(merged).astype(str), sort=True)
+    is_sub = np.array([u in s_call for u in uniq])  # sub-cluster names never collide (taken=)
+    out["cl_call"] = np.array([s_call[u] if s else g_call[u] for u, s in zip(uniq, is_sub, strict=True)])
+    margin = np.array([s_margin[u] if s else g_margin[u] for u, s in zip(uniq, is_sub, strict=True)])
+    out["margin"] = margin
+    out["codes"] = codes
+    out["uniq"] = uniq
+    out["clusters"] = merged.astype(str)
+    return out
