@@ -52,10 +52,8 @@ def _h5ad_safe(value: Any) -> Any:
 def _signature_info(spec: str | None) -> dict[str, str]:
     if spec is None:
         return {"name": "None", "sha256": "None", "version": "None"}
-    try:
-        from .genesets import load_signatures
-    except ImportError:  # pragma: no cover - genesets is part of the package
-        return {"name": str(spec), "sha256": "unknown", "version": "unknown"}
+    from .genesets import load_signatures
+
     lib = load_signatures(spec)
     return {"name": lib.name, "sha256": lib.sha256, "version": lib.version}
 

@@ -163,34 +163,20 @@ def _load_sets(signatures, species: str) -> tuple[dict[str, list[tuple[str, str]
     wanted = list(_FALLBACK_SETS)
     pos: dict[str, list[tuple[str, str]]] = {}
     neg: dict[str, list[tuple[str, str]]] = {}
-    source = "built-in fallback (cafclassify.genesets not available)"
-    lib = None
-    try:
-        from ..genesets import load_signatures
-    except ImportError:
-        load_signatures = None
-    if load_signatures is not None:
-        lib = load_signatures(signatures)
-        source = f"{lib.name} {lib.version} sha256={lib.sha256[:12]}"
-    elif not (isinstance(signatures, str) and signatures == "caf_v1"):
-        raise DataError(
-            f"signature library {signatures!r} cannot be loaded because cafclassify.genesets "
-            "is not importable.",
-            fix="use signatures='caf_v1' or install the full package.",
-        )
+    from ..genesets import load_signatures
+
+    lib = load_signatures(signatures)
+    source = f"{lib.name} {lib.version} sha256={lib.sha256[:12]}"
     for name in wanted:
-        gs = None if lib is None else lib.sets.get(name)
+        gs = lib.sets.get(name)
         if gs is not None:
             mouse = list(getattr(gs, "mouse", ()) or [None] * len(gs.genes))
             weights = list(getattr(gs, "weights", ()) or [1.0] * len(gs.genes))
             pairs = [(h, m or "") for h, m, _w in zip(gs.genes, mouse, weights, strict=False) if _w > 0]
             npairs = [(h, m or "") for h, m, _w in zip(gs.genes, mouse, weights, strict=False) if _w < 0]
         else:
-            if lib is not None:
-                logger.warning(
-                    "simulate: set %r not in library %s; using the built-in gene list for it.",
-                    name, lib.name,
-                )
+            logger.warning("simulate: set %r not in library %s; using the built-in gene list for it.",
+                           name, lib.name)
             hum = _FALLBACK_SETS[name] + _FALLBACK_NEGATIVE.get(name, [])
             mmap = _human_to_mouse(hum) if species == "mouse" else {g: g for g in hum}
             pairs = [(g, mmap.get(g, "")) for g in _FALLBACK_SETS[name]]
@@ -205,14 +191,8 @@ def _load_sets(signatures, species: str) -> tuple[dict[str, list[tuple[str, str]
 
 def _human_to_mouse(genes: list[str]) -> dict[str, str]:
     """Orthologue map via cafclassify.genes (never by changing the case of a symbol)."""
-    try:
-        from ..genes import to_species
-    except ImportError as exc:
-        raise DataError(
-            "the mouse simulation needs the orthologue table of cafclassify.genes, which is "
-            "not importable.",
-            fix="simulate human data, or install the full package.",
-        ) from exc
+    from ..genes import to_species
+
     return dict(to_species(genes, source="human", target="mouse"))
 
 

@@ -31,13 +31,8 @@ def _matrix(adata, layer: str | None):
 
 
 def _detect_value_type(X) -> str:
-    try:
-        from ..io import detect_value_type
-    except ImportError:  # pragma: no cover - io package not importable
-        try:
-            from ..io._valuetype import detect_value_type
-        except ImportError:
-            return "unknown"
+    from ..io._valuetype import detect_value_type
+
     return detect_value_type(X)
 
 

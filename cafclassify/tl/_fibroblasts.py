@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 #: sets of the "subtype" group that are separate axes, not competing classes
 AXIS_SETS = ("LTBP2_CAF",)
 STATE_SETS = ("senescence", "cycling")
-_FALLBACK_CLASSES = ("myCAF", "iCAF", "apCAF", "meCAF", "vCAF", "dCAF")
 _CHUNK = 20000
 #: fibroblasts per prediction block: per-cell work, so the block size changes memory only
 #: (dense blocks of cells x model genes, several copies), never the results
@@ -109,10 +108,8 @@ def _symbols(adata: AnnData) -> np.ndarray:
 def _value_type(X) -> str:
     if isinstance(X, GatheredRows):  # decided once, on the whole matrix
         return X.value_type
-    try:
-        from ..io import detect_value_type
-    except ImportError:  # pragma: no cover - io not installed
-        from ..io._valuetype import detect_value_type
+    from ..io._valuetype import detect_value_type
+
     return detect_value_type(X)
 
 
@@ -183,10 +180,8 @@ def _uns_safe(obj: Any) -> Any:
 
 
 def _detect_species(symbols: Sequence[str]) -> str:
-    try:
-        from ..genes import detect_species
-    except ImportError:  # pragma: no cover
-        return "unknown"
+    from ..genes import detect_species
+
     return detect_species(list(symbols))
 
 

@@ -83,13 +83,8 @@ def _split_genes(value) -> list[str]:
 
 
 def _value_type(X) -> str:
-    try:
-        from ..io import detect_value_type
-    except ImportError:  # pragma: no cover - io not importable
-        try:
-            from ..io._valuetype import detect_value_type
-        except ImportError:
-            return "unknown"
+    from ..io._valuetype import detect_value_type
+
     try:
         return str(detect_value_type(X))
     except Exception:  # pragma: no cover - detection is advisory only

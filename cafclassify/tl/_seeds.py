@@ -44,7 +44,6 @@ import pandas as pd
 from .. import _keys as K
 from .._errors import DataError
 from ._fibroblasts import (
-    _FALLBACK_CLASSES,
     AXIS_SETS,
     _fibroblast_lognorm,
     _fibroblast_mask,
@@ -72,8 +71,7 @@ def _subtype_classes(library, score_columns: Sequence[str], classes: Sequence[st
             raise DataError(f"classes {missing} have no score column.", path="obsm scores",
                             fix="score these sets first or drop them from classes.")
         return list(classes)
-    names = _subtype_set_names(library) if library is not None else list(_FALLBACK_CLASSES)
-    return [n for n in names if n in score_columns]
+    return [n for n in _subtype_set_names(library) if n in score_columns]
 
 
 def _subtype_set_names(library) -> list[str]:
@@ -249,16 +247,13 @@ def _weak_labels_impl(adata, *, signatures, score_key, lineage_key, layer, class
         raise DataError("no cells are labelled 'fibroblast', so there is nothing to classify.",
                         path=f"obs[{lineage_key!r}]",
                         fix="check the gate (cafclassify.gate) or pass pre-gated fibroblasts.")
-    try:
-        library = _load_library(signatures)
-    except ImportError:  # pragma: no cover - genesets missing
-        library = None
-    needed_all = list(library.sets) if library is not None else list(_FALLBACK_CLASSES)
+    library = _load_library(signatures)
+    needed_all = list(library.sets)
     scores, source = _get_scores(adata, fib, score_key=score_key, signatures=signatures, layer=layer,
                                  needed=needed_all, random_state=random_state)
     cls = _subtype_classes(library, list(scores.columns), classes)
     partial = None
-    if len(cls) < 2 and classes is None and seed_rule == "evidence" and library is not None:
+    if len(cls) < 2 and classes is None and seed_rule == "evidence":
         cls, partial = _partial_sets(adata, library, cls)
     if len(cls) < 2:
         raise DataError(f"fewer than two subtype scores are available ({cls}).",
@@ -270,7 +265,7 @@ def _weak_labels_impl(adata, *, signatures, score_key, lineage_key, layer, class
         raise DataError(f"seed_rule must be 'evidence' or 'zscore', got {seed_rule!r}.",
                         fix="pass seed_rule='evidence' (default).")
     extras: dict = {}
-    if seed_rule == "evidence" and library is not None:
+    if seed_rule == "evidence":
         labels, report, extras = _evidence_seeds(adata, fib, library, cls, layer=layer,
                                                  max_per_class=max_seeds_per_class,
                                                  min_required=min_required, random_state=random_state)

@@ -259,11 +259,8 @@ def _train_impl(adata, *, signatures, score_key, lineage_key, layer, estimator, 
 
     # ---- features
     hvg = _hvg(adata, fib_rows, layer, counts, n_hvg, batch_key, random_state)
-    sig_missing: dict = {}
-    sig_idx = np.array([], dtype=np.int64)
-    if library is not None:
-        sets_for_features = [n for n, gs in library.sets.items() if gs.group in ("subtype", "state")]
-        sig_idx, sig_missing = _signature_gene_idx(adata, library, sets_for_features)
+    sets_for_features = [n for n, gs in library.sets.items() if gs.group in ("subtype", "state")]
+    sig_idx, sig_missing = _signature_gene_idx(adata, library, sets_for_features)
     feat_idx = np.union1d(hvg, sig_idx)
     sym = _symbols(adata)
     genes_all = [sym[i] for i in feat_idx]
@@ -456,9 +453,9 @@ def _train_impl(adata, *, signatures, score_key, lineage_key, layer, estimator, 
         intercept=intercept, estimator=est if kind == "hgb" else None, species=species,
         scaling="per_batch" if per_batch else "train", calibration=calibration,
         temperature=temperature, isotonic=iso,
-        signature_name=getattr(library, "name", str(signatures)),
-        signature_version=getattr(library, "version", ""),
-        signature_sha256=getattr(library, "sha256", ""), package_version=__version__,
+        signature_name=library.name,
+        signature_version=library.version,
+        signature_sha256=library.sha256, package_version=__version__,
         summary=summary,
     )
     logger.info(
