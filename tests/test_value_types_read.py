@@ -19,8 +19,8 @@ from cafclassify import _keys as K
 from cafclassify._errors import InputFileError
 from cafclassify.cli import main
 from cafclassify.io import read, read_backed, value_type_details
-from cafclassify.io._read import LAYER_NOT_COUNTS
 from cafclassify.io._stream import read_to_h5ad
+from cafclassify.io._values import LAYER_NOT_COUNTS
 
 GENES = ["COL1A1", "COL1A2", "DCN", "LUM", "PDGFRA", "ACTA2", "PTPRC", "EPCAM", "CD3E", "MYH11",
          "RGS5", "PECAM1"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ._fetch import fetch
 from ._formats import FORMATS, sniff_format
-from ._read import ORIENTATIONS, VALUE_TYPE_OVERRIDES, read, read_backed
+from ._read import ORIENTATIONS, read, read_backed
+from ._values import VALUE_TYPE_OVERRIDES
 from ._valuetype import VALUE_TYPES, detect_value_type, value_type_details
 
 __all__ = [

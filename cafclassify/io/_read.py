@@ -2,7 +2,8 @@
 
 Formats are detected from the file content (:mod:`cafclassify.io._formats`) and
 read by one reader each (:mod:`cafclassify.io._readers`),
-the value type from the numbers (:mod:`cafclassify.io._valuetype`), species and
+the value type from the numbers (:mod:`cafclassify.io._valuetype`) and what is done
+with the values (checks, normalisation: :mod:`cafclassify.io._values`), species and
 gene-ID type from the gene names (:mod:`cafclassify.genes`). Everything found
 and everything done is recorded in ``adata.uns["cafclassify"]["read"]`` and
 summarised in one INFO log line. Input files are opened read-only and never
@@ -21,12 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import anndata as ad
-import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from .. import _keys as K
-from .._errors import CafClassifyError, DataError, InputFileError
+from .._errors import CafClassifyError, InputFileError
 from ._formats import (
     FORMATS,
     sniff_format,
@@ -43,15 +42,19 @@ from ._readers import (
     _read_loom,
     _read_table,
 )
-from ._valuetype import value_type_details
+from ._values import (
+    _check_counts_layer,
+    _check_finite,
+    _check_float32_range,
+    _decide_value_type,
+    _normalise,
+    counts_layer_verdict,
+)
 
-__all__ = ["ORIENTATIONS", "VALUE_TYPE_OVERRIDES", "file_sha256", "read", "read_backed"]
+__all__ = ["ORIENTATIONS", "file_sha256", "read", "read_backed"]
 
 logger = logging.getLogger(__name__)
 
-#: accepted values of ``read(value_type=...)``
-VALUE_TYPE_OVERRIDES = ("counts", "lognorm", "linear")
-TARGET_SUM = 1e4
 _CHUNK_BYTES = 1 << 20
 _MAX_LISTED = 50  # names listed in uns (duplicates, ...)
 
@@ -83,196 +86,6 @@ def _dup_report(index: pd.Index) -> tuple[int, list[str]]:
     n = int(dup.sum())
     names = list(pd.unique(index[dup]))[:_MAX_LISTED]
     return n, [str(x) for x in names]
-
-
-def _count_nonfinite(X) -> int:
-    """Number of NaN / infinite values in X (0 for integer matrices; chunked for dense)."""
-    if sp.issparse(X):
-        data = X.data
-        return int((~np.isfinite(data)).sum()) if data.dtype.kind == "f" else 0
-    arr = np.asarray(X)
-    if arr.dtype.kind != "f":
-        return 0
-    n_bad = 0
-    for start in range(0, arr.shape[0], 10000):
-        n_bad += int((~np.isfinite(arr[start : start + 10000])).sum())
-    return n_bad
-
-
-def _nonfinite_error(n_bad: int, path: Path) -> InputFileError:
-    return InputFileError(
-        f"the expression matrix contains {n_bad} NaN or infinite value(s).",
-        path=path,
-        fix="replace missing values by 0 if they mean 'not detected', or remove the affected "
-        "cells/genes, then read the file again.",
-    )
-
-
-def _check_finite(X, path: Path) -> None:
-    """Refuse NaN / infinity anywhere in X (chunked for dense matrices)."""
-    n_bad = _count_nonfinite(X)
-    if n_bad:
-        raise _nonfinite_error(n_bad, path)
-
-
-
-# ---------------------------------------------------------------------------
-# value type and normalisation
-# ---------------------------------------------------------------------------
-def _scaled_fix(info: dict) -> str:
-    hints = []
-    if info.get("has_raw"):
-        hints.append("this file has adata.raw: read it with layer='raw'")
-    layers = [x for x in info.get("layers_present", []) if x != info.get("source_matrix")]
-    if layers:
-        hints.append(f"this file has layers {layers}: read one with layer=<name>")
-    hint = ("; " + "; ".join(hints)) if hints else ""
-    return (
-        "provide raw counts or log-normalised values (for example adata.raw or "
-        "layers['counts'] of a processed object)" + hint + "."
-    )
-
-
-def _decide_value_type(X, path: Path, value_type: str | None, info: dict) -> tuple[str, dict]:
-    try:
-        details = value_type_details(X)
-    except DataError as exc:
-        raise InputFileError(exc.problem, path=path, fix=exc.fix) from None
-    detected = details["value_type"]
-    if value_type is not None and value_type not in VALUE_TYPE_OVERRIDES:
-        raise InputFileError(
-            f"value_type={value_type!r} is not understood.",
-            path=path,
-            fix=f"use one of {VALUE_TYPE_OVERRIDES} or leave it None to detect.",
-        )
-    if details.get("invalid_counts"):
-        raise InputFileError(
-            f"the values are not valid counts ({details['reason']}).",
-            path=path,
-            fix="a count matrix holds whole numbers >= 0: the file was damaged or edited (or an "
-            "export wrote a sentinel such as -1 for missing values); produce it again from the "
-            "source, or replace the negative entries by 0 if they mean 'not detected'.",
-        )
-    if detected == "scaled":
-        raise InputFileError(
-            f"the values look scaled/z-scored ({details['reason']}); cell-type scores need "
-            "counts or log-normalised expression, and scaling cannot be undone.",
-            path=path,
-            fix=_scaled_fix(info),
-        )
-    if details.get("binary") and (value_type is None or getattr(X, "dtype", None) == np.bool_):
-        raise InputFileError(
-            f"the matrix holds detected / not-detected values, not counts ({details['reason']}); "
-            "normalising them would give every detected gene of a cell the same expression.",
-            path=path,
-            fix="provide the count matrix (e.g. the Cell Ranger output, or a counts layer with "
-            "layer=NAME)" + ("" if getattr(X, "dtype", None) == np.bool_ else
-                             "; if these really are counts of a very shallow experiment, say so "
-                             "with value_type='counts'") + ".",
-        )
-    if value_type is None:
-        if detected == "unknown":
-            raise InputFileError(
-                f"cannot tell what the values are ({details['reason']}).",
-                path=path,
-                fix="say what they are: value_type='linear' for TPM/CPM-like normalised values "
-                "(they will be rescaled to 10,000 per cell and log1p-transformed), "
-                "value_type='counts' for (estimated) counts, value_type='lognorm' to use them as "
-                "they are.",
-            )
-        return detected, details
-    if value_type != detected:
-        logger.warning(
-            "%s: values look like %s (%s) but value_type=%r was given; using %r.",
-            path, detected, details["reason"], value_type, value_type,
-        )
-    return value_type, details
-
-
-def _check_float32_range(X, path: Path) -> None:
-    """Refuse values (or cell totals) that a float32 matrix cannot hold: they normalise to NaN."""
-    limit = float(np.finfo(np.float32).max)
-    if sp.issparse(X):
-        data = X.data
-        vmax = float(data.max()) if data.size else 0.0
-        totals = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
-    else:
-        arr = np.asarray(X)
-        vmax = float(arr.max()) if arr.size else 0.0
-        totals = arr.sum(axis=1, dtype=np.float64)
-    tmax = float(totals.max()) if totals.size else 0.0
-    if vmax > limit or tmax > limit:
-        n_cells = int((totals > limit).sum())
-        raise InputFileError(
-            f"the matrix holds values up to {vmax:.4g} (cell totals up to {tmax:.4g}), beyond what "
-            f"a float32 expression matrix can hold ({limit:.4g}); {n_cells} cell(s) cannot be "
-            "normalised.",
-            path=path,
-            fix="these are not counts or normalised expression (an export or unit error): "
-            "export the count matrix again and check its values.",
-        )
-
-
-def _normalise(adata: ad.AnnData, value_type: str, normalize: bool) -> str:
-    import scanpy as sc
-
-    if value_type == "lognorm":
-        return "none (already log-normalised)"
-    if not normalize:
-        return f"none (normalize=False; X holds {value_type} values)"
-    if sp.issparse(adata.X):
-        X = adata.X.astype(np.float32) if adata.X.dtype != np.float32 else adata.X.copy()
-    else:
-        X = np.asarray(adata.X, dtype=np.float32).copy()
-    if value_type == "counts":
-        if K.LAYER_COUNTS in adata.layers:
-            logger.info("replacing the existing layers['counts'] by the counts read from X")
-        adata.layers[K.LAYER_COUNTS] = adata.X
-    adata.X = X
-    adata.uns.pop("log1p", None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        sc.pp.normalize_total(adata, target_sum=TARGET_SUM)
-        sc.pp.log1p(adata)
-    if value_type == "counts":
-        return f"normalize_total(target_sum={TARGET_SUM:g}) + log1p; raw counts in layers['counts']"
-    return f"linear values rescaled with normalize_total(target_sum={TARGET_SUM:g}) + log1p"
-
-
-#: where a ``layers["counts"]`` that does not hold counts is moved to by :func:`read`
-LAYER_NOT_COUNTS = "counts_noninteger"
-
-
-def counts_layer_verdict(M) -> dict | None:
-    """``None`` if ``M`` looks like counts; otherwise the evidence (value type details)."""
-    try:
-        details = value_type_details(M)
-    except DataError as exc:
-        return {"value_type": "invalid", "reason": exc.problem}
-    if details["value_type"] == "counts" and not details.get("binary"):
-        return None
-    return details
-
-
-def _check_counts_layer(adata: ad.AnnData, p: Path, vtype: str, normalize: bool, info: dict) -> None:
-    """A ``layers['counts']`` read from the file that does not hold counts loses the name.
-
-    Kept under :data:`LAYER_NOT_COUNTS` with a WARNING (and ``details.counts_layer`` in
-    the read record), so QC and the classifier never take normalised values for counts.
-    Not checked when X holds counts and is normalised: the layer is then replaced.
-    """
-    if K.LAYER_COUNTS not in adata.layers or (vtype == "counts" and normalize):
-        return
-    verdict = counts_layer_verdict(adata.layers[K.LAYER_COUNTS])
-    if verdict is None:
-        return
-    adata.layers[LAYER_NOT_COUNTS] = adata.layers.pop(K.LAYER_COUNTS)
-    info["counts_layer"] = {"renamed_to": LAYER_NOT_COUNTS, "value_type": verdict["value_type"],
-                            "reason": verdict["reason"]}
-    logger.warning(
-        "%s: layers['counts'] does not hold counts (%s); kept as layers[%r] and not used as "
-        "counts.", p, verdict["reason"], LAYER_NOT_COUNTS,
-    )
 
 
 # ---------------------------------------------------------------------------

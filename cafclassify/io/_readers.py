@@ -5,7 +5,7 @@ records what was found in the file (layers, genomes, feature columns, table layo
 loom attributes). Readers open files read-only and turn every failure into an
 :class:`~cafclassify._errors.InputFileError` naming the file (:func:`_corrupt`).
 Value types, gene names and the ``uns`` record are the caller's job
-(:mod:`cafclassify.io._read`).
+(:mod:`cafclassify.io._read`, :mod:`cafclassify.io._values`).
 
 Formats: ``.h5ad`` (a named layer or ``adata.raw`` on request), 10x HDF5 (Cell Ranger 2
 and >= 3), 10x Matrix Market folders (``genes.tsv`` or ``features.tsv``, gzipped or

@@ -13,19 +13,21 @@ holding more than one block of ``chunk_size`` cells of the matrix:
   cells (:func:`~cafclassify.io.value_type_details` indexes the on-disk matrix), so
   the decision and its evidence are identical;
 * each block of cells is checked for NaN/infinity and normalised by the same
-  function as in :func:`~cafclassify.read` (``normalize_total`` to 10,000 and
-  ``log1p`` are per cell, so a block gives the rows of the whole), then appended to
-  the output's ``X`` (and ``layers["counts"]``). Duplicate genes are *renamed*
-  (``X-1``, ...), never merged, so no column operation is needed;
+  function as in :func:`~cafclassify.read` (:mod:`cafclassify.io._values`;
+  ``normalize_total`` to 10,000 and ``log1p`` are per cell, so a block gives the rows
+  of the whole), then appended to the output's ``X`` (and ``layers["counts"]``).
+  Duplicate genes are *renamed* (``X-1``, ...), never merged, so no column operation
+  is needed;
 * the other matrices ``read()`` keeps (other layers, ``obsp``, ``varp``, ``raw``) are
   copied as stored HDF5 objects (nothing decompressed, nothing in memory).
 
 Only inputs whose cells can be read in row blocks can be streamed: ``.h5ad`` files
 whose source matrix (``X``, a layer, or ``raw/X``) is CSR or dense, and 10x Cell
-Ranger ``.h5`` files (v2 and v3; their cells are contiguous). Everything else (CSV/TSV,
-Matrix Market, loom, CSC-stored h5ad matrices) raises :class:`NotStreamableError`
-*before anything is written*; callers fall back to :func:`~cafclassify.read`.
-:func:`streamable` answers the question without raising.
+Ranger ``.h5`` files (v2 and v3; their cells are contiguous:
+:mod:`cafclassify.io._stream_10x`). Everything else (CSV/TSV, Matrix Market, loom,
+CSC-stored h5ad matrices) raises :class:`NotStreamableError` *before anything is
+written*; callers fall back to :func:`~cafclassify.read`. :func:`streamable` answers
+the question without raising.
 """
 
 from __future__ import annotations
@@ -45,7 +47,10 @@ from .. import _keys as K
 from .._errors import InputFileError
 from . import _read as R
 from . import _readers as F
+from . import _values as V
 from ._canonical import canonical
+from ._h5matrix import _DEFAULT_CHUNK
+from ._stream_10x import _tenx_annotations, _TenxMatrix
 
 __all__ = ["STREAMABLE_FORMATS", "NotStreamableError", "read_to_h5ad", "streamable"]
 
@@ -53,7 +58,6 @@ logger = logging.getLogger(__name__)
 
 #: formats :func:`read_to_h5ad` reads block by block
 STREAMABLE_FORMATS = ("h5ad", "10x_h5")
-_DEFAULT_CHUNK = 50_000
 _INT32_MAX = np.iinfo(np.int32).max
 
 
@@ -62,7 +66,7 @@ class NotStreamableError(InputFileError):
 
 
 # ---------------------------------------------------------------------------
-# on-disk sources: cells x genes, read in row blocks
+# on-disk sources: cells x genes, read in row blocks (10x .h5: _stream_10x)
 # ---------------------------------------------------------------------------
 def _read_block(source, start: int, stop: int):
     """Rows ``start:stop`` of a source (one call per block: counted by the tests)."""
@@ -108,132 +112,6 @@ class _H5adMatrix:
     def block(self, start: int, stop: int):
         b = self.ds[start:stop]  # whole rows: a row's duplicates are all in its block
         return canonical(sp.csr_matrix(b), copy=False) if self.sparse else np.asarray(b)
-
-
-class _TenxMatrix:
-    """Row (cell) blocks of a 10x Cell Ranger .h5 matrix (CSC genes x cells on disk).
-
-    Values as :func:`scanpy.read_10x_h5` gives them (int32 counts become float32),
-    restricted to the kept features (Gene Expression only).
-    """
-
-    def __init__(self, group, path: Path, keep: np.ndarray | None):
-        self.path = path
-        try:
-            n_features, n_cells = (int(x) for x in group["shape"][()])
-            self.data, self.indices = group["data"], group["indices"]
-            self.indptr = np.asarray(group["indptr"][()], dtype=np.int64)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise F._corrupt(path, "10x HDF5 file", _missing(exc)) from None
-        if (
-            len(self.indptr) != n_cells + 1 or self.indptr[0] != 0
-            or self.indptr[-1] != self.data.shape[0] or self.indices.shape != self.data.shape
-            or np.any(np.diff(self.indptr) < 0)
-        ):
-            raise F._corrupt(path, "10x HDF5 file", ValueError(
-                f"matrix/indptr, data and indices do not describe a {n_features} x {n_cells} matrix"))
-        self.n_features = n_features
-        self.keep = None if keep is None or keep.all() else np.flatnonzero(keep)
-        self.shape = (n_cells, n_features if self.keep is None else len(self.keep))
-        self.nnz = int(self.data.shape[0])
-        self.dtype = np.dtype(np.float32) if self.data.dtype == np.int32 else self.data.dtype
-
-    def _csr(self, data, indices, indptr) -> sp.csr_matrix:
-        if data.dtype == np.int32:  # as scanpy.read_10x_h5
-            data = data.astype(np.float32)
-        try:
-            m = sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, self.n_features))
-        except ValueError as exc:
-            raise F._corrupt(self.path, "10x HDF5 file", exc) from None
-        m = canonical(m, copy=False)  # as read() does after scanpy.read_10x_h5
-        return m if self.keep is None else m[:, self.keep]
-
-    def block(self, start: int, stop: int) -> sp.csr_matrix:
-        lo, hi = int(self.indptr[start]), int(self.indptr[stop])
-        return self._csr(self.data[lo:hi], self.indices[lo:hi], self.indptr[start: stop + 1] - lo)
-
-    def __getitem__(self, rows) -> sp.csr_matrix:  # the value-type sample (sorted row indices)
-        rows = np.asarray(rows)
-        datas, idxs, ptr = [], [], [0]
-        for r in rows:
-            lo, hi = int(self.indptr[r]), int(self.indptr[r + 1])
-            datas.append(self.data[lo:hi])
-            idxs.append(self.indices[lo:hi])
-            ptr.append(ptr[-1] + hi - lo)
-        data = np.concatenate(datas) if datas else np.zeros(0, self.data.dtype)
-        idx = np.concatenate(idxs) if idxs else np.zeros(0, self.indices.dtype)
-        return self._csr(data, idx, np.asarray(ptr, dtype=np.int64))
-
-
-def _missing(exc: BaseException) -> BaseException:
-    """scanpy's wording for a 10x file without a required dataset (read() reports it so)."""
-    if isinstance(exc, KeyError):
-        return Exception("File is missing one or more required datasets.")
-    return exc
-
-
-def _str(a) -> np.ndarray:
-    return np.asarray(a).astype(str)
-
-
-def _tenx_annotations(f, path: Path) -> tuple[ad.AnnData, Any, np.ndarray | None]:
-    """obs/var of a 10x .h5 exactly as :func:`scanpy.read_10x_h5` builds them.
-
-    Returns an AnnData without X, the HDF5 group holding the matrix and the mask of
-    kept features (None: all).
-    """
-    import h5py
-
-    try:
-        if "matrix" in f:  # Cell Ranger >= 3 (scanpy's _read_v3_10x_h5)
-            g = f["matrix"]
-            if "features" not in g:
-                raise ValueError("10x h5 has no features group")
-            feats = g["features"]
-            n_features, n_cells = (int(x) for x in g["shape"][()])
-            obs = {"obs_names": _str(g["barcodes"][()])}
-            var = {"var_names": _str(feats["name"][()])}
-            if "gene_id" not in feats:
-                var["gene_ids"] = _str(feats["id"][()])
-            else:
-                var["gene_ids"] = _str(feats["gene_id"][()])
-                var["probe_ids"] = _str(feats["id"][()])
-            var["feature_types"] = _str(feats["feature_type"][()])
-            if "filtered_barcodes" in g:
-                obs["filtered_barcodes"] = np.asarray(g["filtered_barcodes"][()]).astype(bool)
-            for name, item in feats.items():
-                if isinstance(item, h5py.Dataset) and name not in (
-                    "name", "feature_type", "id", "gene_id", "_all_tag_keys"
-                ):
-                    var[name] = np.asarray(item[()]).astype(bool if item.dtype.kind == "b" else str)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                skel = ad.AnnData(sp.csr_matrix((n_cells, n_features), dtype=np.float32),
-                                  obs=obs, var=var)
-                keep = (skel.var["feature_types"] == "Gene Expression").to_numpy()
-                skel = skel[:, keep].copy()
-            skel.X = None
-            return skel, g, keep
-        genomes = list(f.keys())  # Cell Ranger 2 (scanpy's _read_legacy_10x_h5)
-        if len(genomes) > 1:
-            raise F._several_genomes(path, sorted(genomes))
-        g = f[genomes[0]]
-        n_features, n_cells = (int(x) for x in g["shape"][()])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            skel = ad.AnnData(
-                sp.csr_matrix((n_cells, n_features), dtype=np.float32),
-                obs={"obs_names": _str(g["barcodes"][()])},
-                var={"var_names": _str(g["gene_names"][()]), "gene_ids": _str(g["genes"][()])},
-            )
-        skel.X = None
-        return skel, g, None
-    except InputFileError:
-        raise
-    except MemoryError:
-        raise
-    except Exception as exc:
-        raise F._corrupt(path, "10x HDF5 file", _missing(exc)) from None
 
 
 # ---------------------------------------------------------------------------
@@ -376,15 +254,15 @@ def _h5ad_plan(f, p: Path, layer: str | None) -> tuple[ad.AnnData, _H5adMatrix, 
 def _decide_value_type(source, p: Path, value_type: str | None, info: dict, chunk_size: int):
     """``read()``'s decision on the same sample; NaN/inf reported as ``read()`` does (whole count)."""
     try:
-        return R._decide_value_type(source, p, value_type, info)
+        return V._decide_value_type(source, p, value_type, info)
     except InputFileError as exc:
         if "NaN" not in exc.problem and "infinite" not in exc.problem:
             raise
         n_bad = 0  # read() checks the whole matrix first and reports the total
         for a in range(0, source.shape[0], chunk_size):
-            n_bad += R._count_nonfinite(_read_block(source, a, min(a + chunk_size, source.shape[0])))
+            n_bad += V._count_nonfinite(_read_block(source, a, min(a + chunk_size, source.shape[0])))
         if n_bad:
-            raise R._nonfinite_error(n_bad, p) from None
+            raise V._nonfinite_error(n_bad, p) from None
         raise
 
 
@@ -395,14 +273,14 @@ def _check_counts_copy(f, p: Path, copies: list[tuple[str, str]], info: dict) ->
         return copies
     from ._h5matrix import _reader
 
-    verdict = R.counts_layer_verdict(_reader(f[key]))
+    verdict = V.counts_layer_verdict(_reader(f[key]))
     if verdict is None:
         return copies
-    new = f"layers/{R.LAYER_NOT_COUNTS}"
-    info["counts_layer"] = {"renamed_to": R.LAYER_NOT_COUNTS, "value_type": verdict["value_type"],
+    new = f"layers/{V.LAYER_NOT_COUNTS}"
+    info["counts_layer"] = {"renamed_to": V.LAYER_NOT_COUNTS, "value_type": verdict["value_type"],
                             "reason": verdict["reason"]}
     logger.warning("%s: layers['counts'] does not hold counts (%s); kept as layers[%r] and not used "
-                   "as counts.", p, verdict["reason"], R.LAYER_NOT_COUNTS)
+                   "as counts.", p, verdict["reason"], V.LAYER_NOT_COUNTS)
     return [(s, new if d == key else d) for s, d in copies]
 
 
@@ -411,7 +289,7 @@ def _normalise_block(block, vtype: str, normalize: bool) -> tuple[Any, Any, str,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         b = ad.AnnData(X=block)
-    how = R._normalise(b, vtype, normalize)
+    how = V._normalise(b, vtype, normalize)
     return b.X, b.layers.get(K.LAYER_COUNTS), how, dict(b.uns)
 
 
@@ -531,11 +409,11 @@ def read_to_h5ad(
 
     p = Path(path).expanduser()
     chunk_size = _check_chunk(chunk_size)
-    if value_type is not None and value_type not in R.VALUE_TYPE_OVERRIDES:
+    if value_type is not None and value_type not in V.VALUE_TYPE_OVERRIDES:
         raise InputFileError(
             f"value_type={value_type!r} is not understood.",
             path=p,
-            fix=f"use one of {R.VALUE_TYPE_OVERRIDES} or leave it None to detect.",
+            fix=f"use one of {V.VALUE_TYPE_OVERRIDES} or leave it None to detect.",
         )
     fmt = R._resolve_format(p, format, layer=layer)
     if fmt not in STREAMABLE_FORMATS:
@@ -580,13 +458,13 @@ def read_to_h5ad(
         def blocks():
             for a in starts:
                 b = _read_block(source, a, min(a + chunk_size, n))
-                n_bad = R._count_nonfinite(b)
+                n_bad = V._count_nonfinite(b)
                 if n_bad:  # read() reports the total over the whole matrix
                     for a2 in range(a + chunk_size, n, chunk_size):
-                        n_bad += R._count_nonfinite(_read_block(source, a2, min(a2 + chunk_size, n)))
-                    raise R._nonfinite_error(n_bad, p)
+                        n_bad += V._count_nonfinite(_read_block(source, a2, min(a2 + chunk_size, n)))
+                    raise V._nonfinite_error(n_bad, p)
                 if normalize and vtype != "lognorm":
-                    R._check_float32_range(b, p)  # cells are rows: a block holds whole totals
+                    V._check_float32_range(b, p)  # cells are rows: a block holds whole totals
                 res = _normalise_block(b, vtype, normalize)
                 del b  # hold one block at a time: release it before reading the next
                 yield res
