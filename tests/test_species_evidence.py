@@ -53,7 +53,7 @@ def test_read_warns_and_records(tmp_path, caplog):
     rec = r.uns[K.UNS][K.UNS_READ]
     assert rec["species_warning"]["kind"] == "ambiguous_species"
     assert any("mouse-only genes" in m.message and m.levelno == logging.WARNING for m in caplog.records)
-    from cafclassify.report._html import collect_warnings
+    from cafclassify.report._warnings import collect_warnings
 
     assert any(w["key"] == "species" for w in collect_warnings(r))
     h = simulate(300, n_genes=3000, random_state=0)

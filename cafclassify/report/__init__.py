@@ -7,6 +7,7 @@ page across datasets; both are also available as ``cafclassify.write_report`` an
 
 from __future__ import annotations
 
-from ._html import write_report, write_summary
+from ._html import write_report
+from ._summary import write_summary
 
 __all__ = ["write_report", "write_summary"]

@@ -349,3 +349,23 @@ def _qc_removed(adata) -> tuple[int | None, int | None]:
         passed = adata.obs[K.OBS_QC_PASS].astype(bool)
         return int((~passed).sum()), int(len(passed))
     return None, None
+
+
+def _env():
+    """The Jinja2 environment of the report templates (autoescaped, with the ``fmt`` filter)."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("cafclassify.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2", "html.j2"], default=True),
+        trim_blocks=True, lstrip_blocks=True, undefined=jinja2.ChainableUndefined,
+    )
+    env.filters["fmt"] = fmt
+    return env
+
+
+def _version() -> str:
+    """The package version stamped on every page."""
+    from .. import __version__
+
+    return __version__

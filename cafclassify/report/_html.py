@@ -1,4 +1,4 @@
-"""Build the per-dataset QC report and the cross-dataset summary page.
+"""Build the per-dataset report (the cross-dataset summary page is :mod:`._summary`).
 
 Both pages are single self-contained HTML files: figures are embedded as base64
 PNG, CSS is inline, there is no JavaScript and nothing is fetched from a network.
@@ -26,8 +26,10 @@ from ._colors import color_for
 from ._common import (
     SUBTYPE_ORDER,
     TAIL,
+    _env,
     _load,
     _section,
+    _version,
     key_numbers,
 )
 from ._context import _Ctx
@@ -38,37 +40,16 @@ from ._sections import (
     _qc_section,
     _scores_section,
 )
-from ._subtypes import _classifier_section, _reliability_curves, _subtypes_section  # noqa: F401
-from ._uns import fmt, get
+from ._subtypes import _classifier_section, _subtypes_section
+from ._uns import get
 from ._warnings import collect_warnings, group_warnings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["write_report", "write_summary"]
+__all__ = ["write_report"]
 
 
 # ======================================================================= render
-def _env():
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("cafclassify.report", "templates"),
-        autoescape=jinja2.select_autoescape(["html", "j2", "html.j2"], default=True),
-        trim_blocks=True, lstrip_blocks=True, undefined=jinja2.ChainableUndefined,
-    )
-    env.filters["fmt"] = fmt
-    return env
-
-
-def _version() -> str:
-    try:
-        from .. import __version__
-
-        return __version__
-    except Exception:  # pragma: no cover
-        return "unknown"
-
-
 def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}.",
@@ -169,8 +150,3 @@ def write_report(
     out = write_text_atomic(html, out_html)
     logger.info("wrote report %s (%.1f kB)", out, len(html) / 1024)
     return Path(out)
-
-
-
-
-from ._summary import proportions_table, write_summary  # noqa: E402,F401

@@ -19,6 +19,7 @@ from . import _figures as F
 from ._colors import color_for
 from ._common import (
     FIBRO,
+    _env,
     _fibro_mask,
     _load,
     _sample_key,
@@ -26,12 +27,14 @@ from ._common import (
     _subtype_categories,
     _subtype_order,
     _subtype_series,
+    _version,
     key_numbers,
 )
-from ._html import _env, _version
 from ._subtypes import _per_sample_table
 from ._uns import as_mapping
 from ._warnings import collect_warnings
+
+__all__ = ["proportions_table", "write_summary"]
 
 logger = logging.getLogger(__name__)
 
