@@ -173,3 +173,45 @@ def test_calls_the_labels_contradict_are_warned_about():
     assert f"Of the {n_my:,} labelled fibroblasts called myCAF, only 0 (0%)" in warns[1]
     assert all(w["group"] == "Agreement with labels" for w in collect_warnings(a, "lab")
                if w["key"] == "low_agreement")
+
+
+def _with_mural_calls(a):
+    """Half the mural cells called vCAF (the 'vcaf' reading), half 'mural' (normal tissue)."""
+    lin = a.obs[K.OBS_LINEAGE].astype(str).to_numpy()
+    sub = a.obs[K.OBS_SUBTYPE].astype(str).to_numpy().copy()
+    mural = np.flatnonzero(lin == "mural")
+    assert mural.size >= 10
+    sub[mural[::2]] = "vCAF"
+    sub[mural[1::2]] = "mural"
+    cats = list(dict.fromkeys([*a.obs[K.OBS_SUBTYPE].cat.categories, "vCAF", "mural"]))
+    a.obs[K.OBS_SUBTYPE] = pd.Categorical(sub, categories=cats)
+    return a, sub
+
+
+def test_caf_fractions_are_the_same_in_the_table_the_summary_and_the_report(tmp_path):
+    """CAFs are the fibroblasts plus the mural cells called vCAF, everywhere (pl.composition's
+    definition): before, the report's subtype table divided by the fibroblasts only (breast
+    example: vCAF 320 = '84.7 %', fractions summing to 185 %) and the summary left the mural
+    vCAFs out (vCAF 0 %), while the first screen counted them (46 %)."""
+    a, sub = _with_mural_calls(make_annotated(800, random_state=3))
+    caf = ~np.isin(sub, [K.NOT_FIBROBLAST, "mural"])
+    samples = a.obs["sample"].astype(str).to_numpy()
+    expected = (pd.crosstab(samples[caf], sub[caf], normalize="index").stack().rename("fraction"))
+    # proportions.csv (cafclassify.get.proportion_table)
+    t = proportion_table(a, sample_key="sample")
+    t = t[t["level"] == "subtype"].set_index(["sample", "label"])["fraction"]
+    assert "mural" not in set(t.index.get_level_values(1))
+    pd.testing.assert_series_equal(t.loc[expected.index], expected, check_names=False)
+    # the summary's table
+    write_summary({"d": a}, tmp_path / "s.html")
+    s = pd.read_csv(tmp_path / "s_proportions.csv").set_index(["sample", "subtype"])["fraction"]
+    pd.testing.assert_series_equal(s.loc[expected.index], expected, check_names=False)
+    assert "mural" not in set(s.index.get_level_values(1))
+    # the report's subtype table: fractions of the CAFs, summing to 100 %
+    html = write_report(a, tmp_path / "r.html", max_cells_plot=200).read_text()
+    table = re.search(r'<table[^>]*id="subtype-counts".*?</table>', html, re.S).group(0)
+    pct = [float(x) for x in re.findall(r'<td class="num">([\d.]+)%</td>', table)]
+    assert sum(pct) == pytest.approx(100.0, abs=0.2)
+    vcaf = int(caf.sum()) and (sub[caf] == "vCAF").mean()
+    assert f"{vcaf:.1%}" in table
+    assert f"fractions of the {int(caf.sum()):,} CAFs" in html

@@ -101,8 +101,10 @@ def proportion_table(adata: AnnData, *, sample_key: str | None = None) -> pd.Dat
 
     Columns: ``sample, level, label, n_cells, n_total, fraction``. For ``level ==
     "lineage"`` the denominator is all cells of the sample; for ``level == "subtype"``
-    it is the sample's cells that reached subtyping (everything except
-    ``not_fibroblast``). A lineage the gate could not measure (its gene set is not in
+    it is the sample's CAFs: the fibroblasts and, under the perivascular reading
+    ``"vcaf"``, the mural cells called ``vCAF`` (cells called ``not_fibroblast`` or
+    ``mural`` are not CAFs; the lineage rows count them), as in the report and the
+    summary. A lineage the gate could not measure (its gene set is not in
     the data) has empty ``n_cells`` and ``fraction``, not 0. This is the
     ``proportions.csv`` of ``cafclassify classify``.
 
@@ -133,8 +135,10 @@ def proportion_table(adata: AnnData, *, sample_key: str | None = None) -> pd.Dat
 
             unmeasured = not_measured_lineages(adata)
         if level == "subtype":
-            mask = labels != K.NOT_FIBROBLAST
-            cats = [c for c in cats if c != K.NOT_FIBROBLAST]
+            from ..tl._compartment import MURAL_LABEL, caf_mask
+
+            mask = pd.Series(caf_mask(labels), index=obs.index)
+            cats = [c for c in cats if c not in (K.NOT_FIBROBLAST, MURAL_LABEL)]
         for s in sorted(sample.unique()):
             in_s = (sample == s) & mask
             total = int(in_s.sum())

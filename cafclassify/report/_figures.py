@@ -422,7 +422,7 @@ def fig_proportions(
                        fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel("fraction of fibroblasts", fontsize=9)
+    ax.set_xlabel("fraction of CAFs", fontsize=9)
     ax.set_title(title, fontsize=10)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
     _style(ax)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys as K
+from ..tl._compartment import MURAL_LABEL, caf_mask
 from . import _figures as F
 from ._colors import color_for
 from ._common import (
@@ -58,17 +59,21 @@ def _subtypes_section(ctx: _Ctx, nums: dict) -> dict:
         return _not_run("classify", "Subtypes were not assigned (no obs['caf_subtype']).")
     fib = _fibro_mask(adata)
     n_fib = int(fib.sum())
+    # fractions are of the CAFs: the fibroblasts and the mural cells called vCAF (pl.composition)
+    caf = caf_mask(sub)
+    n_caf = int(caf.sum())
     cats = _subtype_categories(adata)
     counts = nums["subtype_counts"] or {}
     rows = []
     for c in cats:
         n = counts.get(c, 0)
-        frac = (f"{n / n_fib:.1%}" if n_fib and c != K.NOT_FIBROBLAST else "")
+        frac = (f"{n / n_caf:.1%}" if n_caf and c not in (K.NOT_FIBROBLAST, MURAL_LABEL) else "")
         rows.append([cell(c, swatch=color_for(c)),
                      cell(f"{n:,}", cls="num", data={"subtype-count": c, "value": n}),
                      cell(frac, cls="num")])
-    table = {"columns": ["subtype", "cells", "fraction of fibroblasts"], "rows": rows, "note": ""}
-    out: dict[str, Any] = {"ran": True, "counts": table, "n_fibroblasts": n_fib}
+    table = {"columns": ["subtype", "cells", "fraction of CAFs"], "rows": rows, "note": ""}
+    out: dict[str, Any] = {"ran": True, "counts": table, "n_fibroblasts": n_fib, "n_cafs": n_caf,
+                           "n_mural_cafs": int((caf & ~fib).sum())}
     sub_plot = sub.iloc[ctx.idx].reset_index(drop=True)
     order = _subtype_order(cats)
     fib_plot = fib[ctx.idx]
@@ -85,13 +90,13 @@ def _subtypes_section(ctx: _Ctx, nums: dict) -> dict:
                 coords, vals, title="subtype confidence (max calibrated probability)", basis="UMAP"))
     # proportions per sample (on all cells)
     skey = _sample_key(adata)
-    prop_cats = [c for c in cats if c != K.NOT_FIBROBLAST]
-    if n_fib:
-        tidy = _per_sample_table(adata, fib, skey, prop_cats)
+    prop_cats = [c for c in cats if c not in (K.NOT_FIBROBLAST, MURAL_LABEL)]
+    if n_caf:
+        tidy = _per_sample_table(adata, caf, skey, prop_cats)
         out["sample_key"] = skey
         if skey and tidy["sample"].nunique() > 1:
             wide = tidy.pivot(index="sample", columns="subtype", values="n_cells")[prop_cats]
-            wide.insert(0, "fibroblasts", wide.sum(axis=1))
+            wide.insert(0, "CAFs", wide.sum(axis=1))
             out["per_sample"] = frame_table(wide.reset_index())
             out["proportions"] = ctx.figure("subtype proportions", lambda: F.fig_proportions(
                 tidy, group_col="sample", order=order, title=f"subtype proportions per {skey}"))

@@ -15,12 +15,12 @@ import pandas as pd
 from .. import _keys as K
 from .._atomic import atomic_path, write_text_atomic
 from .._errors import InputFileError
+from ..tl._compartment import MURAL_LABEL, caf_mask
 from . import _figures as F
 from ._colors import color_for
 from ._common import (
     FIBRO,
     _env,
-    _fibro_mask,
     _load,
     _sample_key,
     _section,
@@ -108,13 +108,18 @@ def _agreement_cell(adata) -> str:
 
 
 def proportions_table(adata, dataset: str) -> pd.DataFrame:
-    """Tidy subtype proportions among fibroblasts: dataset, sample, subtype, n_cells, fraction."""
+    """Tidy subtype proportions among CAFs: dataset, sample, subtype, n_cells, fraction.
+
+    CAFs are the fibroblasts and, under the perivascular reading ``"vcaf"``, the mural
+    cells called ``vCAF`` (:func:`cafclassify.tl._compartment.caf_mask`), as on each
+    dataset's report.
+    """
     cols = ["dataset", "sample", "subtype", "n_cells", "fraction"]
-    if _subtype_series(adata) is None:
+    sub = _subtype_series(adata)
+    if sub is None:
         return pd.DataFrame(columns=cols)
-    fib = _fibro_mask(adata)
-    cats = [c for c in _subtype_categories(adata) if c != K.NOT_FIBROBLAST]
-    tidy = _per_sample_table(adata, fib, _sample_key(adata), cats)
+    cats = [c for c in _subtype_categories(adata) if c not in (K.NOT_FIBROBLAST, MURAL_LABEL)]
+    tidy = _per_sample_table(adata, caf_mask(sub), _sample_key(adata), cats)
     tidy.insert(0, "dataset", dataset)
     return tidy[cols]
 
@@ -147,8 +152,9 @@ def write_summary(
         Where to write the summary page (atomically).
     table_out
         CSV of the tidy proportions table (columns ``dataset, sample, subtype,
-        n_cells, fraction, status``; fraction of the fibroblasts of that dataset and
-        sample). A dataset without subtype calls has one row with ``status`` "not
+        n_cells, fraction, status``; fraction of the CAFs of that dataset and sample:
+        the fibroblasts and, under the perivascular reading ``"vcaf"``, the mural cells
+        called vCAF). A dataset without subtype calls has one row with ``status`` "not
         subtyped: <reason>" and empty counts: it is listed, never dropped. Default: ``<out_html stem>_proportions.csv`` beside the page.
     figure_out
         PNG of stacked subtype bars per dataset and sample. Default:

@@ -32,7 +32,7 @@ import pandas as pd
 from .. import _keys as K
 from .._errors import ConfigError
 
-__all__ = ["MURAL_LABEL", "PERIVASCULAR_READINGS", "lineage_confidence", "normal_tissue_mask",
+__all__ = ["MURAL_LABEL", "PERIVASCULAR_READINGS", "caf_mask", "lineage_confidence", "normal_tissue_mask",
            "perivascular_labels"]
 
 PERIVASCULAR_READINGS = ("vcaf", "separate")
@@ -92,3 +92,15 @@ def lineage_confidence(adata, mask: np.ndarray) -> np.ndarray:
     if K.OBS_LINEAGE_CONF in adata.obs:
         return pd.to_numeric(adata.obs[K.OBS_LINEAGE_CONF], errors="coerce").fillna(1.0).to_numpy()[mask]
     return np.ones(int(mask.sum()))
+
+
+def caf_mask(calls) -> np.ndarray:
+    """The CAFs among cells with subtype ``calls``: every call but ``not_fibroblast`` and ``mural``.
+
+    That is the fibroblasts and, under the ``"vcaf"`` reading, the mural cells of tumour
+    tissue called ``vCAF``. Every proportion of CAF subtypes (the report's first screen and
+    subtype table, the summary page, ``proportions.csv``) is a fraction of these cells, so
+    the same sample gives the same fractions everywhere.
+    """
+    s = pd.Series(calls).astype(str)
+    return (~s.isin([K.NOT_FIBROBLAST, MURAL_LABEL])).to_numpy()
