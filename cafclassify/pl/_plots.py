@@ -258,6 +258,10 @@ def composition(adata, *, sample_key: str | None = None, key: str = K.OBS_SUBTYP
 def reliability(adata, *, ax=None, show: bool | None = None, save: str | os.PathLike | None = None):
     """Reliability diagram of the classifier (out-of-fold, before and after calibration).
 
+    Drawn on the training cells (seeds and pseudo-labels), the clearest fibroblasts: the
+    other cells are called with more confidence than agreement with another annotation
+    supports (``docs/classifier.md``, Limits).
+
     Parameters
     ----------
     adata
