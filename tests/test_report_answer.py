@@ -176,7 +176,8 @@ def test_calls_the_labels_contradict_are_warned_about():
 
 
 def _with_mural_calls(a):
-    """Half the mural cells called vCAF (the 'vcaf' reading), half 'mural' (normal tissue)."""
+    """Half the mural cells called vCAF (the 'vcaf' reading), half 'mural' (normal tissue);
+    a few fibroblasts without a call (NaN), which are no CAFs."""
     lin = a.obs[K.OBS_LINEAGE].astype(str).to_numpy()
     sub = a.obs[K.OBS_SUBTYPE].astype(str).to_numpy().copy()
     mural = np.flatnonzero(lin == "mural")
@@ -184,6 +185,8 @@ def _with_mural_calls(a):
     sub[mural[::2]] = "vCAF"
     sub[mural[1::2]] = "mural"
     cats = list(dict.fromkeys([*a.obs[K.OBS_SUBTYPE].cat.categories, "vCAF", "mural"]))
+    fib = np.flatnonzero(lin == "fibroblast")
+    sub[fib[:5]] = None
     a.obs[K.OBS_SUBTYPE] = pd.Categorical(sub, categories=cats)
     return a, sub
 
@@ -194,7 +197,7 @@ def test_caf_fractions_are_the_same_in_the_table_the_summary_and_the_report(tmp_
     example: vCAF 320 = '84.7 %', fractions summing to 185 %) and the summary left the mural
     vCAFs out (vCAF 0 %), while the first screen counted them (46 %)."""
     a, sub = _with_mural_calls(make_annotated(800, random_state=3))
-    caf = ~np.isin(sub, [K.NOT_FIBROBLAST, "mural"])
+    caf = ~np.isin(sub, [K.NOT_FIBROBLAST, "mural", None])
     samples = a.obs["sample"].astype(str).to_numpy()
     expected = (pd.crosstab(samples[caf], sub[caf], normalize="index").stack().rename("fraction"))
     # proportions.csv (cafclassify.get.proportion_table)

@@ -137,7 +137,7 @@ def proportion_table(adata: AnnData, *, sample_key: str | None = None) -> pd.Dat
         if level == "subtype":
             from ..tl._compartment import MURAL_LABEL, caf_mask
 
-            mask = pd.Series(caf_mask(labels), index=obs.index)
+            mask = pd.Series(caf_mask(obs[key]), index=obs.index)
             cats = [c for c in cats if c not in (K.NOT_FIBROBLAST, MURAL_LABEL)]
         for s in sorted(sample.unique()):
             in_s = (sample == s) & mask

@@ -227,7 +227,7 @@ def composition(adata, *, sample_key: str | None = None, key: str = K.OBS_SUBTYP
         _need(adata, sample_key, "obs", f"pass sample_key= of an obs column (columns: {', '.join(map(str, adata.obs.columns[:15]))}).")
     calls = adata.obs[key].astype(str)
     samples = adata.obs[sample_key].astype(str) if sample_key else pd.Series("all cells", index=adata.obs.index)
-    keep = caf_mask(calls)
+    keep = caf_mask(adata.obs[key])
     ct = pd.crosstab(samples[keep], calls[keep])
     cats = _order(ct.columns, SUBTYPE_ORDER)
     ct = ct[cats]

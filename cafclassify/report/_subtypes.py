@@ -60,7 +60,7 @@ def _subtypes_section(ctx: _Ctx, nums: dict) -> dict:
     fib = _fibro_mask(adata)
     n_fib = int(fib.sum())
     # fractions are of the CAFs: the fibroblasts and the mural cells called vCAF (pl.composition)
-    caf = caf_mask(sub)
+    caf = caf_mask(adata.obs[K.OBS_SUBTYPE])
     n_caf = int(caf.sum())
     cats = _subtype_categories(adata)
     counts = nums["subtype_counts"] or {}

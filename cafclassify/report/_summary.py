@@ -115,11 +115,10 @@ def proportions_table(adata, dataset: str) -> pd.DataFrame:
     dataset's report.
     """
     cols = ["dataset", "sample", "subtype", "n_cells", "fraction"]
-    sub = _subtype_series(adata)
-    if sub is None:
+    if _subtype_series(adata) is None:
         return pd.DataFrame(columns=cols)
     cats = [c for c in _subtype_categories(adata) if c not in (K.NOT_FIBROBLAST, MURAL_LABEL)]
-    tidy = _per_sample_table(adata, caf_mask(sub), _sample_key(adata), cats)
+    tidy = _per_sample_table(adata, caf_mask(adata.obs[K.OBS_SUBTYPE]), _sample_key(adata), cats)
     tidy.insert(0, "dataset", dataset)
     return tidy[cols]
 

@@ -95,12 +95,14 @@ def lineage_confidence(adata, mask: np.ndarray) -> np.ndarray:
 
 
 def caf_mask(calls) -> np.ndarray:
-    """The CAFs among cells with subtype ``calls``: every call but ``not_fibroblast`` and ``mural``.
+    """The CAFs among cells with subtype ``calls``: every call but ``not_fibroblast``, ``mural``
+    and a missing one.
 
     That is the fibroblasts and, under the ``"vcaf"`` reading, the mural cells of tumour
     tissue called ``vCAF``. Every proportion of CAF subtypes (the report's first screen and
     subtype table, the summary page, ``proportions.csv``) is a fraction of these cells, so
-    the same sample gives the same fractions everywhere.
+    the same sample gives the same fractions everywhere. Pass the calls as stored (a cell
+    without a call, NaN, is not a CAF), not converted to strings.
     """
-    s = pd.Series(calls).astype(str)
-    return (~s.isin([K.NOT_FIBROBLAST, MURAL_LABEL])).to_numpy()
+    s = pd.Series(calls)
+    return (s.notna() & ~s.astype(str).isin([K.NOT_FIBROBLAST, MURAL_LABEL])).to_numpy()
