@@ -182,7 +182,7 @@ def test_random_genes_are_no_evidence_on_a_small_panel():
     read as many SDs above random genes in most cells (on the breast sample cut to 40
     genes more than half the fibroblasts became seeds). Bins now hold at least
     ``MIN_POOL`` genes (one bin here)."""
-    from cafclassify.tl._evidence import MIN_POOL
+    from cafclassify.tl._evidence_null import MIN_POOL
 
     rng = np.random.default_rng(3)
     n, g = 500, 40

@@ -22,7 +22,7 @@ Method
    ``s_k = sum_g w_g (x_g - m_g) / sum_g |w_g|`` where ``m_g`` is the gene's mean over
    fibroblasts. This is ``scanpy.tl.score_genes`` with perfectly matched controls.
    The smoothed score is ``W s_k``.
-3. **Null.** ``n_null`` (50) random gene sets per subtype set, each gene replaced by a
+3. **Null.** Random gene sets per subtype set, each gene replaced by a
    random gene of the same mean-expression bin among fibroblasts (the expressed genes
    cut into 25 bins of equal gene count, as ``score_genes``) with the same direction,
    scored and smoothed the same way. A bin holds at least ``MIN_POOL`` = 50 expressed
@@ -58,7 +58,11 @@ Method
    *in this cell and its neighbourhood*. The cell's own score is read from the same
    ``r_k``. The units are the same for every programme, so programmes of different
    size and expression level are compared within a cell without standardising
-   across cells.
+   across cells. The mean and SD of the null are read from ``n_moments`` (500) draws
+   per set, of which the first ``n_null`` (50) are kept for step 6
+   (:mod:`._evidence_null`): the draws are shared by every cell, so with 50 of them
+   their Monte-Carlo error moved whole classes across the seed threshold with
+   ``random_state``.
 4. **Seeds.** A cell seeds subtype ``k`` when ``E_k >= z_alpha`` (one-sided
    ``alpha`` = 0.05, ``z`` = 1.645: the programme is expressed beyond random genes)
    and ``E_k - E_j >= sqrt(2) z_alpha`` for every other programme ``j`` (the
@@ -143,16 +147,22 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
+from ._evidence_null import (
+    N_BINS,
+    N_MOMENTS,
+    N_NULL,
+    Moments,
+    NullSampler,
+    averaged,
+    centred_scores,
+)
+
 __all__ = ["Evidence", "audit_genes", "fibroblast_graph", "programme_evidence", "evidence_seeds"]
 
 logger = logging.getLogger(__name__)
 
 #: conventions (not fitted to any dataset)
 ALPHA = 0.05
-N_NULL = 50
-N_BINS = 25
-#: an expression bin holds at least this many expressed genes (score_genes' ctrl_size)
-MIN_POOL = 50
 #: each programme's reference: the midpoint of its TAIL and 1 - TAIL quantiles over fibroblasts
 TAIL = 0.05
 N_NEIGHBORS = 15
@@ -205,28 +215,6 @@ def fibroblast_graph(Xf: sp.csr_matrix, *, n_neighbors: int = N_NEIGHBORS, n_pcs
     A = A + sp.identity(n, format="csr")
     deg = np.asarray(A.sum(axis=1)).ravel()
     return sp.csr_matrix(sp.diags(1.0 / deg) @ A)
-
-
-def _centred_scores(Xf: sp.csr_matrix, mean: np.ndarray, Wg: sp.csr_matrix) -> np.ndarray:
-    """``(X - m) @ Wg`` without densifying X (Wg: genes x sets, columns sum |w| = 1)."""
-    P = Xf @ Wg
-    P = P.toarray() if sp.issparse(P) else np.asarray(P)
-    return P - np.asarray(Wg.T @ mean).ravel()[None, :]
-
-
-def _weight_matrix(n_genes: int, cols: list[tuple[np.ndarray, np.ndarray]]) -> sp.csr_matrix:
-    rows, cidx, vals = [], [], []
-    for j, (idx, w) in enumerate(cols):
-        tot = np.abs(w).sum()
-        if tot <= 0:
-            continue
-        rows.append(idx)
-        cidx.append(np.full(idx.size, j))
-        vals.append(w / tot)
-    if not rows:
-        return sp.csr_matrix((n_genes, len(cols)))
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cidx))),
-                         shape=(n_genes, len(cols)))
 
 
 def audit_genes(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -289,73 +277,51 @@ def audit_genes(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tuple[np.nd
     return out, pd.DataFrame(rows)
 
 
-def _bins(mean: np.ndarray, n_bins: int) -> np.ndarray:
-    order = np.argsort(mean, kind="stable")
-    b = np.empty(mean.size, dtype=np.int64)
-    b[order] = np.minimum((np.arange(mean.size) * n_bins) // max(mean.size, 1), n_bins - 1)
-    return b
-
-
 def programme_evidence(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tuple[np.ndarray, np.ndarray]],
-                       *, n_null: int = N_NULL, n_bins: int = N_BINS, random_state: int = 0) -> Evidence:
+                       *, n_null: int = N_NULL, n_moments: int = N_MOMENTS, n_bins: int = N_BINS,
+                       random_state: int = 0) -> Evidence:
     """Evidence over the neighbourhood and in the cell alone, with their null draws.
 
-    See the module docstring, steps 2-3 and 5.
+    See the module docstring, steps 2-3 and 5. ``n_null`` draws per set are kept (for
+    the existence test, step 6); the null's mean and SD are read from ``n_moments``
+    (:mod:`._evidence_null`).
     """
-    G = Xf.shape[1]
     mean = np.asarray(Xf.mean(axis=0)).ravel()
-    expressed = mean > 0
-    n_expressed = int(expressed.sum())
-    # the expressed genes in bins of at least MIN_POOL genes (fewer bins on a panel)
-    n_bins_used = int(max(1, min(n_bins, n_expressed // MIN_POOL)))
-    bins = np.full(G, -1, dtype=np.int64)
-    bins[expressed] = _bins(mean[expressed], n_bins_used)
-    pools = {b: np.flatnonzero(bins == b) for b in range(n_bins_used)}
-    any_expressed = np.flatnonzero(expressed)  # the pool of a gene no fibroblast expresses
-    null = {"n_null": int(n_null), "n_bins": n_bins_used, "n_expressed_genes": n_expressed,
-            "min_genes_per_bin": int(min((p.size for p in pools.values()), default=0)),
-            "rule": (f"expression-matched random genes: the expressed genes in {n_bins_used} bins of equal "
-                     f"size (at most {n_bins}; at least {MIN_POOL} genes per bin where there are enough)")}
+    sampler = NullSampler(mean, sets, n_bins=n_bins, random_state=random_state)
+    null = {"n_null": int(n_null), **sampler.info(n_bins)}
     names = list(sets)
     if not names:
         empty, empty_null = np.zeros((Xf.shape[0], 0)), np.zeros((Xf.shape[0], 0, n_null))
         return Evidence(empty, empty_null, empty, empty_null, null)
-    real_cols = [sets[n] for n in names]
-    null_cols = []
-    for name in names:
-        # one random stream per set (seeded by the set's name): a set's null does not
-        # depend on which other sets are scored or in which order
-        rng = np.random.default_rng([random_state, *name.encode()])
-        idx, w = sets[name]
-        excl = set(np.asarray(idx).tolist())
-        for _r in range(n_null):
-            draw = np.empty(len(idx), dtype=np.int64)
-            for j, g in enumerate(idx):
-                pool = pools.get(bins[g], any_expressed)
-                cand = pool[rng.integers(0, pool.size)] if pool.size else g
-                tries = 0
-                while cand in excl and pool.size > 1 and tries < 10:
-                    cand = pool[rng.integers(0, pool.size)]
-                    tries += 1
-                draw[j] = cand
-            null_cols.append((draw, np.asarray(w, dtype=np.float64)))
-    S_cell = _centred_scores(Xf, mean, _weight_matrix(G, real_cols))
-    N_cell = _centred_scores(Xf, mean, _weight_matrix(G, null_cols)).reshape(Xf.shape[0], len(names), n_null)
-    S_hood = np.asarray(W @ S_cell)
-    N_hood = np.asarray(W @ N_cell.reshape(Xf.shape[0], -1)).reshape(N_cell.shape)
-    # step 3: every score (real and null draw) measured from its own two-tail midpoint
-    ref = _midpoint(S_hood)
-    S_hood -= ref[None, :]
-    S_cell -= ref[None, :]
-    for j in range(len(names)):  # one set at a time: np.quantile copies what it is given
-        ref_null = _midpoint(N_hood[:, j, :])
-        N_hood[:, j, :] -= ref_null[None, :]
-        N_cell[:, j, :] -= ref_null[None, :]
+
+    def scores(cols: list[tuple[np.ndarray, np.ndarray]], n_draws: int) -> tuple[np.ndarray, ...]:
+        """In the cell and over the neighbourhood (cells x sets x draws), each column read
+        from its own reference (step 3), and the references (sets x draws)."""
+        cell = centred_scores(Xf, mean, cols).reshape(Xf.shape[0], len(names), n_draws)
+        hood = averaged(W, cell.reshape(Xf.shape[0], -1)).reshape(cell.shape)
+        refs = np.empty((len(names), n_draws))
+        for j in range(len(names)):  # one set at a time: np.quantile copies what it is given
+            refs[j] = _midpoint(hood[:, j, :])
+            hood[:, j, :] -= refs[j][None, :]
+            cell[:, j, :] -= refs[j][None, :]
+        return cell, hood, refs
+
+    # every score, real set and null draw alike, measured from its own two-tail midpoint
+    S_cell, S_hood, ref = scores([sets[n] for n in names], 1)
+    S_cell, S_hood = S_cell[:, :, 0], S_hood[:, :, 0]
+    N_cell, N_hood, _ = scores(sampler.draw(n_null), n_null)  # kept
+    m_hood, m_cell = Moments(N_hood), Moments(N_cell)
+    while m_hood.n < n_moments:  # more draws for the moments only, n_null at a time
+        more_cell, more_hood, _ = scores(sampler.draw(m := min(n_null, n_moments - m_hood.n)), m)
+        m_hood.add(more_hood)
+        m_cell.add(more_cell)
+        del more_cell, more_hood
+    null["n_moments"] = int(m_hood.n)
     null["reference"] = (f"each score from the midpoint of its {TAIL:.0%} and {1 - TAIL:.0%} quantiles "
                          "over fibroblasts (neighbourhood-averaged), not from its mean")
-    null["reference_minus_mean"] = {n: float(v) for n, v in zip(names, ref, strict=True)}
-    E, E_null = _standardise(S_hood, N_hood)  # N_hood becomes E_null (in place)
-    cell, cell_null = _standardise(S_cell, N_cell)
+    null["reference_minus_mean"] = {n: float(v) for n, v in zip(names, ref[:, 0], strict=True)}
+    E, E_null = m_hood.standardise(S_hood, N_hood)  # N_hood becomes E_null (in place)
+    cell, cell_null = m_cell.standardise(S_cell, N_cell)
     return Evidence(E, E_null, cell, cell_null.astype(np.float32), null)
 
 
@@ -369,17 +335,6 @@ def _midpoint(scores: np.ndarray, tail: float = TAIL) -> np.ndarray:
     """
     lo, hi = np.quantile(scores, [tail, 1.0 - tail], axis=0)
     return 0.5 * (lo + hi)
-
-
-def _standardise(S: np.ndarray, N: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scores and null scores in null-SD units, per cell and set (step 3); ``N`` is overwritten."""
-    mu = N.mean(axis=2)
-    sd = N.std(axis=2)
-    floor = 1e-6 + 1e-3 * np.nanmedian(sd) if np.isfinite(np.nanmedian(sd)) else 1e-6
-    sd = np.maximum(sd, floor)
-    N -= mu[:, :, None]
-    N /= sd[:, :, None]
-    return (S - mu) / sd, N
 
 
 def _rule(E: np.ndarray, z: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
