@@ -430,9 +430,10 @@ def evidence_seeds(ev: Evidence, classes: list[str], *, alpha: float = ALPHA,
         absent.remove(c)
         del absent_why[c]
     report = {
-        "rule": (f"evidence against random gene sets (null-SD units, over the cell's kNN neighbourhood; "
-                 f"each score read from the midpoint of its {TAIL:.0%} and {1 - TAIL:.0%} quantiles over "
-                 f"fibroblasts); "
+        "rule": (f"evidence against random gene sets (null-SD units, the null's mean and SD from "
+                 f"{ev.null.get('n_moments', n_null)} random sets per programme, over the cell's kNN "
+                 f"neighbourhood; each score read from the midpoint of its {TAIL:.0%} and {1 - TAIL:.0%} "
+                 f"quantiles over fibroblasts); "
                  f"seed of k if E_k >= {z:.3f} (alpha {alpha}) and E_k - E_j >= {np.sqrt(2) * z:.3f} for "
                  f"every other j, and the cell's own evidence e agrees in sign (e_k >= 0, e_k >= e_j for the "
                  f"runner-up j); k present if its seeds exceed "
