@@ -25,8 +25,8 @@ Why 500: the draws are shared by every cell, so their Monte-Carlo error is share
 With 50 draws the SD of a set's null is known to about 10 % (``1 / sqrt(2 * 50)``) and
 its mean to about 0.14 null SDs, the same error in every cell, so a whole class moves
 across the seed threshold with ``random_state``: on the breast sample the author iCAFs
-gave 23-46 iCAF seeds over ``random_state`` 0-7 (33-38 with 500 draws). With 500 the errors are about
-3 % and 0.04 SD. Measured (``docs/classifier.md``, ARI over ``random_state`` 0-5, mean
+gave 23-46 iCAF seeds over ``random_state`` 0-7 (34-36 over 0-5 with 500 draws). With
+500 the errors are about 3 % and 0.04 SD. Measured (``docs/classifier.md``, ARI over ``random_state`` 0-5, mean
 and SD, 50 -> 500 draws): the breast sample 0.629 (SD 0.027) -> 0.618 (0.009),
 synthetic 70 % myCAF 0.529 (0.044) -> 0.560 (0.013), ~520 UMI 0.328 (0.027) -> 0.343
 (0.009), full-length reads of sorted mouse CAFs 0.731 (0.026) -> 0.745 (0.003). The
