@@ -108,12 +108,13 @@ def _smooth(labels_fib: np.ndarray, Z: np.ndarray | None, adata, fib_rows, smoot
         import scanpy as sc
         from sklearn.decomposition import PCA
 
+        from ._knn import neighbors
+
         n_comp = int(min(30, Z.shape[1] - 1, Z.shape[0] - 1))
         pcs = PCA(n_components=n_comp, random_state=random_state).fit_transform(Z)
         tmp = ad.AnnData(X=np.zeros((Z.shape[0], 1), dtype=np.float32))
         tmp.obsm["X_pca"] = pcs
-        sc.pp.neighbors(tmp, n_neighbors=min(15, Z.shape[0] - 1), use_rep="X_pca",
-                        random_state=random_state)
+        neighbors(tmp, n_neighbors=min(15, Z.shape[0] - 1), use_rep="X_pca", random_state=random_state)
         sc.tl.leiden(tmp, resolution=resolution, random_state=random_state, flavor="igraph",
                      n_iterations=2, directed=False)
         clusters = tmp.obs["leiden"].astype(str).to_numpy()

@@ -156,6 +156,7 @@ from ._evidence_null import (
     averaged,
     centred_scores,
 )
+from ._knn import neighbors
 
 __all__ = ["Evidence", "audit_genes", "fibroblast_graph", "programme_evidence", "evidence_seeds"]
 
@@ -209,7 +210,7 @@ def fibroblast_graph(Xf: sp.csr_matrix, *, n_neighbors: int = N_NEIGHBORS, n_pcs
     sc.pp.scale(tmp, max_value=10)
     n_comp = int(max(2, min(n_pcs, tmp.n_vars - 1, n - 2)))
     sc.pp.pca(tmp, n_comps=n_comp, random_state=random_state)
-    sc.pp.neighbors(tmp, n_neighbors=n_neighbors, use_rep="X_pca", random_state=random_state)
+    neighbors(tmp, n_neighbors=n_neighbors, use_rep="X_pca", random_state=random_state)
     A = sp.csr_matrix(tmp.obsp["distances"])
     A.data[:] = 1.0
     A = A + sp.identity(n, format="csr")

@@ -1,0 +1,37 @@
+"""kNN graphs on 8,192 cells or more (cafclassify.tl._knn)."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+from cafclassify.tl._evidence import fibroblast_graph
+from cafclassify.tl._knn import EXACT_BELOW, neighbors
+
+
+def test_graph_of_many_cells_is_built():
+    """scanpy 1.11 switches to pynndescent at 8,192 cells and then fails on its csr_array
+    ("'csr_array' object has no attribute 'getnnz'"); the classifier failed on a
+    100,000-cell tumour. Two planted groups: every neighbour is in the cell's group."""
+    rng = np.random.default_rng(0)
+    n = EXACT_BELOW + 200
+    group = np.arange(n) % 2
+    pcs = rng.normal(size=(n, 10)) + 8.0 * group[:, None]
+    a = ad.AnnData(np.zeros((n, 1), dtype=np.float32))
+    a.obsm["X_pca"] = pcs
+    neighbors(a, n_neighbors=15, use_rep="X_pca", random_state=0)
+    D = sp.csr_matrix(a.obsp["distances"])
+    rows = np.repeat(np.arange(n), np.diff(D.indptr))
+    assert (np.diff(D.indptr) >= 10).all()
+    assert (group[rows] == group[D.indices]).all()
+
+
+def test_fibroblast_graph_of_many_cells():
+    rng = np.random.default_rng(1)
+    n, g = EXACT_BELOW + 100, 60
+    counts = rng.poisson(1.0, size=(n, g)).astype(np.float32)
+    X = sp.csr_matrix(np.log1p(counts))
+    W = fibroblast_graph(X, random_state=0)
+    assert W.shape == (n, n)
+    np.testing.assert_allclose(np.asarray(W.sum(axis=1)).ravel(), 1.0)
