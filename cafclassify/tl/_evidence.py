@@ -289,7 +289,7 @@ def programme_evidence(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tupl
     """
     mean = np.asarray(Xf.mean(axis=0)).ravel()
     sampler = NullSampler(mean, sets, n_bins=n_bins, random_state=random_state)
-    null = {"n_null": int(n_null), **sampler.info(n_bins)}
+    null = {"n_null": int(n_null), **sampler.info()}
     names = list(sets)
     if not names:
         empty, empty_null = np.zeros((Xf.shape[0], 0)), np.zeros((Xf.shape[0], 0, n_null))

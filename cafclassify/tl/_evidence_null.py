@@ -86,15 +86,16 @@ class NullSampler:
         self.bins[expressed] = _bins(mean[expressed], self.n_bins)
         self.pools = {b: np.flatnonzero(self.bins == b) for b in range(self.n_bins)}
         self.any_expressed = np.flatnonzero(expressed)  # the pool of a gene no fibroblast expresses
+        self.max_bins = n_bins
         self.sets = sets
         self.rngs = {name: np.random.default_rng([random_state, *name.encode()]) for name in sets}
 
-    def info(self, max_bins: int) -> dict:
+    def info(self) -> dict:
         """What the null is, for the report."""
         return {"n_bins": self.n_bins, "n_expressed_genes": self.n_expressed,
                 "min_genes_per_bin": int(min((p.size for p in self.pools.values()), default=0)),
                 "rule": (f"expression-matched random genes: the expressed genes in {self.n_bins} bins of "
-                         f"equal size (at most {max_bins}; at least {MIN_POOL} genes per bin where there "
+                         f"equal size (at most {self.max_bins}; at least {MIN_POOL} genes per bin where there "
                          "are enough)")}
 
     def draw(self, n_draws: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -193,12 +194,14 @@ class Moments:
     """Mean and SD over null draws (the last axis), per cell and set, pooled chunk by chunk."""
 
     def __init__(self, N: np.ndarray):
-        self.n = N.shape[2]
-        self.mean = N.mean(axis=2)
-        self.m2 = ((N - self.mean[:, :, None]) ** 2).sum(axis=2)
+        self.n = 0
+        self.mean = np.zeros(N.shape[:2])
+        self.m2 = np.zeros(N.shape[:2])
+        self.add(N)
 
     def add(self, N: np.ndarray) -> None:
-        """Pool another chunk of draws (Chan, Golub & LeVeque's update of the mean and M2)."""
+        """Pool another chunk of draws (Chan, Golub & LeVeque's update of the mean and M2;
+        from no draws it is the chunk's own mean and M2, exactly)."""
         m = N.shape[2]
         mean_b = N.mean(axis=2)
         m2_b = ((N - mean_b[:, :, None]) ** 2).sum(axis=2)
