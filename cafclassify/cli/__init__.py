@@ -16,8 +16,9 @@ to rerun with ``--debug`` and exits with status 1.
 Heavy modules (scanpy, anndata, numba) are imported inside the subcommands so that
 ``--threads`` takes effect before they load and ``cafclassify --help`` is instant.
 
-Modules: :mod:`._parser` (the options), :mod:`._steps` (the workflow steps' subcommands),
-:mod:`._tools` (helper subcommands), :mod:`._files` (inputs, atomic outputs, provenance,
+Modules: :mod:`._parser` (the steps' options), :mod:`._parser_tools` (the tools'),
+:mod:`._options` (shared options and value types), :mod:`._steps` (the workflow steps'
+subcommands), :mod:`._tools` (helper subcommands), :mod:`._files` (inputs, atomic outputs, provenance,
 options -> API arguments) and :mod:`._runtime` (threads, logging, protected inputs);
 :func:`main` here runs one step and turns its errors into exit statuses.
 """

@@ -1,11 +1,23 @@
-"""The argument parser: global options, value types and one subparser per step."""
+"""The argument parser: one subparser per workflow step (the tools' are in
+:mod:`._parser_tools`, shared options and value types in :mod:`._options`)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 
-from ._files import BACKED_MIN_CELLS
+from ._options import (
+    fraction,
+    fraction_or_library,
+    global_options,
+    out_opt,
+    positive_int,
+    seed_opt,
+    signatures_opt,
+    species_opt,
+    subtype_sets_opt,
+)
+from ._parser_tools import add_tool_parsers
 from ._steps import (
     _cmd_classify,
     _cmd_fetch,
@@ -17,82 +29,6 @@ from ._steps import (
     _cmd_summary,
     _cmd_train,
 )
-from ._tools import _cmd_merge, _cmd_methods, _cmd_shard, _cmd_signatures, _cmd_simulate
-
-
-def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
-    """Options accepted both before and after the subcommand name."""
-    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
-    g = parser.add_argument_group("global options")
-    g.add_argument(
-        "--debug", action="store_true", default=d(False), help="show full tracebacks on errors"
-    )
-    g.add_argument(
-        "--log-file", metavar="PATH", default=d(None), help="also write the log to this file"
-    )
-    g.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=d(0),
-        help="more log output (-v: debug for cafclassify, -vv: everything)",
-    )
-    g.add_argument(
-        "--backed",
-        choices=("auto", "yes", "no"),
-        default=d("auto"),
-        help="keep the expression matrices on disk and work in blocks of cells (gate, score, "
-        "classify); 'auto': from --backed-min-cells cells on (default: auto)",
-    )
-    g.add_argument(
-        "--backed-min-cells",
-        type=_positive_int,
-        metavar="N",
-        default=d(BACKED_MIN_CELLS),
-        help=f"cell count from which --backed auto works out of core (default: {BACKED_MIN_CELLS})",
-    )
-    g.add_argument(
-        "--compression",
-        choices=("gzip", "lzf", "none"),
-        default=d("gzip"),
-        help="compression of the matrices in .h5ad outputs: gzip (portable, default), lzf "
-        "(several times faster to write, larger, readable with h5py only) or none; a backed "
-        "step copies its input's matrices as stored",
-    )
-    g.add_argument(
-        "--threads",
-        type=_positive_int,
-        metavar="N",
-        default=d(None),
-        help="threads for numba/BLAS/OpenMP (default: library defaults); with --backed, also the "
-        "processes that write X and the layers of an .h5ad at the same time (default 1)",
-    )
-
-
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {n}")
-    return n
-
-
-def _fraction_or_library(value: str) -> float | str:
-    if value.strip().lower() in ("library", "per-set", "none", "null"):
-        return "library"
-    return _fraction(value)
-
-
-def _fraction(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if not 0.0 <= x <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {x}")
-    return x
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,45 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"cafclassify {__version__}")
-    _global_options(parser, suppress=False)
+    global_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="step", metavar="<step>", required=True)
 
     def add(name: str, func: Callable, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        _global_options(p, suppress=True)
+        global_options(p, suppress=True)
         p.set_defaults(func=func)
         return p
-
-    def signatures_opt(p):
-        p.add_argument(
-            "--signatures",
-            default="caf_v1",
-            metavar="SPEC",
-            help="built-in library name or a .gmt/.txt/.tsv gene-set file (default: caf_v1)",
-        )
-
-    def subtype_sets_opt(p):
-        p.add_argument(
-            "--subtype-sets",
-            default=None,
-            metavar="A,B,...",
-            help="comma-separated sets of the signature file that are CAF subtypes (the "
-            "classifier's classes); default: the sets of group 'subtype' (GMT description "
-            "'group=subtype', a 'group' column in tables)",
-        )
-
-    def seed_opt(p):
-        p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-
-    def out_opt(p, what="output .h5ad file"):
-        p.add_argument("-o", "--output", required=True, metavar="PATH", help=what)
-
-    def species_opt(p):
-        p.add_argument(
-            "--species", default=None, choices=["human", "mouse"],
-            help="species of the gene names (default: the one recorded by `read`, else detected); "
-            "recorded in the output for the later steps",
-        )
 
     # fetch
     p = add("fetch", _cmd_fetch, "download (or copy) an input file and verify its SHA-256")
@@ -328,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rank", type=int, default=1500, help="UCell rank cut-off (default: 1500)")
     p.add_argument(
         "--min-coverage",
-        type=_fraction_or_library,
+        type=fraction_or_library,
         default="library",
         help="skip sets with a smaller fraction of their genes present: a number in [0, 1], "
         "or 'library' for each set's own min_coverage from the signature library "
@@ -416,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--threshold",
-        type=_fraction,
+        type=fraction,
         default=None,
         help="minimum calibrated probability to assign a subtype (default: the model's)",
     )
@@ -487,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-cells-plot",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="at most this many cells are drawn in figures (tables always use all cells)",
     )
@@ -516,118 +421,5 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-dataset report to link from the page (repeat once per input, in order)",
     )
 
-    # shard
-    p = add(
-        "shard",
-        _cmd_shard,
-        "split an .h5ad by cells into shards (chunk by chunk; for cluster scatter-gather)",
-    )
-    p.add_argument("input", help="input .h5ad (e.g. from `cafclassify read`)")
-    p.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        metavar="PATH",
-        help="with --index: the shard .h5ad to write; otherwise a folder for shard_000.h5ad ...",
-    )
-    p.add_argument("--n-shards", type=_positive_int, default=None, help="number of shards")
-    p.add_argument(
-        "--max-cells",
-        type=_positive_int,
-        default=None,
-        help="instead of --n-shards: at most this many cells per shard",
-    )
-    p.add_argument(
-        "--index",
-        type=int,
-        default=None,
-        help="write only shard I (0-based) of --n-shards (one job per shard)",
-    )
-    p.add_argument(
-        "--chunk-size", type=_positive_int, default=50000, help="cells per block (default: 50000)"
-    )
-
-    # merge
-    p = add(
-        "merge",
-        _cmd_merge,
-        "merge processed shards back into one .h5ad in the original cell order "
-        "(QC thresholds recomputed over all cells)",
-    )
-    p.add_argument("inputs", nargs="+", help="shard .h5ad files (every shard of one split)")
-    out_opt(p)
-    p.add_argument(
-        "--filter",
-        action="store_true",
-        help="remove cells failing QC (with thresholds over all cells), as `qc --filter`",
-    )
-    p.add_argument(
-        "--keep-qc",
-        action="store_true",
-        help="keep the per-shard QC marks instead of recomputing thresholds over all cells",
-    )
-    p.add_argument(
-        "--coverage-csv",
-        default=None,
-        metavar="PATH",
-        help="also write the per-set gene coverage table of the shards' scores",
-    )
-    p.add_argument(
-        "--key-added", default="caf_scores", help="obsm key of the scores (default: caf_scores)"
-    )
-    p.add_argument(
-        "--chunk-size", type=_positive_int, default=50000, help="cells per block (default: 50000)"
-    )
-
-    # methods
-    p = add("methods", _cmd_methods, "list the signature scoring methods")
-    p.add_argument("--format", default="text", choices=["text", "tsv"], help="output format")
-
-    # signatures
-    p = add(
-        "signatures",
-        _cmd_signatures,
-        "list built-in signature libraries and sets, show one set, or export a library",
-    )
-    p.add_argument(
-        "library",
-        nargs="?",
-        default=None,
-        help="library name or gene-set file (default: all built-in libraries; caf_v1 for --show/--export)",
-    )
-    p.add_argument("--show", default=None, metavar="SET", help="print the genes of one set")
-    p.add_argument(
-        "--export",
-        default=None,
-        metavar="PATH",
-        help="write the library as GMT (.gmt) or long table (.tsv)",
-    )
-    p.add_argument(
-        "--export-format",
-        default=None,
-        choices=["gmt", "tsv"],
-        help="export format (default: from the extension)",
-    )
-    p.add_argument("--format", default="text", choices=["text", "tsv"], help="listing format")
-
-    # simulate
-    p = add(
-        "simulate",
-        _cmd_simulate,
-        "write a synthetic tumour dataset with planted CAF subtype programmes",
-    )
-    out_opt(p)
-    p.add_argument(
-        "--n-cells", type=_positive_int, default=5000, help="number of cells (default: 5000)"
-    )
-    p.add_argument(
-        "--n-genes", type=_positive_int, default=15000, help="number of genes (default: 15000)"
-    )
-    p.add_argument(
-        "--n-batches", type=_positive_int, default=1, help="number of batches (default: 1)"
-    )
-    p.add_argument(
-        "--species", default="human", choices=["human", "mouse"], help="gene names (default: human)"
-    )
-    seed_opt(p)
+    add_tool_parsers(add)
     return parser
