@@ -7,7 +7,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cafclassify.tl._evidence import fibroblast_graph
-from cafclassify.tl._knn import EXACT_BELOW, neighbors
+from cafclassify.tl._knn import EXACT_BELOW, _approximate, neighbors
 
 
 def test_graph_of_many_cells_is_built():
@@ -35,3 +35,40 @@ def test_fibroblast_graph_of_many_cells():
     W = fibroblast_graph(X, random_state=0)
     assert W.shape == (n, n)
     np.testing.assert_allclose(np.asarray(W.sum(axis=1)).ravel(), 1.0)
+
+
+def test_graph_of_many_cells_is_exact():
+    """From 8,192 cells on the graph is exact, as below (scikit-learn's search, not
+    pynndescent's approximate one): each cell's neighbours are its nearest cells."""
+    rng = np.random.default_rng(2)
+    n, k = EXACT_BELOW + 300, 15
+    pcs = rng.normal(size=(n, 20))
+    a = ad.AnnData(np.zeros((n, 1), dtype=np.float32))
+    a.obsm["X_pca"] = pcs
+    neighbors(a, n_neighbors=k, use_rep="X_pca", random_state=0)
+    D = sp.csr_matrix(a.obsp["distances"])
+    for i in rng.choice(n, size=300, replace=False):
+        d = ((pcs - pcs[i]) ** 2).sum(axis=1)
+        d[i] = np.inf
+        expected = set(np.argsort(d, kind="stable")[: k - 1].tolist())  # scanpy keeps k - 1 besides the cell
+        assert set(D.indices[D.indptr[i]:D.indptr[i + 1]].tolist()) == expected, i
+
+
+def test_approximate_graph_beyond_exact_sizes():
+    """From 150,000 cells on the graph is pynndescent's (with scanpy 1.11 its csr_array
+    broke ``sc.pp.neighbors``); its transformer, given to scanpy on fewer cells here:
+    two planted groups, every neighbour in the cell's group, no search index built."""
+    import scanpy as sc
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    group = np.arange(n) % 2
+    a = ad.AnnData(np.zeros((n, 1), dtype=np.float32))
+    a.obsm["X_pca"] = rng.normal(size=(n, 10)) + 8.0 * group[:, None]
+    tr = _approximate(n, 15, 0)
+    sc.pp.neighbors(a, n_neighbors=15, use_rep="X_pca", transformer=tr)
+    D = sp.csr_matrix(a.obsp["distances"])
+    rows = np.repeat(np.arange(n), np.diff(D.indptr))
+    assert (np.diff(D.indptr) >= 10).all()
+    assert (group[rows] == group[D.indices]).all()
+    assert not tr.index_.compressed

@@ -12,12 +12,13 @@ it with evidence that is read *within each cell* and judged against a null.
 Method
 ------
 1. **Structure.** Log-normalised fibroblasts -> highly variable genes -> PCA (up to
-   30 components) -> kNN graph (``n_neighbors`` = 15, scanpy's default). ``W`` is the
-   row-normalised adjacency with the cell itself included: ``W @ v`` replaces a cell's
-   value by the mean over itself and its neighbours. Shallow cells (median ~600 UMI
-   in a breast atlas sample) lose most programme genes to dropout; their neighbours
-   carry the same programme, so the average is far less noisy. This is the
-   neighbourhood averaging of MAGIC (van Dijk et al. 2018, one step) and of metacells.
+   30 components) -> kNN graph (``n_neighbors`` = 15, scanpy's default; exact up to
+   150,000 fibroblasts, :mod:`._knn`). ``W`` is the row-normalised adjacency with the
+   cell itself included: ``W @ v`` replaces a cell's value by the mean over itself and
+   its neighbours. Shallow cells (median ~600 UMI in a breast atlas sample) lose most
+   programme genes to dropout; their neighbours carry the same programme, so the
+   average is far less noisy. This is the neighbourhood averaging of MAGIC (van Dijk
+   et al. 2018, one step) and of metacells.
 2. **Score.** For subtype set ``k`` with genes ``g`` and directions ``w_g`` (+1/-1),
    ``s_k = sum_g w_g (x_g - m_g) / sum_g |w_g|`` where ``m_g`` is the gene's mean over
    fibroblasts. This is ``scanpy.tl.score_genes`` with perfectly matched controls.
