@@ -11,9 +11,9 @@ from cafclassify.tl._knn import EXACT_BELOW, _approximate, neighbors
 
 
 def test_graph_of_many_cells_is_built():
-    """scanpy 1.11 switches to pynndescent at 8,192 cells and then fails on its csr_array
-    ("'csr_array' object has no attribute 'getnnz'"); the classifier failed on a
-    100,000-cell tumour. Two planted groups: every neighbour is in the cell's group."""
+    """Left to itself scanpy 1.11 switches to pynndescent at 8,192 cells and then fails on
+    its csr_array ("'csr_array' object has no attribute 'getnnz'"); the classifier failed
+    on a 100,000-cell tumour. Two planted groups: every neighbour is in the cell's group."""
     rng = np.random.default_rng(0)
     n = EXACT_BELOW + 200
     group = np.arange(n) % 2
