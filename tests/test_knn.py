@@ -54,6 +54,39 @@ def test_graph_of_many_cells_is_exact():
         assert set(D.indices[D.indptr[i]:D.indptr[i + 1]].tolist()) == expected, i
 
 
+def test_approximate_graph_has_the_exact_layout(monkeypatch):
+    """Beyond APPROXIMATE_FROM (lowered here) the graph is pynndescent's, laid out as the
+    exact search's: no self, n_neighbors - 1 others per row (as returned by scanpy:
+    n_neighbors + 1 entries with the cell itself, so the fibroblast average counted the
+    cell twice and 15 others instead of 14)."""
+    from cafclassify.tl import _knn
+
+    rng = np.random.default_rng(4)
+    n, k = 3000, 15
+    group = np.arange(n) % 2
+    pcs = rng.normal(size=(n, 10)) + 8.0 * group[:, None]
+    exact = ad.AnnData(np.zeros((n, 1), dtype=np.float32))
+    exact.obsm["X_pca"] = pcs
+    neighbors(exact, n_neighbors=k, use_rep="X_pca")
+    monkeypatch.setattr(_knn, "APPROXIMATE_FROM", 1000)
+    a = ad.AnnData(np.zeros((n, 1), dtype=np.float32))
+    a.obsm["X_pca"] = pcs
+    neighbors(a, n_neighbors=k, use_rep="X_pca")
+    D, E = sp.csr_matrix(a.obsp["distances"]), sp.csr_matrix(exact.obsp["distances"])
+    rows = np.repeat(np.arange(n), np.diff(D.indptr))
+    assert (np.diff(D.indptr) == k - 1).all() and (np.diff(E.indptr) == k - 1).all()
+    assert not (D.indices == rows).any()
+    assert (group[rows] == group[D.indices]).all()
+    # approximate, but nearly the exact neighbours
+    assert (D.multiply(E) > 0).sum() >= 0.95 * E.nnz
+    # the fibroblast average over that graph: the cell and 14 others, equal weights
+    counts = rng.poisson(1.0, size=(n, 60)).astype(np.float32)
+    W = fibroblast_graph(sp.csr_matrix(np.log1p(counts)), random_state=0)
+    assert (np.diff(W.indptr) == k).all()
+    np.testing.assert_allclose(W.diagonal(), 1.0 / k)
+    np.testing.assert_allclose(W.data, 1.0 / k)
+
+
 def test_approximate_graph_beyond_exact_sizes():
     """From 150,000 cells on the graph is pynndescent's (with scanpy 1.11 its csr_array
     broke ``sc.pp.neighbors``); its transformer, given to scanpy on fewer cells here:

@@ -32,7 +32,9 @@ from there on uses pynndescent, with the parameters scanpy would give it (UMAP's
 ``n_trees`` and ``n_iters`` for the number of cells, scanpy's ``n_jobs``), its output
 converted to ``csr_matrix``, and without building the search index that
 ``fit_transform`` compresses at the end: it serves queries of new cells, which a graph
-among the given cells never makes. The graph is exact up to 150,000 cells (a tumour of a
+among the given cells never makes. Its distances are then laid out as the exact search's
+(the cell itself left out, the ``n_neighbors - 1`` nearest others kept: scanpy keeps
+pynndescent's ``n_neighbors + 1`` entries with the cell among them). The graph is exact up to 150,000 cells (a tumour of a
 million cells has about that many fibroblasts), as the gate's (``_gate_embed``,
 scikit-learn directly) and the report's already are.
 """
@@ -59,12 +61,36 @@ def neighbors(adata: AnnData, *, n_neighbors: int, use_rep: str, random_state: i
     """``sc.pp.neighbors(adata, n_neighbors=..., use_rep=..., random_state=...)``, at every size."""
     import scanpy as sc
 
+    approximate = adata.n_obs >= APPROXIMATE_FROM
     kw = {}
-    if adata.n_obs >= APPROXIMATE_FROM:
+    if approximate:
         kw["transformer"] = _approximate(adata.n_obs, n_neighbors, random_state)
     elif adata.n_obs >= EXACT_BELOW:
         kw["transformer"] = "sklearn"
     sc.pp.neighbors(adata, n_neighbors=n_neighbors, use_rep=use_rep, random_state=random_state, **kw)
+    if approximate:
+        key = adata.uns["neighbors"]["distances_key"]
+        adata.obsp[key] = _as_exact_layout(adata.obsp[key], n_neighbors)
+
+
+def _as_exact_layout(D, n_neighbors: int) -> sp.csr_matrix:
+    """The distances matrix as scanpy's exact search leaves it: without the cell itself
+    and with each row's ``n_neighbors - 1`` nearest other cells.
+
+    scanpy keeps pynndescent's matrix as returned: ``n_neighbors + 1`` entries per row,
+    the cell itself among them, so a graph built from it (``fibroblast_graph``) would
+    average over 15 other cells and count the cell twice where the exact search gives 14
+    and once.
+    """
+    D = sp.csr_matrix(D)
+    rows = np.repeat(np.arange(D.shape[0]), np.diff(D.indptr))
+    other = D.indices != rows
+    rows, cols, vals = rows[other], D.indices[other], D.data[other]
+    order = np.lexsort((vals, rows))  # by row, then by distance
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    rank = np.arange(rows.size) - np.searchsorted(rows, rows)  # position within its row
+    keep = rank < n_neighbors - 1
+    return sp.csr_matrix((vals[keep], (rows[keep], cols[keep])), shape=D.shape)
 
 
 def _approximate(n_obs: int, n_neighbors: int, random_state: int):
