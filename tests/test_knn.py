@@ -10,6 +10,13 @@ from cafclassify.tl._evidence import fibroblast_graph
 from cafclassify.tl._knn import EXACT_BELOW, _approximate, neighbors
 
 
+def _with_pcs(pcs: np.ndarray) -> ad.AnnData:
+    """An AnnData whose only representation is ``obsm["X_pca"]``."""
+    a = ad.AnnData(np.zeros((pcs.shape[0], 1), dtype=np.float32))
+    a.obsm["X_pca"] = pcs
+    return a
+
+
 def test_graph_of_many_cells_is_built():
     """Left to itself scanpy 1.11 switches to pynndescent at 8,192 cells and then fails on
     its csr_array ("'csr_array' object has no attribute 'getnnz'"); the classifier failed
@@ -18,8 +25,7 @@ def test_graph_of_many_cells_is_built():
     n = EXACT_BELOW + 200
     group = np.arange(n) % 2
     pcs = rng.normal(size=(n, 10)) + 8.0 * group[:, None]
-    a = ad.AnnData(np.zeros((n, 1), dtype=np.float32))
-    a.obsm["X_pca"] = pcs
+    a = _with_pcs(pcs)
     neighbors(a, n_neighbors=15, use_rep="X_pca", random_state=0)
     D = sp.csr_matrix(a.obsp["distances"])
     rows = np.repeat(np.arange(n), np.diff(D.indptr))
@@ -43,8 +49,7 @@ def test_graph_of_many_cells_is_exact():
     rng = np.random.default_rng(2)
     n, k = EXACT_BELOW + 300, 15
     pcs = rng.normal(size=(n, 20))
-    a = ad.AnnData(np.zeros((n, 1), dtype=np.float32))
-    a.obsm["X_pca"] = pcs
+    a = _with_pcs(pcs)
     neighbors(a, n_neighbors=k, use_rep="X_pca", random_state=0)
     D = sp.csr_matrix(a.obsp["distances"])
     for i in rng.choice(n, size=300, replace=False):
@@ -65,12 +70,10 @@ def test_approximate_graph_has_the_exact_layout(monkeypatch):
     n, k = 3000, 15
     group = np.arange(n) % 2
     pcs = rng.normal(size=(n, 10)) + 8.0 * group[:, None]
-    exact = ad.AnnData(np.zeros((n, 1), dtype=np.float32))
-    exact.obsm["X_pca"] = pcs
+    exact = _with_pcs(pcs)
     neighbors(exact, n_neighbors=k, use_rep="X_pca")
     monkeypatch.setattr(_knn, "APPROXIMATE_FROM", 1000)
-    a = ad.AnnData(np.zeros((n, 1), dtype=np.float32))
-    a.obsm["X_pca"] = pcs
+    a = _with_pcs(pcs)
     neighbors(a, n_neighbors=k, use_rep="X_pca")
     D, E = sp.csr_matrix(a.obsp["distances"]), sp.csr_matrix(exact.obsp["distances"])
     rows = np.repeat(np.arange(n), np.diff(D.indptr))
@@ -96,8 +99,7 @@ def test_approximate_graph_beyond_exact_sizes():
     rng = np.random.default_rng(3)
     n = 3000
     group = np.arange(n) % 2
-    a = ad.AnnData(np.zeros((n, 1), dtype=np.float32))
-    a.obsm["X_pca"] = rng.normal(size=(n, 10)) + 8.0 * group[:, None]
+    a = _with_pcs(rng.normal(size=(n, 10)) + 8.0 * group[:, None])
     tr = _approximate(n, 15, 0)
     sc.pp.neighbors(a, n_neighbors=15, use_rep="X_pca", transformer=tr)
     D = sp.csr_matrix(a.obsp["distances"])

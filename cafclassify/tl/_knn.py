@@ -102,7 +102,7 @@ def _approximate(n_obs: int, n_neighbors: int, random_state: int):
     class _GraphOnly(PyNNDescentTransformer):
         def fit_transform(self, X, y=None, **fit_params):
             self.fit(X, compress_index=False)
-            return sp.csr_matrix(self.transform(X=None))
+            return self.transform(X=None)
 
         def transform(self, X):
             return sp.csr_matrix(super().transform(X))
