@@ -844,6 +844,23 @@ def test_already_lognormalised_input_is_not_normalised_again(tmp_path):
     np.testing.assert_allclose(r.X.toarray(), lognorm.astype(np.float32), rtol=1e-6)
 
 
+def test_log2_tpm_and_tpm_inputs_read_as_ln_cp10k(tmp_path):
+    """log2(1 + TPM) and plain TPM tables become what the counts would: ln(1 + CP10k)."""
+    rng = np.random.default_rng(7)
+    counts = rng.poisson(rng.gamma(0.5, 4.0, size=40), size=(60, 40)).astype(float) + 1
+    lib = counts.sum(1, keepdims=True)
+    expected = np.log1p(counts / lib * 1e4).astype(np.float32)
+    for name, values, vtype in (("log2tpm", np.log2(1 + counts / lib * 1e6), "lognorm"),
+                                ("tpm", counts / lib * 1e6, "linear")):
+        p = write_counts_h5ad(tmp_path / f"{name}.h5ad", values=values)
+        out = tmp_path / f"r_{name}.h5ad"
+        code, _, err = run_cli(["read", str(p), "-o", str(out)])
+        assert code == 0, err
+        r = ad.read_h5ad(out)
+        assert r.uns[K.UNS][K.UNS_READ]["value_type"] == vtype
+        np.testing.assert_allclose(r.X.toarray(), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_subtype_without_seed_cells_is_reported_absent(shared):
     """A dataset with no dCAF: training succeeds, dCAF is reported absent, never called."""
     _quiet_threads()
@@ -1250,7 +1267,15 @@ def write_docs(path: Path) -> None:
         "| a file whose extension lies (CSV named `.h5ad`) | the format is detected from the "
         "content and recorded in `uns['cafclassify']['read']['format']` |",
         "| already log-normalised values | used as they are (`value_type: lognorm`), not "
-        "normalised twice |",
+        "normalised twice; values of another log base or scale that the numbers identify "
+        "(`log2(1 + TPM)`, `ln(1 + CPM)`, `log10`: the right base's inverse gives every cell "
+        "the same total) are rewritten as `ln(1 + CP10k)`, the scale every step assumes, and "
+        "the record says so (`normalization`, `value_type_evidence.log_scale`); in an AnnData "
+        "built by hand and passed to `gate` they are used as they are, with a WARNING |",
+        "| TPM / CPM (linear normalised values: every cell has the same total) | detected as "
+        "`linear`, rescaled to 10,000 per cell and log1p-transformed; a gene subset of them "
+        "(totals vary) cannot be told from estimated counts and is refused with the "
+        "`--value-type` fix |",
         "| a subtype with no confident seed cells | trained without it; listed in "
         "`absent_classes` (model summary and `uns['cafclassify']['classify']`), never called |",
         "| gene sets with too little coverage | skipped with a WARNING naming the missing "

@@ -157,6 +157,21 @@ def test_no_fibroblasts_warns(caplog):
     assert "fibroblasts" in caplog.text
 
 
+def test_log_values_of_another_base_are_warned(mixed, caplog):
+    """Data built by hand with log2(1 + CPM) values: the gate says they are not the
+    ln(1 + CP10k) it assumes (cafclassify.read would rewrite them)."""
+    ad = _simulate(MIXED)
+    X = ad.X.copy()
+    X.data = np.log2(1 + np.expm1(X.data) * 100)  # ln(1 + CP10k) -> log2(1 + CPM)
+    ad.X = X
+    with caplog.at_level("WARNING"):
+        gate(ad)
+    w = ad.uns[K.UNS][K.UNS_GATE]["warnings"]
+    assert any("log2(1 + x) values of 1e+06 per cell" in m and "cafclassify.read" in m for m in w)
+    assert "log2(1 + x)" in caplog.text
+    assert not any("per cell, not ln(1 + x)" in m for m in mixed[0].uns[K.UNS][K.UNS_GATE]["warnings"])
+
+
 def test_pregated_keeps_all_cells_and_flags_contaminants():
     ad = _simulate({"fibroblast": 120, "immune": 8}, seed=5)
     gate(ad, pregated=True)

@@ -23,6 +23,7 @@ import cafclassify
 from cafclassify import _keys as K
 from cafclassify._errors import InputFileError
 from cafclassify.io import read, read_backed, sniff_format
+from cafclassify.io._stream import read_to_h5ad
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -338,23 +339,54 @@ def test_lognorm_h5ad_used_as_is_and_raw_layer_option(tmp_path, ref):
     np.testing.assert_array_equal(_dense(c.X), lognorm)
 
 
-def test_linear_values_need_value_type(tmp_path, ref):
+def test_linear_values_read_when_totals_equal_else_need_value_type(tmp_path, ref):
     X = _dense(ref.X)
     tpm = X / X.sum(1, keepdims=True) * 1e6
+    expected = np.log1p(X / X.sum(1, keepdims=True) * 1e4)
     b = ad.AnnData(X=tpm.astype(np.float32), var=ref.var.copy(), obs=ref.obs.copy())
     p = tmp_path / "tpm.h5ad"
     b.write_h5ad(p)
-    with pytest.raises(InputFileError, match="cannot tell what the values are") as exc:
-        read(p)
-    assert "value_type='linear'" in exc.value.fix
-    a = read(p, value_type="linear")
-    np.testing.assert_allclose(
-        _dense(a.X), np.log1p(X / X.sum(1, keepdims=True) * 1e4), rtol=1e-4, atol=1e-5
-    )
+    a = read(p)  # every cell sums to 1e6: TPM/CPM, told from the numbers
+    np.testing.assert_allclose(_dense(a.X), expected, rtol=1e-4, atol=1e-5)
+    assert a.uns[K.UNS][K.UNS_READ]["value_type_detected"] == "linear"
     assert K.LAYER_COUNTS not in a.layers
+    # the same values cut to ten genes: totals vary, as estimated counts' do
+    sub = b[:, :10].copy()
+    p2 = tmp_path / "tpm_subset.h5ad"
+    sub.write_h5ad(p2)
+    with pytest.raises(InputFileError, match="cannot tell what the values are") as exc:
+        read(p2)
+    assert "value_type='linear'" in exc.value.fix
+    a = read(p2, value_type="linear")
+    Xs = X[:, :10]
+    np.testing.assert_allclose(
+        _dense(a.X), np.log1p(Xs / Xs.sum(1, keepdims=True) * 1e4), rtol=1e-4, atol=1e-5
+    )
     assert a.uns[K.UNS][K.UNS_READ]["value_type_detected"] == "unknown"
     with pytest.raises(InputFileError, match="value_type='tpm'"):
         read(p, value_type="tpm")
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_log2_tpm_rewritten_as_ln_cp10k(tmp_path, ref, streamed):
+    """log2(1 + TPM) values are read as the counts would be: ln(1 + CP10k)."""
+    X = _dense(ref.X)
+    log2tpm = np.log2(1 + X / X.sum(1, keepdims=True) * 1e6).astype(np.float32)
+    b = ad.AnnData(X=sp.csr_matrix(log2tpm), var=ref.var.copy(), obs=ref.obs.copy())
+    p = tmp_path / "log2tpm.h5ad"
+    b.write_h5ad(p)
+    if streamed:
+        read_to_h5ad(p, tmp_path / "out.h5ad", chunk_size=17)  # three blocks of cells
+        a = ad.read_h5ad(tmp_path / "out.h5ad")
+    else:
+        a = read(p)
+    np.testing.assert_allclose(_dense(a.X), np.log1p(X / X.sum(1, keepdims=True) * 1e4),
+                               rtol=1e-4, atol=1e-4)
+    rec = a.uns[K.UNS][K.UNS_READ]
+    assert rec["value_type"] == "lognorm"
+    assert rec["value_type_evidence"]["log_scale"]["base"] == "2"
+    assert rec["normalization"].startswith("log2(1 + x) values of 1e+06 per cell rewritten")
+    assert _dense(ad.read_h5ad(p).X) == pytest.approx(log2tpm)  # the input is not modified
 
 
 def test_read_backed(tmp_path, ref):

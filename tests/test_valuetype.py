@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 from cafclassify._errors import DataError
 from cafclassify.io import detect_value_type, value_type_details
+from cafclassify.io._valuetype import log_scale_details
 
 
 def _counts(n_cells=300, n_genes=200, seed=0):
@@ -51,28 +52,57 @@ def test_scaled_detected_from_negative_values():
     assert detect_value_type(Z) == "scaled"
 
 
-def test_linear_normalised_is_unknown():
+def test_linear_normalised_detected_from_equal_totals_estimated_counts_unknown():
     X = _counts()
     cp10k = X / X.sum(1, keepdims=True) * 1e4  # not logged: non-integer, max >> 50
     d = value_type_details(cp10k)
+    assert d["value_type"] == "linear"
+    assert d["linear_total"] == pytest.approx(1e4)
+    # a gene subset of them, or estimated counts (totals vary with depth): cannot be told
+    rng = np.random.default_rng(1)
+    est = X * rng.uniform(0.9, 1.1, size=X.shape) * 40
+    d = value_type_details(est)
     assert d["value_type"] == "unknown"
-    assert "linear" in d["reason"]
+    assert "estimated counts" in d["reason"]
+    assert value_type_details(cp10k[:5])["value_type"] == "unknown"  # too few cells to tell
 
 
-def test_small_integer_noise_still_counts_but_fractions_are_not():
-    X = _counts() + 1e-5 * (np.random.default_rng(1).random((300, 200)) > 0.5)
-    assert detect_value_type(X) == "counts"
-    assert detect_value_type(_counts() + 0.5) == "lognorm"  # max is small: < 50
+def _real_counts(n_cells=400, n_genes=3000, seed=0):
+    """Counts with a realistic skew: a few genes take much of each cell's total."""
+    rng = np.random.default_rng(seed)
+    mu = rng.lognormal(-1.5, 1.6, size=n_genes)
+    lib = rng.lognormal(0, 0.5, size=(n_cells, 1))
+    return rng.poisson(mu / mu.sum() * 3000 * lib).astype(np.float32)
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_nan_inf_raise(bad):
-    X = _lognorm(_counts())
-    X[3, 5] = bad
-    with pytest.raises(DataError, match="NaN|infinite"):
-        detect_value_type(X)
-    with pytest.raises(DataError):
-        detect_value_type(sp.csr_matrix(X))
+@pytest.mark.parametrize(("base", "target", "log"), [
+    ("e", 1e4, np.log1p),
+    ("e", 1e6, np.log1p),
+    ("2", 1e6, lambda v: np.log2(v + 1)),
+    ("2", 1e4, lambda v: np.log2(v + 1)),
+    ("10", 1e4, lambda v: np.log10(v + 1)),
+])
+def test_log_scale_identified(base, target, log):
+    X = _real_counts()
+    s = log_scale_details(sp.csr_matrix(_lognorm(X, target=target, log=log)))
+    assert s["base"] == base
+    assert s["total"] == pytest.approx(target, rel=1e-3)
+    assert s["spread"] < 1e-3
+    others = [v for k, v in s["spread_by_base"].items() if k != base]
+    assert min(others) > 0.01  # the wrong bases' totals vary with each cell's profile
+    # genes removed after normalising (a tenth of each cell's total): still identified
+    keep = np.arange(X.shape[1]) >= 300
+    s = log_scale_details(_lognorm(X, target=target, log=log)[:, keep])
+    assert s["base"] == base
+
+
+def test_log_scale_not_identified_on_a_gene_subset_or_size_factors():
+    X = _real_counts()
+    L = _lognorm(X, target=1e6, log=lambda v: np.log2(v + 1))
+    assert log_scale_details(L[:, :200])["base"] == "unknown"  # a small panel cut afterwards
+    # scran-style size factors, which differ from the cells' totals (by ~30 % here)
+    sf = X.sum(1, keepdims=True) * np.random.default_rng(2).lognormal(0, 0.3, (X.shape[0], 1))
+    assert log_scale_details(np.log2(X / sf * sf.mean() + 1))["base"] == "unknown"
 
 
 def test_all_zero_is_unknown_and_empty_raises():

@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--value-type",
         default=None,
         choices=["counts", "lognorm", "linear"],
-        help="what X holds: counts, lognorm or linear (TPM/CPM-like) (default: detected)",
+        help="what X holds: counts, lognorm or linear (TPM/CPM-like) (default: detected; "
+        "log values of another base or scale, e.g. log2(1 + TPM), are rewritten as ln(1 + CP10k))",
     )
     p.add_argument(
         "--orientation",

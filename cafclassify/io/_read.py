@@ -340,9 +340,12 @@ def read(
         :func:`cafclassify.qc` uses it as its default ``sample_key``).
     value_type
         Override the detected value type: ``"counts"`` (raw or estimated counts:
-        normalised), ``"lognorm"`` (used as is) or ``"linear"`` (TPM/CPM-like:
+        normalised), ``"lognorm"`` (log-normalised) or ``"linear"`` (TPM/CPM-like:
         rescaled to 10,000 per cell and log1p-transformed). Scaled (negative)
-        values are always refused.
+        values are always refused. Detected: linear values when every cell has the
+        same total; log-normalised values of another identified base or scale
+        (``log2(1 + TPM)`` ...) are rewritten as ``ln(1 + CP10k)``
+        (:func:`~cafclassify.io.log_scale_details`), others used as they are.
     normalize
         If False, X is left as read (counts stay counts); the value type is still
         detected and recorded.
@@ -366,8 +369,9 @@ def read(
     -------
     AnnData (cells x genes) with
 
-    - ``X``: log1p(CP10k) values if the input held counts (or linear values),
-      otherwise the log-normalised input as is;
+    - ``X``: log1p(CP10k) values if the input held counts (or linear values) or
+      log values of an identified base and scale; otherwise the log-normalised input
+      as is;
     - ``layers["counts"]``: the raw counts, if the input held counts;
     - ``var["cafclassify_symbol"]``: the resolved current gene symbol ("" if unmapped);
     - ``uns["cafclassify"]["read"]``: path, sha256, format, n_cells, n_genes,
@@ -430,7 +434,7 @@ def read(
     if normalize and vtype != "lognorm":
         _check_float32_range(adata.X, p)
     _check_counts_layer(adata, p, vtype, normalize, info)
-    normalisation = _normalise(adata, vtype, normalize)
+    normalisation = _normalise(adata, vtype, normalize, vdetails)
 
     identity = _gene_identity(adata, p, species, symbol_column)
     _symbols_of_duplicates(adata, dups)

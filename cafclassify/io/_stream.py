@@ -284,12 +284,16 @@ def _check_counts_copy(f, p: Path, copies: list[tuple[str, str]], info: dict) ->
     return [(s, new if d == key else d) for s, d in copies]
 
 
-def _normalise_block(block, vtype: str, normalize: bool) -> tuple[Any, Any, str, dict]:
-    """``read()``'s normalisation of a block of cells: (X, counts or None, description, uns)."""
+def _normalise_block(block, vtype: str, normalize: bool, details: dict | None = None
+                     ) -> tuple[Any, Any, str, dict]:
+    """``read()``'s normalisation of a block of cells: (X, counts or None, description, uns).
+
+    ``details`` is the value-type record of the whole matrix (its sampled cells): a log
+    base and scale are identified once, not per block."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         b = ad.AnnData(X=block)
-    how = V._normalise(b, vtype, normalize)
+    how = V._normalise(b, vtype, normalize, details)
     return b.X, b.layers.get(K.LAYER_COUNTS), how, dict(b.uns)
 
 
@@ -465,7 +469,7 @@ def read_to_h5ad(
                     raise V._nonfinite_error(n_bad, p)
                 if normalize and vtype != "lognorm":
                     V._check_float32_range(b, p)  # cells are rows: a block holds whole totals
-                res = _normalise_block(b, vtype, normalize)
+                res = _normalise_block(b, vtype, normalize, vdetails)
                 del b  # hold one block at a time: release it before reading the next
                 yield res
                 del res

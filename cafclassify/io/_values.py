@@ -15,7 +15,11 @@ on (:func:`_decide_value_type`), refuses what cannot be used, and normalises:
   (:func:`_check_float32_range`): they would normalise to NaN;
 * counts and linear values are normalised with ``normalize_total`` to
   :data:`TARGET_SUM` per cell and ``log1p`` (:func:`_normalise`), the counts kept in
-  ``layers["counts"]``; log-normalised values are used as they are;
+  ``layers["counts"]``; log-normalised values are used as they are, except that values
+  of another identified log base or scale (``log2(1 + TPM)``, ``ln(1 + CPM)`` ...:
+  :func:`~cafclassify.io.log_scale_details`) are rewritten as ``ln(1 + CP10k)``
+  (:func:`log_rewrite`), the scale every later step assumes (QC's ``expm1``, the
+  gate's and the classifier's null gene sets, the classifier's features);
 * a ``layers["counts"]`` that does not hold counts (:func:`counts_layer_verdict`)
   loses the name: it is kept as :data:`LAYER_NOT_COUNTS`, so QC and the classifier
   never take normalised values for counts (:func:`_check_counts_layer`).
@@ -41,7 +45,7 @@ from .. import _keys as K
 from .._errors import DataError, InputFileError
 from ._valuetype import value_type_details
 
-__all__ = ["LAYER_NOT_COUNTS", "TARGET_SUM", "VALUE_TYPE_OVERRIDES", "counts_layer_verdict"]
+__all__ = ["LAYER_NOT_COUNTS", "TARGET_SUM", "VALUE_TYPE_OVERRIDES", "counts_layer_verdict", "log_rewrite"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,11 +184,60 @@ def _check_float32_range(X, path: Path) -> None:
         )
 
 
-def _normalise(adata: ad.AnnData, value_type: str, normalize: bool) -> str:
+#: an identified ``ln(1 + x)`` scale within this relative distance of :data:`TARGET_SUM`
+#: is used as it is (e.g. ``ln(1 + CP10k)`` with the mitochondrial genes removed)
+_SCALE_TOLERANCE = 0.1
+_LOG_BASE_VALUES = {"e": np.e, "2": 2.0, "10": 10.0}
+
+
+def log_rewrite(details: dict | None) -> tuple[str, float] | None:
+    """``(base, total)`` when log-normalised values must be rewritten as ``ln(1 + CP10k)``.
+
+    ``details`` is :func:`~cafclassify.io.value_type_details`' record. ``None`` when the
+    values are already natural-log values of about :data:`TARGET_SUM` per cell, or when
+    their base cannot be told (:func:`~cafclassify.io.log_scale_details`): those are used
+    as they are.
+    """
+    scale = (details or {}).get("log_scale") or {}
+    base, total = scale.get("base", "unknown"), scale.get("total")
+    if base not in _LOG_BASE_VALUES or not total:
+        return None
+    if base == "e" and abs(total / TARGET_SUM - 1.0) <= _SCALE_TOLERANCE:
+        return None
+    return base, float(total)
+
+
+def _rewrite_log(X, base: str, total: float):
+    """``ln(1 + (b^x - 1) * TARGET_SUM / total)`` of every stored value (float32; dense in
+    blocks of rows, sparse on its stored values: zeros stay zeros)."""
+    ln_b, factor = float(np.log(_LOG_BASE_VALUES[base])), TARGET_SUM / total
+
+    def f(v):
+        return np.log1p(np.expm1(v.astype(np.float64) * ln_b) * factor).astype(np.float32)
+
+    if sp.issparse(X):
+        X = X.astype(np.float32) if X.dtype != np.float32 else X.copy()
+        X.data = f(X.data)
+        return X
+    X = np.asarray(X, dtype=np.float32).copy()
+    for start in range(0, X.shape[0], 10000):
+        X[start : start + 10000] = f(X[start : start + 10000])
+    return X
+
+
+def _normalise(adata: ad.AnnData, value_type: str, normalize: bool, details: dict | None = None) -> str:
     import scanpy as sc
 
     if value_type == "lognorm":
-        return "none (already log-normalised)"
+        rewrite = log_rewrite(details) if normalize else None
+        if rewrite is None:
+            return "none (already log-normalised)"
+        base, total = rewrite
+        adata.X = _rewrite_log(adata.X, base, total)
+        logb = "ln" if base == "e" else f"log{base}"
+        return (f"{logb}(1 + x) values of {total:.4g} per cell rewritten as ln(1 + x) of "
+                f"{TARGET_SUM:g} per cell (each value: ln(1 + ({base}^v - 1) * {TARGET_SUM:g} / "
+                f"{total:.4g}))")
     if not normalize:
         return f"none (normalize=False; X holds {value_type} values)"
     if sp.issparse(adata.X):
