@@ -339,6 +339,42 @@ def test_lognorm_h5ad_used_as_is_and_raw_layer_option(tmp_path, ref):
     np.testing.assert_array_equal(_dense(c.X), lognorm)
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_raw_read_when_x_holds_a_gene_subset(tmp_path, ref, caplog, streamed):
+    """scanpy's layout: the whole log-normalised matrix in adata.raw, X cut to the highly
+    variable genes. The signatures need every gene: raw is read, logged and recorded."""
+    import scanpy as sc
+
+    b = ref.copy()
+    sc.pp.normalize_total(b, target_sum=1e4)
+    sc.pp.log1p(b)
+    full = _dense(b.X).copy()
+    b.raw = b
+    b = b[:, 10:40].copy()  # X: 30 of the 85 genes
+    p = tmp_path / "hvg.h5ad"
+    b.write_h5ad(p)
+
+    def rd(**kw):
+        if not streamed:
+            return read(p, **kw)
+        out = tmp_path / f"out_{len(kw)}.h5ad"
+        read_to_h5ad(p, out, chunk_size=17, **kw)
+        return ad.read_h5ad(out)
+
+    with caplog.at_level("WARNING"):
+        a = rd()
+    assert a.n_vars == ref.n_vars
+    np.testing.assert_allclose(_dense(a.X), full, rtol=1e-5, atol=1e-6)
+    details = a.uns[K.UNS][K.UNS_READ]["details"]
+    assert details["source_matrix"] == "raw.X"
+    assert f"X holds 30 of the {ref.n_vars} genes of adata.raw" in details["source_matrix_reason"]
+    assert "layer='X'" in caplog.text
+    x = rd(layer="X")  # X when asked for
+    assert x.n_vars == 30
+    np.testing.assert_allclose(_dense(x.X), full[:, 10:40], rtol=1e-5, atol=1e-6)
+    assert "source_matrix_reason" not in x.uns[K.UNS][K.UNS_READ]["details"]
+
+
 def test_linear_values_read_when_totals_equal_else_need_value_type(tmp_path, ref):
     X = _dense(ref.X)
     tpm = X / X.sum(1, keepdims=True) * 1e6

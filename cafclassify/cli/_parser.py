@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="text tables only: which way round the table is (default: detected)",
     )
     p.add_argument(
-        "--layer", default=None, help="h5ad: read this layer instead of X ('raw' = adata.raw); "
+        "--layer", default=None, help="h5ad: read this layer instead of X ('raw' = adata.raw, "
+        "'X' = X; default X, or adata.raw when X holds a subset of its genes); "
         "R objects: the matrix instead of the raw counts (Seurat 'data' or 'ASSAY:LAYER', "
         "SingleCellExperiment assay name)"
     )

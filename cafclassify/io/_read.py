@@ -354,7 +354,9 @@ def read(
         from which axis looks like gene names by default; ambiguous tables are
         refused with a message asking for this option.
     layer
-        h5ad: read this layer instead of X (``"raw"`` reads ``adata.raw``). R objects:
+        h5ad: read this layer instead of X (``"raw"`` reads ``adata.raw``, ``"X"`` reads
+        X). Default: X, or ``adata.raw`` when X holds a subset of its genes (scanpy's
+        highly-variable-gene X; the choice is logged and recorded). R objects:
         the matrix to read instead of the raw counts: a Seurat layer/slot of the
         default assay (``"data"``) or ``"ASSAY:LAYER"``, or a SingleCellExperiment
         assay (``"logcounts"``).

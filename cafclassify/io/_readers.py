@@ -91,6 +91,10 @@ def _read_h5ad(path: Path, layer: str | None) -> tuple[ad.AnnData, dict]:
         "layers_present": sorted(adata.layers.keys()),
         "has_raw": adata.raw is not None,
     }
+    if layer is None and adata.raw is not None:
+        layer = _raw_if_x_is_a_subset(path, adata.var_names, adata.raw.var_names, info)
+    if layer == "X":
+        layer = None
     if layer is not None:
         _check_h5ad_layer(path, layer, info)
         if layer == "raw":
@@ -109,8 +113,29 @@ def _read_h5ad(path: Path, layer: str | None) -> tuple[ad.AnnData, dict]:
     return adata, info
 
 
+def _raw_if_x_is_a_subset(path: Path, x_genes, raw_genes, info: dict) -> str | None:
+    """``"raw"`` when X holds a subset of ``adata.raw``'s genes (and says why in ``info``).
+
+    scanpy's workflow keeps the whole log-normalised matrix in ``adata.raw`` and cuts X
+    to the highly variable genes; ``scanpy.tl.score_genes`` then scores on ``raw`` by
+    default. Signature scores need the whole transcriptome too (a 2,000-gene X keeps a
+    fraction of each set), so ``raw`` is read unless ``layer="X"`` asks for X.
+    """
+    x_genes, raw_genes = pd.Index(x_genes), pd.Index(raw_genes)
+    if len(raw_genes) <= len(x_genes) or not x_genes.isin(raw_genes).all():
+        return None
+    info["source_matrix_reason"] = (
+        f"X holds {len(x_genes)} of the {len(raw_genes)} genes of adata.raw (e.g. highly "
+        "variable genes); signatures need every gene, so adata.raw was read (layer='X' reads X)"
+    )
+    logger.warning("%s: %s.", path, info["source_matrix_reason"])
+    return "raw"
+
+
 def _check_h5ad_layer(path: Path, layer: str, info: dict) -> None:
     """Refuse ``layer=`` naming a matrix the file does not have (``info``: layers_present, has_raw)."""
+    if layer == "X":
+        return
     if layer == "raw":
         if not info["has_raw"]:
             raise InputFileError(
@@ -124,7 +149,7 @@ def _check_h5ad_layer(path: Path, layer: str, info: dict) -> None:
             path=path,
             fix=f"choose one of: {info['layers_present'] or 'no layers'}"
             + (", 'raw'" if info["has_raw"] else "")
-            + " or leave layer=None to use X.",
+            + " or leave layer=None (or 'X') to use X.",
         )
 
 

@@ -208,6 +208,11 @@ def _h5ad_plan(f, p: Path, layer: str | None) -> tuple[ad.AnnData, _H5adMatrix, 
         layers_present = sorted(f["layers"].keys()) if "layers" in f else []
         has_raw = "raw" in f
         info: dict = {"source_matrix": "X", "layers_present": layers_present, "has_raw": has_raw}
+        if layer is None and has_raw:  # read(): adata.raw when X holds a subset of its genes
+            layer = F._raw_if_x_is_a_subset(p, _read_elem(f, "var").index,
+                                            _read_elem(f, "raw/var").index, info)
+        if layer == "X":
+            layer = None
         if layer is not None:
             F._check_h5ad_layer(p, layer, info)
         key, name = _h5ad_source_node(f, layer)
