@@ -1272,6 +1272,9 @@ def write_docs(path: Path) -> None:
         "the same total) are rewritten as `ln(1 + CP10k)`, the scale every step assumes, and "
         "the record says so (`normalization`, `value_type_evidence.log_scale`); in an AnnData "
         "built by hand and passed to `gate` they are used as they are, with a WARNING |",
+        "| an `.h5ad` whose X holds a subset of `adata.raw`'s genes (scanpy's highly "
+        "variable genes) | `adata.raw` is read (the signatures need every gene), with a "
+        "WARNING and `details.source_matrix_reason` in the record; `--layer X` reads X |",
         "| TPM / CPM (linear normalised values: every cell has the same total) | detected as "
         "`linear`, rescaled to 10,000 per cell and log1p-transformed; a gene subset of them "
         "(totals vary) cannot be told from estimated counts and is refused with the "
