@@ -297,3 +297,20 @@ def test_colours_are_fixed_and_distinct():
     assert color_for(K.UNASSIGNED) == SUBTYPE_COLORS[K.UNASSIGNED]
     assert color_for("my_custom_set") == color_for("my_custom_set")  # stable for unknown labels
     assert re.fullmatch(r"#[0-9a-f]{6}", color_for("my_custom_set"))
+
+
+def test_input_facts_name_the_normalisation_and_the_matrix_read(annotated, tmp_path):
+    """How the values were turned into ln(1 + CP10k), and why adata.raw was read, are on
+    the report's input table, not only among the read record's other fields."""
+    a = annotated.copy()
+    rec = dict(a.uns[K.UNS][K.UNS_READ])
+    rec["normalization"] = ("log2(1 + x) values of 1e+06 per cell rewritten as ln(1 + x) of "
+                            "10000 per cell")
+    rec["details"] = {"source_matrix": "raw.X",
+                      "source_matrix_reason": "X holds 2000 of the 29733 genes of adata.raw"}
+    a.uns[K.UNS] = {**a.uns[K.UNS], K.UNS_READ: rec}
+    html = write_report(a, tmp_path / "r.html", max_cells_plot=200).read_text()
+    facts = html[html.index('id="input"'):]
+    facts = facts[: facts.index("more from the read step")]
+    assert re.search(r"normalisation</td>\s*<td[^>]*>log2\(1 \+ x\) values of 1e\+06", facts)
+    assert re.search(r"matrix read</td>\s*<td[^>]*>raw.X: X holds 2000 of the 29733 genes", facts)

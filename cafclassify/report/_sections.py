@@ -59,8 +59,12 @@ def _input_section(ctx: _Ctx, source: Path | None) -> dict:
     if get(read, "n_cells") is not None:
         facts.append(("cells x genes (as read)", f"{fmt(get(read, 'n_cells'))} x {fmt(get(read, 'n_genes'))}"))
     for label, names in (("format", ("format",)), ("species", ("species",)),
-                         ("gene ID type", ("id_type",)), ("value type detected", ("value_type",))):
+                         ("gene ID type", ("id_type",)), ("value type detected", ("value_type",)),
+                         ("normalisation", ("normalization",))):
         facts.append((label, fmt(get(read, *names))))
+    details = as_mapping(get(read, "details"))
+    if details.get("source_matrix_reason"):
+        facts.append(("matrix read", f"{fmt(details.get('source_matrix'))}: {fmt(details['source_matrix_reason'])}"))
     n_rep = find(read, "n_symbols_repaired", "n_repaired")
     repaired = as_mapping(find(read, "symbols_repaired", "repaired", "repaired_symbols"))
     if set(repaired) >= {"old", "new"}:
@@ -75,7 +79,7 @@ def _input_section(ctx: _Ctx, source: Path | None) -> dict:
     extra = {k: v for k, v in read.items() if k not in {
         "path", "file", "input", "sha256", "checksum", "n_cells", "n_genes", "format", "species",
         "id_type", "value_type", "n_repaired", "repaired", "repaired_symbols", "n_unmapped",
-        "n_symbols_repaired", "symbols_repaired"}}
+        "n_symbols_repaired", "symbols_repaired", "normalization"}}
     history = as_mapping(prov.get("history")) if prov else {}
     prov_rows = kv_table({k: v for k, v in prov.items() if k != "history"}) if prov else None
     return {
