@@ -167,7 +167,7 @@ def test_log_values_of_another_base_are_warned(mixed, caplog):
     with caplog.at_level("WARNING"):
         gate(ad)
     w = ad.uns[K.UNS][K.UNS_GATE]["warnings"]
-    assert any("log2(1 + x) values of 1e+06 per cell" in m and "cafclassify.read" in m for m in w)
+    assert any("log2(1 + x) values of 1,000,000 per cell" in m and "cafclassify.read" in m for m in w)
     assert "log2(1 + x)" in caplog.text
     assert not any("per cell, not ln(1 + x)" in m for m in mixed[0].uns[K.UNS][K.UNS_GATE]["warnings"])
 

@@ -421,7 +421,7 @@ def test_log2_tpm_rewritten_as_ln_cp10k(tmp_path, ref, streamed):
     rec = a.uns[K.UNS][K.UNS_READ]
     assert rec["value_type"] == "lognorm"
     assert rec["value_type_evidence"]["log_scale"]["base"] == "2"
-    assert rec["normalization"].startswith("log2(1 + x) values of 1e+06 per cell rewritten")
+    assert rec["normalization"].startswith("log2(1 + x) values of 1,000,000 per cell rewritten")
     assert _dense(ad.read_h5ad(p).X) == pytest.approx(log2tpm)  # the input is not modified
 
 

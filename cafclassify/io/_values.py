@@ -235,9 +235,9 @@ def _normalise(adata: ad.AnnData, value_type: str, normalize: bool, details: dic
         base, total = rewrite
         adata.X = _rewrite_log(adata.X, base, total)
         logb = "ln" if base == "e" else f"log{base}"
-        return (f"{logb}(1 + x) values of {total:.4g} per cell rewritten as ln(1 + x) of "
-                f"{TARGET_SUM:g} per cell (each value: ln(1 + ({base}^v - 1) * {TARGET_SUM:g} / "
-                f"{total:.4g}))")
+        return (f"{logb}(1 + x) values of {total:,.0f} per cell rewritten as ln(1 + x) of "
+                f"{TARGET_SUM:,.0f} per cell (each value v: ln(1 + ({base}^v - 1) * "
+                f"{TARGET_SUM:,.0f} / {total:,.0f}))")
     if not normalize:
         return f"none (normalize=False; X holds {value_type} values)"
     if sp.issparse(adata.X):
