@@ -209,7 +209,7 @@ def log_rewrite(details: dict | None) -> tuple[str, float] | None:
 
 def _rewrite_log(X, base: str, total: float):
     """``ln(1 + (b^x - 1) * TARGET_SUM / total)`` of every stored value (float32; dense in
-    blocks of rows, sparse on its stored values: zeros stay zeros)."""
+    blocks of rows, sparse on its stored values in blocks: zeros stay zeros)."""
     ln_b, factor = float(np.log(_LOG_BASE_VALUES[base])), TARGET_SUM / total
 
     def f(v):
@@ -217,7 +217,9 @@ def _rewrite_log(X, base: str, total: float):
 
     if sp.issparse(X):
         X = X.astype(np.float32) if X.dtype != np.float32 else X.copy()
-        X.data = f(X.data)
+        step = 1 << 24  # float64 work arrays of 128 MB, not of every stored value at once
+        for start in range(0, X.data.size, step):
+            X.data[start : start + step] = f(X.data[start : start + step])
         return X
     X = np.asarray(X, dtype=np.float32).copy()
     for start in range(0, X.shape[0], 10000):
