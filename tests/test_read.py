@@ -439,6 +439,27 @@ def test_read_backed(tmp_path, ref):
         read_backed(_write_table(tmp_path / "t.csv", ref))
 
 
+def test_read_backed_refuses_linear_values_and_warns_on_other_log_bases(tmp_path, ref, caplog):
+    """A backed file is not normalised: linear values cannot be used (the steps normalise
+    counts on the fly, nothing else), and log values of another base are used with a
+    WARNING naming the step that rewrites them."""
+    X = _dense(ref.X)
+    tpm = X / X.sum(1, keepdims=True) * 1e6
+    p = tmp_path / "tpm.h5ad"
+    ad.AnnData(X=tpm.astype(np.float32), var=ref.var.copy(), obs=ref.obs.copy()).write_h5ad(p)
+    with pytest.raises(InputFileError, match="linear normalised values") as exc:
+        read_backed(p)
+    assert "cafclassify read" in exc.value.fix
+    p2 = tmp_path / "log2tpm.h5ad"
+    ad.AnnData(X=np.log2(1 + tpm).astype(np.float32), var=ref.var.copy(),
+               obs=ref.obs.copy()).write_h5ad(p2)
+    with caplog.at_level("WARNING"):
+        a = read_backed(p2)
+    assert "log2(1 + x) values of 1,000,000 per cell" in caplog.text
+    assert a.uns[K.UNS][K.UNS_READ]["value_type"] == "lognorm"
+    a.file.close()
+
+
 def test_top_level_api():
     # the package-level read is io.read plus a provenance stamp (cafclassify._api)
     assert cafclassify.read.__wrapped__ is read

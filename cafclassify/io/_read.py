@@ -49,6 +49,7 @@ from ._values import (
     _decide_value_type,
     _normalise,
     counts_layer_verdict,
+    log_rewrite,
 )
 
 __all__ = ["ORIENTATIONS", "file_sha256", "read", "read_backed"]
@@ -506,6 +507,21 @@ def read_backed(
     info = {"has_raw": adata.raw is not None, "layers_present": lazy_layer_names(adata),
             "source_matrix": "X"}
     vtype, vdetails = _decide_value_type(adata.X, p, None, info)
+    if vtype == "linear":  # the steps normalise counts on the fly, not linear values
+        raise InputFileError(
+            f"X holds linear normalised values ({vdetails['reason']}), which a backed (read-only) "
+            "file cannot be normalised in.",
+            path=p,
+            fix="read it with cafclassify read (--backed no), which rescales them to 10,000 per "
+            "cell and log1p-transforms them, and use its output.",
+        )
+    rewrite = log_rewrite(vdetails)
+    if rewrite is not None:
+        logger.warning(
+            "%s: X holds %s(1 + x) values of %s per cell, not ln(1 + CP10k); a backed file is "
+            "used as it is. `cafclassify read` rewrites them as ln(1 + CP10k).",
+            p, "ln" if rewrite[0] == "e" else f"log{rewrite[0]}", f"{rewrite[1]:,.0f}",
+        )
     counts_layer = None
     if K.LAYER_COUNTS in info["layers_present"]:  # on disk: cannot be renamed, so said and recorded
         from ._lazy import lazy_layer
