@@ -1275,7 +1275,8 @@ def write_docs(path: Path) -> None:
         "| an `.h5ad` whose X holds a subset of `adata.raw`'s genes (scanpy's highly "
         "variable genes) | `adata.raw` is read (the signatures need every gene), with a "
         "WARNING and `details.source_matrix_reason` in the record; `--layer X` reads X |",
-        "| TPM / CPM (linear normalised values: every cell has the same total) | detected as "
+        "| TPM / CPM, or fractions of each cell's counts (linear normalised values: every cell "
+        "has the same total) | detected as "
         "`linear`, rescaled to 10,000 per cell and log1p-transformed; a gene subset of them "
         "(totals vary) cannot be told from estimated counts and is refused with the "
         "`--value-type` fix |",

@@ -386,6 +386,10 @@ def test_linear_values_read_when_totals_equal_else_need_value_type(tmp_path, ref
     np.testing.assert_allclose(_dense(a.X), expected, rtol=1e-4, atol=1e-5)
     assert a.uns[K.UNS][K.UNS_READ]["value_type_detected"] == "linear"
     assert K.LAYER_COUNTS not in a.layers
+    # the same as fractions of each cell's total (values <= 1): linear, not log values
+    p_frac = tmp_path / "fractions.h5ad"
+    ad.AnnData(X=(tpm / 1e6).astype(np.float32), var=ref.var.copy(), obs=ref.obs.copy()).write_h5ad(p_frac)
+    np.testing.assert_allclose(_dense(read(p_frac).X), expected, rtol=1e-4, atol=1e-5)
     # the same values cut to ten genes: totals vary, as estimated counts' do
     sub = b[:, :10].copy()
     p2 = tmp_path / "tpm_subset.h5ad"

@@ -67,6 +67,18 @@ def test_linear_normalised_detected_from_equal_totals_estimated_counts_unknown()
     assert value_type_details(cp10k[:5])["value_type"] == "unknown"  # too few cells to tell
 
 
+def test_fractions_of_the_cell_total_are_linear_not_log_values():
+    """Values <= 50 are log values unless their own totals are equal in every cell and no
+    log base makes them as equal: counts / cell total (fractions), or CP100."""
+    X = _real_counts()
+    for target in (1.0, 100.0):
+        d = value_type_details(sp.csr_matrix(X / X.sum(1, keepdims=True) * target))
+        assert d["value_type"] == "linear", target
+        assert d["linear_total"] == pytest.approx(target)
+    for log in (np.log1p, lambda v: np.log2(v + 1)):  # log values stay log values
+        assert value_type_details(_lognorm(X, target=1e4, log=log))["value_type"] == "lognorm"
+
+
 def _real_counts(n_cells=400, n_genes=3000, seed=0):
     """Counts with a realistic skew: a few genes take much of each cell's total."""
     rng = np.random.default_rng(seed)

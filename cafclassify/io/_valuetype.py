@@ -14,12 +14,13 @@ any value < 0                                      ``scaled``   refuse: z-scored
                                                                 refused as broken counts)
 all values integers (within 1e-3), >= 0            ``counts``   keep in ``layers["counts"]``,
                                                                 normalise to 1e4 per cell, log1p
-non-integer, >= 0, max <= 50                       ``lognorm``  use as is (``ln(1 + CP10k)``), or,
+non-integer, >= 0, max <= 50, not linear           ``lognorm``  use as is (``ln(1 + CP10k)``), or,
                                                                 when another log base or scale is
                                                                 identified (``log2(1 + TPM)`` ...),
                                                                 rewrite as ``ln(1 + CP10k)``
-non-integer, >= 0, max > 50, the same total in      ``linear``   rescale to 1e4 per cell, log1p
-every cell (TPM/CPM)
+non-integer, >= 0, the same total in every cell    ``linear``   rescale to 1e4 per cell, log1p
+(TPM/CPM; at max <= 50 only if no log base gives
+totals as equal: fractions of each cell's counts)
 non-integer, >= 0, max > 50, totals that vary      ``unknown``  refuse unless told: ``value_type=``
                                                                 ``"linear"`` (TPM/CPM: rescale, log1p)
                                                                 or ``"counts"`` (estimated counts)
@@ -186,14 +187,26 @@ def value_type_details(X, *, n_rows: int = _DEFAULT_ROWS, random_state: int = 0)
         if out["binary"]:
             out["reason"] = f"all {len(nz)} sampled non-zero values are 1: detected / not detected"
         return out
+    total, spread, n = _totals_spread(_block(X, rows), None)
     if vmax <= LOGNORM_MAX:
+        scale = log_scale_details(X, rows)
+        logs = [v for v in scale["spread_by_base"].values()]
+        if (n >= LINEAR_MIN_CELLS and spread <= LOG_SCALE_MAX_SPREAD
+                and spread * LOG_SCALE_MIN_CONTRAST <= min(logs, default=np.inf)):
+            out["value_type"] = "linear"
+            out["linear_total"] = total
+            out["reason"] = (
+                f"non-negative, non-integer values with max {vmax:.3g} whose total is the same in "
+                f"every sampled cell ({total:.4g}, relative spread {spread:.2g}; no log base "
+                "gives totals as equal): linear values normalised to a small total (e.g. fractions "
+                "of each cell's counts), not log values"
+            )
+            return out
         out["value_type"] = "lognorm"
         out["reason"] = f"non-negative, non-integer values with max {vmax:.3g} <= {LOGNORM_MAX:g}"
-        scale = log_scale_details(X, rows)
         out["log_scale"] = scale
         out["log_base_guess"] = scale["base"]
         return out
-    total, spread, n = _totals_spread(_block(X, rows), None)
     if n >= LINEAR_MIN_CELLS and spread <= LOG_SCALE_MAX_SPREAD:
         out["value_type"] = "linear"
         out["linear_total"] = total
@@ -313,8 +326,8 @@ def detect_value_type(X, *, n_rows: int = _DEFAULT_ROWS, random_state: int = 0) 
     Returns
     -------
     ``"counts"`` (non-negative integers), ``"lognorm"`` (non-negative, non-integer,
-    max <= 50), ``"linear"`` (non-integer values above 50 with the same total in every
-    cell: TPM/CPM), ``"scaled"`` (negative values present) or ``"unknown"``
+    max <= 50), ``"linear"`` (non-integer values with the same total in every cell:
+    TPM/CPM, fractions), ``"scaled"`` (negative values present) or ``"unknown"``
     (non-integer values above 50 whose totals vary, or all zeros).
 
     Raises
