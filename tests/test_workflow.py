@@ -186,6 +186,30 @@ def test_invalid_dataset_sheet_is_refused(tmp_path, row, expected):
     assert "Traceback" not in text
 
 
+def test_layer_and_value_type_columns_reach_the_read_step(tmp_path):
+    """Values whose type the numbers do not tell, or a matrix other than X, are named in
+    the sheet (the read step's --value-type / --layer), as its error messages say."""
+    work = make_project(tmp_path, [])
+    (work / "config" / "datasets.tsv").write_text(
+        "id\tpath_or_url\tlayer\tvalue_type\n"
+        "tpm_subset\tdata/a.h5ad\traw\tlinear\n"
+        "plain\tdata/b.h5ad\t\t\n"
+    )
+    proc = snakemake(work, "-n", "-p", "--cores", "2", "--configfile",
+                     str(work / "config" / "config.yaml"))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    reads = [ln for ln in proc.stdout.splitlines() if "cafclassify" in ln and " read " in ln]
+    assert len(reads) == 2, proc.stdout[-3000:]
+    tpm = next(ln for ln in reads if "data/a.h5ad" in ln)
+    assert "--layer raw" in tpm and "--value-type linear" in tpm
+    plain = next(ln for ln in reads if "data/b.h5ad" in ln)
+    assert "--layer" not in plain and "--value-type" not in plain
+    (work / "config" / "datasets.tsv").write_text(
+        "id\tpath_or_url\tvalue_type\nbad\tdata/a.h5ad\ttpm\n")
+    proc = dry_run(work)
+    assert proc.returncode != 0 and "'tpm' is not one of" in proc.stdout + proc.stderr
+
+
 def test_duplicate_ids_are_refused(tmp_path):
     work = make_project(tmp_path, ["a\tdata/a.h5ad", "a\tdata/b.h5ad"])
     proc = dry_run(work)

@@ -100,7 +100,8 @@ def _scaled_fix(info: dict) -> str:
     hint = ("; " + "; ".join(hints)) if hints else ""
     return (
         "provide raw counts or log-normalised values (for example adata.raw or "
-        "layers['counts'] of a processed object)" + hint + "."
+        "layers['counts'] of a processed object)" + hint
+        + (" (in the workflow: the layer column of config/datasets.tsv)" if hints else "") + "."
     )
 
 
@@ -149,7 +150,7 @@ def _decide_value_type(X, path: Path, value_type: str | None, info: dict) -> tup
                 fix="say what they are: value_type='linear' for TPM/CPM-like normalised values "
                 "(they will be rescaled to 10,000 per cell and log1p-transformed), "
                 "value_type='counts' for (estimated) counts, value_type='lognorm' to use them as "
-                "they are.",
+                "they are (in the workflow: the value_type column of config/datasets.tsv).",
             )
         return detected, details
     if value_type != detected:

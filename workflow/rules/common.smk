@@ -60,8 +60,9 @@ def _load_sheet(path):
     if not Path(path).is_file():
         raise WorkflowError(
             f"The dataset sheet {path} does not exist. Set `datasets:` in the config to a "
-            "tab-separated file with the columns id, path_or_url, sha256, format, species, "
-            "sample_column, label_column, notes (see config/README.md)."
+            "tab-separated file with the columns id, path_or_url and, optionally, sha256, format, "
+            "r_object, layer, value_type, species, sample_column, label_column, tissue_column, "
+            "notes (see config/README.md)."
         )
     sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     sheet.columns = [c.strip() for c in sheet.columns]

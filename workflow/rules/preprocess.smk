@@ -12,6 +12,8 @@ rule read:
         opts=lambda wc: step_opts(
             format=row(wc)["format"],
             r_object=row(wc)["r_object"],
+            layer=row(wc)["layer"],
+            value_type=row(wc)["value_type"],
             species=row(wc)["species"],
             sample_column=row(wc)["sample_column"],
             label_column=row(wc)["label_column"],
