@@ -190,7 +190,7 @@ def value_type_details(X, *, n_rows: int = _DEFAULT_ROWS, random_state: int = 0)
     total, spread, n = _totals_spread(_block(X, rows), None)
     if vmax <= LOGNORM_MAX:
         scale = log_scale_details(X, rows)
-        logs = [v for v in scale["spread_by_base"].values()]
+        logs = list(scale["spread_by_base"].values())
         if (n >= LINEAR_MIN_CELLS and spread <= LOG_SCALE_MAX_SPREAD
                 and spread * LOG_SCALE_MIN_CONTRAST <= min(logs, default=np.inf)):
             out["value_type"] = "linear"
