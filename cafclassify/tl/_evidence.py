@@ -219,6 +219,38 @@ def fibroblast_graph(Xf: sp.csr_matrix, *, n_neighbors: int = N_NEIGHBORS, n_pcs
     return sp.csr_matrix(sp.diags(1.0 / deg) @ A)
 
 
+#: above this many stored values, column statistics are accumulated over blocks of rows
+BLOCKWISE_NNZ = 100_000_000
+_BLOCK_ROWS = 20_000
+
+
+def _column_mean(Xf: sp.csr_matrix) -> np.ndarray:
+    """Mean of every column. scipy's ``mean`` copies the matrix twice (``astype``, then
+    the scaled copy it sums); on 150,074 fibroblasts x 15,000 genes (3.5e8 stored values)
+    that and :func:`_column_detected` peaked at 10.4 GB over the matrix itself. Above
+    :data:`BLOCKWISE_NNZ` stored values the same arithmetic runs on blocks of rows
+    (float32 blocks, summed in float64); smaller matrices keep scipy's (so their results
+    are bit for bit those of before)."""
+    if Xf.nnz <= BLOCKWISE_NNZ:
+        return np.asarray(Xf.mean(axis=0)).ravel()
+    total = np.zeros(Xf.shape[1])
+    for a in range(0, Xf.shape[0], _BLOCK_ROWS):
+        total += np.asarray(Xf[a : a + _BLOCK_ROWS].sum(axis=0), dtype=np.float64).ravel()
+    return (total / Xf.shape[0]).astype(Xf.dtype)
+
+
+def _column_detected(Xf: sp.csr_matrix) -> np.ndarray:
+    """Fraction of cells in which each column is above zero (blockwise above
+    :data:`BLOCKWISE_NNZ` stored values, as :func:`_column_mean`)."""
+    if Xf.nnz <= BLOCKWISE_NNZ:
+        return np.asarray((Xf > 0).mean(axis=0)).ravel()
+    count = np.zeros(Xf.shape[1], dtype=np.int64)
+    for a in range(0, Xf.shape[0], _BLOCK_ROWS):
+        b = Xf[a : a + _BLOCK_ROWS]
+        count += np.bincount(b.indices[b.data > 0], minlength=Xf.shape[1])
+    return count / Xf.shape[0]
+
+
 def audit_genes(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tuple[np.ndarray, np.ndarray]],
                 symbols: np.ndarray) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], pd.DataFrame]:
     """Leave out, for this dataset, set genes that contradict their set (module docstring).
@@ -238,8 +270,7 @@ def audit_genes(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tuple[np.nd
     -------
     The audited sets (left-out genes removed) and one row per (set, gene).
     """
-    mean = np.asarray(Xf.mean(axis=0)).ravel()
-    detected = np.asarray((Xf > 0).mean(axis=0)).ravel()
+    mean, detected = _column_mean(Xf), _column_detected(Xf)
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     rows = []
     for name, (idx, w) in sets.items():
@@ -288,7 +319,7 @@ def programme_evidence(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tupl
     the existence test, step 6); the null's mean and SD are read from ``n_moments``
     (:mod:`._evidence_null`).
     """
-    mean = np.asarray(Xf.mean(axis=0)).ravel()
+    mean = _column_mean(Xf)
     sampler = NullSampler(mean, sets, n_bins=n_bins, random_state=random_state)
     null = {"n_null": int(n_null), **sampler.info()}
     names = list(sets)
