@@ -51,6 +51,7 @@ from ._values import (
     counts_layer_verdict,
     log_rewrite,
 )
+from ._valuetype import log_label
 
 __all__ = ["ORIENTATIONS", "file_sha256", "read", "read_backed"]
 
@@ -520,7 +521,7 @@ def read_backed(
         logger.warning(
             "%s: X holds %s(1 + x) values of %s per cell, not ln(1 + CP10k); a backed file is "
             "used as it is. `cafclassify read` rewrites them as ln(1 + CP10k).",
-            p, "ln" if rewrite[0] == "e" else f"log{rewrite[0]}", f"{rewrite[1]:,.0f}",
+            p, log_label(rewrite[0]), f"{rewrite[1]:,.0f}",
         )
     counts_layer = None
     if K.LAYER_COUNTS in info["layers_present"]:  # on disk: cannot be renamed, so said and recorded

@@ -43,7 +43,7 @@ import scipy.sparse as sp
 
 from .. import _keys as K
 from .._errors import DataError, InputFileError
-from ._valuetype import value_type_details
+from ._valuetype import LOG_BASES, log_label, value_type_details
 
 __all__ = ["LAYER_NOT_COUNTS", "TARGET_SUM", "VALUE_TYPE_OVERRIDES", "counts_layer_verdict", "log_rewrite"]
 
@@ -188,7 +188,6 @@ def _check_float32_range(X, path: Path) -> None:
 #: an identified ``ln(1 + x)`` scale within this relative distance of :data:`TARGET_SUM`
 #: is used as it is (e.g. ``ln(1 + CP10k)`` with the mitochondrial genes removed)
 _SCALE_TOLERANCE = 0.1
-_LOG_BASE_VALUES = {"e": np.e, "2": 2.0, "10": 10.0}
 
 
 def log_rewrite(details: dict | None) -> tuple[str, float] | None:
@@ -201,7 +200,7 @@ def log_rewrite(details: dict | None) -> tuple[str, float] | None:
     """
     scale = (details or {}).get("log_scale") or {}
     base, total = scale.get("base", "unknown"), scale.get("total")
-    if base not in _LOG_BASE_VALUES or not total:
+    if base not in LOG_BASES or not total:
         return None
     if base == "e" and abs(total / TARGET_SUM - 1.0) <= _SCALE_TOLERANCE:
         return None
@@ -211,7 +210,7 @@ def log_rewrite(details: dict | None) -> tuple[str, float] | None:
 def _rewrite_log(X, base: str, total: float):
     """``ln(1 + (b^x - 1) * TARGET_SUM / total)`` of every stored value (float32; dense in
     blocks of rows, sparse on its stored values in blocks: zeros stay zeros)."""
-    ln_b, factor = float(np.log(_LOG_BASE_VALUES[base])), TARGET_SUM / total
+    ln_b, factor = float(np.log(LOG_BASES[base])), TARGET_SUM / total
 
     def f(v):
         return np.log1p(np.expm1(v.astype(np.float64) * ln_b) * factor).astype(np.float32)
@@ -237,8 +236,7 @@ def _normalise(adata: ad.AnnData, value_type: str, normalize: bool, details: dic
             return "none (already log-normalised)"
         base, total = rewrite
         adata.X = _rewrite_log(adata.X, base, total)
-        logb = "ln" if base == "e" else f"log{base}"
-        return (f"{logb}(1 + x) values of {total:,.0f} per cell rewritten as ln(1 + x) of "
+        return (f"{log_label(base)}(1 + x) values of {total:,.0f} per cell rewritten as ln(1 + x) of "
                 f"{TARGET_SUM:,.0f} per cell (each value v: ln(1 + ({base}^v - 1) * "
                 f"{TARGET_SUM:,.0f} / {total:,.0f}))")
     if not normalize:

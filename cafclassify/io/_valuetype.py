@@ -74,9 +74,9 @@ BINARY_MIN_VALUES = 100
 #: largest value a float32 expression matrix holds
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 _DEFAULT_ROWS = 2000
-#: log bases :func:`log_scale_details` tries, with the inverse of ``log_b(1 + x)``
-_LOG_BASES = {"e": np.expm1, "2": lambda v: np.expm1(v * np.log(2.0)),
-              "10": lambda v: np.expm1(v * np.log(10.0))}
+#: log bases :func:`log_scale_details` tries (name -> base); ``log_b(1 + x)`` is inverted
+#: as ``expm1(v * ln b)``
+LOG_BASES = {"e": np.e, "2": 2.0, "10": 10.0}
 #: largest relative spread (MAD / median) of cell totals that are "the same in every cell"
 #: (the inverted totals that identify a log base; the totals of linear normalised values)
 LOG_SCALE_MAX_SPREAD = 0.05
@@ -187,9 +187,10 @@ def value_type_details(X, *, n_rows: int = _DEFAULT_ROWS, random_state: int = 0)
         if out["binary"]:
             out["reason"] = f"all {len(nz)} sampled non-zero values are 1: detected / not detected"
         return out
-    total, spread, n = _totals_spread(_block(X, rows), None)
+    block = _block(X, rows)
+    total, spread, n = _totals_spread(block, None)
     if vmax <= LOGNORM_MAX:
-        scale = log_scale_details(X, rows)
+        scale = _log_scale(block)
         logs = list(scale["spread_by_base"].values())
         if (n >= LINEAR_MIN_CELLS and spread <= LOG_SCALE_MAX_SPREAD
                 and spread * LOG_SCALE_MIN_CONTRAST <= min(logs, default=np.inf)):
@@ -233,6 +234,11 @@ def _block(X, rows: np.ndarray):
     return np.asarray(block, dtype=np.float64)
 
 
+def log_label(base: str) -> str:
+    """``"ln"``, ``"log2"`` or ``"log10"`` for a name of :data:`LOG_BASES`."""
+    return "ln" if base == "e" else f"log{base}"
+
+
 def _totals_spread(block, inv) -> tuple[float, float, int]:
     """Median cell total of ``inv(values)`` (``None``: the values), its relative spread
     (median absolute deviation / median) and the number of cells with a positive total."""
@@ -257,7 +263,7 @@ def log_scale_details(X, rows: np.ndarray | None = None) -> dict:
     ``log2(1 + CPM)`` or ``log2(1 + TPM)`` (plate-based protocols), sometimes ``log10``.
     Inverting the right base gives back the per-cell normalised values, whose totals are
     the same in every cell (the scale ``s``: 1e4, 1e6 ...); a wrong base gives totals
-    that vary with each cell's expression profile. So each base in :data:`_LOG_BASES` is
+    that vary with each cell's expression profile. So each base in :data:`LOG_BASES` is
     inverted on the sampled cells, and the base whose totals vary least is *identified*
     when their relative spread (median absolute deviation / median) is at most
     :data:`LOG_SCALE_MAX_SPREAD` and :data:`LOG_SCALE_MIN_CONTRAST` times smaller than
@@ -291,10 +297,15 @@ def log_scale_details(X, rows: np.ndarray | None = None) -> dict:
     median inverted cell total under the identified base, else under the best one),
     ``spread`` (its relative spread) and ``spread_by_base``.
     """
-    block = _block(X, np.arange(X.shape[0]) if rows is None else rows)
+    return _log_scale(_block(X, np.arange(X.shape[0]) if rows is None else rows))
+
+
+def _log_scale(block) -> dict:
+    """:func:`log_scale_details` of a block of cells already read (:func:`_block`)."""
     spreads, totals = {}, {}
-    for base, inv in _LOG_BASES.items():
-        total, spread, n = _totals_spread(block, inv)
+    for base, b in LOG_BASES.items():
+        ln_b = float(np.log(b))
+        total, spread, n = _totals_spread(block, lambda v, ln_b=ln_b: np.expm1(v * ln_b))
         if n >= 2:
             spreads[base], totals[base] = spread, total
     if not spreads:

@@ -87,7 +87,7 @@ def _value_type(X, where: str) -> tuple[str, str | None]:
     scale than ``ln(1 + CP10k)`` (which :func:`cafclassify.read` rewrites; here, in data
     built by hand, they are used as they are)."""
     from ..io._values import log_rewrite
-    from ..io._valuetype import value_type_details
+    from ..io._valuetype import log_label, value_type_details
 
     try:
         details = value_type_details(X)
@@ -97,9 +97,8 @@ def _value_type(X, where: str) -> tuple[str, str | None]:
     if rewrite is None:
         return str(details["value_type"]), None
     base, total = rewrite
-    logb = "ln" if base == "e" else f"log{base}"
     return str(details["value_type"]), (
-        f"{where} holds {logb}(1 + x) values of {total:,.0f} per cell, not ln(1 + x) of 10,000 per "
+        f"{where} holds {log_label(base)}(1 + x) values of {total:,.0f} per cell, not ln(1 + x) of 10,000 per "
         "cell as the gate's, the scores' and the classifier's defaults assume; they are used as "
         "they are, and the calls can differ (on the breast example, log2(1 + CPM) values "
         "lowered the subtype ARI from 0.62 to 0.51). Read the file with cafclassify.read "
