@@ -69,6 +69,39 @@ def test_blockwise_column_statistics_of_large_matrices_match(planted, monkeypatc
     assert (audit["status"] != "kept").any()  # the planted contradicting gene is left out
 
 
+def test_graph_genes_selected_on_a_subsample_of_many_fibroblasts(planted, monkeypatch):
+    """Above HVG_MAX_CELLS fibroblasts the graph's HVGs are selected on a random
+    subsample (scanpy's seurat flavour copies the matrix twice: 5.7 GB over 150,074
+    fibroblasts). At or below it every cell is used, exactly as scanpy selects them; above
+    it the planted programme genes are still selected and the graph still links each
+    population to itself."""
+    import anndata as ad
+    import scanpy as sc
+
+    import cafclassify.tl._evidence as ev
+
+    X, _, is_a = planted
+    X = sp.csr_matrix(X, dtype=np.float32)
+    full = ad.AnnData(X=X.copy())
+    sc.pp.highly_variable_genes(full, n_top_genes=60, flavor="seurat")
+    expected = np.flatnonzero(full.var["highly_variable"].to_numpy())
+    np.testing.assert_array_equal(ev._highly_variable(X, n_top=60, random_state=0), expected)
+
+    seen = []
+    original = sc.pp.highly_variable_genes
+    monkeypatch.setattr(sc.pp, "highly_variable_genes",
+                        lambda a, **kw: (seen.append(a.n_obs), original(a, **kw))[1])
+    monkeypatch.setattr(ev, "HVG_MAX_CELLS", 300)
+    sub = ev._highly_variable(X, n_top=60, random_state=0)
+    assert seen == [300]
+    planted_genes = set(range(20))  # programmes A and B
+    assert len(planted_genes & set(sub.tolist())) >= len(planted_genes & set(expected.tolist())) - 2
+    assert len(set(sub.tolist()) & set(expected.tolist())) >= 0.5 * expected.size
+    W = ev.fibroblast_graph(X, n_hvg=60, random_state=0)
+    same = (W.multiply(sp.csr_matrix(np.equal.outer(is_a, is_a)))).sum(axis=1)
+    assert np.median(np.asarray(same).ravel()) >= 0.95
+
+
 def test_majority_programme_is_seeded_and_unplanted_one_is_absent(planted):
     X, sets, is_a = planted
     W = fibroblast_graph(X, random_state=0)
