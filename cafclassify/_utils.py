@@ -193,6 +193,11 @@ class GatheredRows:
         b = self.block
         return int(b.data.nbytes + b.indices.nbytes + b.indptr.nbytes) if sp.issparse(b) else int(b.nbytes)
 
+    def holds_exactly(self, rows) -> bool:
+        """Whether ``rows`` are the gathered rows, in the same (ascending) order."""
+        rows = np.asarray(rows).ravel()
+        return rows.shape == self.rows.shape and bool(np.array_equal(rows, self.rows))
+
     def take(self, rows) -> np.ndarray | sp.spmatrix:
         """Rows by their numbers in the full matrix, in the given order."""
         rows = np.asarray(rows, dtype=np.int64).ravel()

@@ -318,6 +318,18 @@ def test_gathered_rows_equal_the_rows_on_disk(read_file):
         outside = np.setdiff1d(np.arange(mem.shape[0]), rows)[:7]  # not gathered: read from disk
         assert (take_rows(g, np.r_[some[:3], outside]) != mem[np.r_[some[:3], outside]]).nnz == 0
         assert take_rows(g, np.array([], dtype=int)).shape == (0, mem.shape[1])
+        # all the gathered rows, in order: log-normalised from the gathered block itself
+        # (no copy of it first), into arrays of their own; the block is not modified
+        from cafclassify.tl import _fibroblasts as F
+
+        assert g.holds_exactly(np.sort(rows)) and not g.holds_exactly(rows[::-1])
+        before = g.block.copy()
+        for counts in (True, False):
+            got = F._lognorm(g.block, counts, copy=True)
+            assert (got != F._lognorm(sp.csr_matrix(mem[np.sort(rows)]), counts)).nnz == 0
+            assert not np.shares_memory(got.data, g.block.data)
+            assert not np.shares_memory(got.indices, g.block.indices)
+        assert (g.block != before).nnz == 0
     finally:
         lazy.file.close()
 

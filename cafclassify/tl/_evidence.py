@@ -202,10 +202,12 @@ def fibroblast_graph(Xf: sp.csr_matrix, *, n_neighbors: int = N_NEIGHBORS, n_pcs
     n = Xf.shape[0]
     if n < n_neighbors + 2:
         return sp.identity(n, format="csr")
-    Xf = sp.csr_matrix(Xf, dtype=np.float32)
+    Xf = sp.csr_matrix(Xf)
     hvg = _highly_variable(Xf, n_top=int(min(n_hvg, Xf.shape[1])), random_state=random_state)
-    Xh = Xf[:, hvg] if hvg is not None else Xf
+    # float32 as scanpy's defaults: cast after the gene subset, not the whole matrix first
+    Xh = sp.csr_matrix(Xf[:, hvg] if hvg is not None else Xf, dtype=np.float32)
     tmp = ad.AnnData(X=Xh.toarray())  # HVGs only: dense is fine
+    del Xh
     sc.pp.scale(tmp, max_value=10)
     n_comp = int(max(2, min(n_pcs, tmp.n_vars - 1, n - 2)))
     sc.pp.pca(tmp, n_comps=n_comp, random_state=random_state)
@@ -227,9 +229,10 @@ def _highly_variable(Xf: sp.csr_matrix, *, n_top: int, random_state: int) -> np.
     """Columns of the ``n_top`` highly variable genes (scanpy's ``seurat`` flavour), or
     ``None`` when the selection fails on tiny or degenerate data (all genes are used).
 
-    scanpy's ``seurat`` flavour copies the matrix twice (``copy``, then ``expm1``): on the
-    1M-cell benchmark's 150,074 fibroblasts (2.8 GB) the graph peaked at 5.7 GB over the
-    matrix. Above :data:`HVG_MAX_CELLS` fibroblasts the genes are selected on a random
+    The values are cast to float32 (scanpy's default precision). scanpy's ``seurat``
+    flavour copies the matrix twice (``copy``, then ``expm1``): on the 1M-cell
+    benchmark's 150,074 fibroblasts (2.8 GB) the graph, which also cast the whole matrix
+    to float32 first, peaked at 5.7 GB over the matrix. Above :data:`HVG_MAX_CELLS` fibroblasts the genes are selected on a random
     subsample of that many cells: a gene's mean and dispersion are estimated from 50,000
     cells to within a few per cent, so the ranking hardly moves, and the copies shrink
     with the subsample. Smaller data are selected on every cell, as before.
@@ -240,9 +243,9 @@ def _highly_variable(Xf: sp.csr_matrix, *, n_top: int, random_state: int) -> np.
     n = Xf.shape[0]
     if n > HVG_MAX_CELLS:
         rows = np.sort(np.random.default_rng(random_state).choice(n, HVG_MAX_CELLS, replace=False))
-        sample = Xf[rows]
+        sample = sp.csr_matrix(Xf[rows], dtype=np.float32)
     else:
-        sample = Xf
+        sample = sp.csr_matrix(Xf, dtype=np.float32)
     tmp = ad.AnnData(X=sample)
     try:
         sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor="seurat")

@@ -119,15 +119,43 @@ def _rows_csr(X, rows: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix(block) if sp.issparse(block) else sp.csr_matrix(np.asarray(block))
 
 
-def _lognorm(block: sp.csr_matrix, counts: bool) -> sp.csr_matrix:
-    block = sp.csr_matrix(block, dtype=np.float64)
+#: rows scaled at a time by :func:`_lognorm`
+_LOGNORM_ROWS = 10_000
+
+
+def _float64_csr(block) -> sp.csr_matrix:
+    """A float64 CSR copy of ``block`` that shares no array with it (scipy's
+    ``csr_matrix(block, dtype=float64, copy=True)`` also copies the float32 values it
+    then casts: 1.4 GB more at 150,000 fibroblasts)."""
+    if not sp.issparse(block):
+        return sp.csr_matrix(np.asarray(block, dtype=np.float64))
+    b = sp.csr_matrix(block)
+    return sp.csr_matrix((b.data.astype(np.float64, copy=True), b.indices.copy(), b.indptr.copy()),
+                         shape=b.shape)
+
+
+def _lognorm(block: sp.csr_matrix, counts: bool, *, copy: bool = False) -> sp.csr_matrix:
+    """``ln(1 + x * 1e4 / total)`` of counts, float64 (log values are returned as float64;
+    ``copy=True`` guarantees they do not share memory with ``block``).
+
+    Computed in place on one float64 copy of ``block`` (``block`` itself is not modified),
+    scaling ``_LOGNORM_ROWS`` rows at a time: the former ``diags(1e4 / total) @ block``
+    held three copies at once, and on the 1M-cell benchmark's 150,074 fibroblasts
+    (3.4e8 stored values) the classify step peaked at 13.0 GB. The values are the same
+    products; stored zeros are dropped, as the product did.
+    """
     if not counts:
-        return block
-    tot = np.asarray(block.sum(axis=1)).ravel()
+        return _float64_csr(block) if copy else sp.csr_matrix(block, dtype=np.float64)
+    out = _float64_csr(block)
+    tot = np.asarray(out.sum(axis=1)).ravel()
     tot[tot == 0] = 1.0
-    out = sp.diags(1e4 / tot) @ block
-    out = sp.csr_matrix(out)
-    out.data = np.log1p(out.data)
+    scale = 1e4 / tot
+    for a in range(0, out.shape[0], _LOGNORM_ROWS):
+        b = min(a + _LOGNORM_ROWS, out.shape[0])
+        lo, hi = out.indptr[a], out.indptr[b]
+        out.data[lo:hi] *= np.repeat(scale[a:b], np.diff(out.indptr[a : b + 1]))
+    out.eliminate_zeros()
+    np.log1p(out.data, out=out.data)
     return out
 
 
@@ -188,4 +216,8 @@ def _detect_species(symbols: Sequence[str]) -> str:
 def _fibroblast_lognorm(adata, rows: np.ndarray, layer) -> sp.csr_matrix:
     """Log-normalised ``rows`` (fibroblast positions in ``adata``) as CSR, in that order."""
     X = _matrix(adata, layer)
+    if isinstance(X, GatheredRows) and X.holds_exactly(rows):
+        # every gathered row, in order: read the gathered block itself (_lognorm copies
+        # it) rather than a copy of it, one copy of the fibroblasts fewer (2.6 GB at 1M cells)
+        return _lognorm(X.block, _value_type(X) == "counts", copy=True)
     return _lognorm(_rows_csr(X, rows), _value_type(X) == "counts")
