@@ -21,7 +21,8 @@ sits near the mean of its own score and never qualifies, and every subtype has a
 tail whether it exists or not: measured on a real sorted mouse CAF dataset, 485 author
 vCAFs gave 9 seeds, and ARI with the authors was 0.27 against 0.69 for a marker argmax.
 
-Both rules cap seeds per class (``max_seeds_per_class``, largest margin kept) and report
+Both rules cap seeds per class (``max_seeds_per_class``; the evidence rule keeps a random
+subset, drawn with ``random_state``, the z-score rule the largest margins) and report
 a subtype with fewer than ``max(min_seeds, min_per_fold * cv)`` seeds as ABSENT (WARNING
 log and ``uns``): it is not a class of the model. The default minimum is 10, two seeds per
 cross-validation fold (the lineage gate's stage-2 convention): it is what training and
@@ -209,7 +210,8 @@ def weak_labels(
     z_method
         ``"std"`` (mean/SD) or ``"robust"`` (median/MAD) standardisation (``"zscore"`` rule).
     max_seeds_per_class
-        Cap per class (largest margin kept); ``None`` for no cap.
+        Cap per class (a random subset under the evidence rule, the largest margins under
+        the z-score rule); ``None`` for no cap.
     min_seeds, min_per_fold, cv
         A class needs ``max(min_seeds, min_per_fold * cv)`` seeds, else it is absent.
     key_added
@@ -306,7 +308,7 @@ def _evidence_seeds(adata, fib, library, cls, *, layer, max_per_class, min_requi
                            "it cannot be evidenced here.", c)
     ev = programme_evidence(Xf, W, {c: audited[c] for c in usable}, random_state=random_state)
     labels, report = evidence_seeds(ev, usable, max_per_class=max_per_class,
-                                    min_required=min_required)
+                                    min_required=min_required, random_state=random_state)
     for c in cls:
         if c not in usable:
             report["candidate_counts"][c] = 0
