@@ -289,7 +289,7 @@ def test_a_population_is_seeded_whatever_its_share(frac_a):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
-def test_fibroblast_lognorm_in_place_on_one_copy(dtype, monkeypatch):
+def test_fibroblast_lognorm_values_and_input_unchanged_in_row_blocks(dtype, monkeypatch):
     """The fibroblasts' ln(1 + CP10k) is scaled in place on one float64 copy, a block of
     rows at a time (the product with a diagonal matrix held three copies: the 1M-cell
     classify step peaked at 13.0 GB). Values, stored zeros and the input are as before."""

@@ -465,10 +465,10 @@ def evidence_seeds(ev: Evidence, classes: list[str], *, alpha: float = ALPHA,
     E, E_null, cell = ev.E, ev.E_null, ev.cell
     n = E.shape[0]
     if E.shape[1] == 0:  # no programme could be evidenced: nothing to seed
-        top, gap, ok = np.zeros(n, dtype=int), np.zeros(n), np.zeros(n, dtype=bool)
+        top, ok = np.zeros(n, dtype=int), np.zeros(n, dtype=bool)
         own = np.zeros(n)
     else:
-        top, second, gap, ok = _rule(E, z)
+        top, second, _, ok = _rule(E, z)
         own = _own_agreement(cell, top, second)
     agree = ok & (own >= 0)
     labels = np.full(n, None, dtype=object)

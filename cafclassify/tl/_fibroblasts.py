@@ -216,8 +216,9 @@ def _detect_species(symbols: Sequence[str]) -> str:
 def _fibroblast_lognorm(adata, rows: np.ndarray, layer) -> sp.csr_matrix:
     """Log-normalised ``rows`` (fibroblast positions in ``adata``) as CSR, in that order."""
     X = _matrix(adata, layer)
+    counts = _value_type(X) == "counts"
     if isinstance(X, GatheredRows) and X.holds_exactly(rows):
         # every gathered row, in order: read the gathered block itself (_lognorm copies
         # it) rather than a copy of it, one copy of the fibroblasts fewer (2.6 GB at 1M cells)
-        return _lognorm(X.block, _value_type(X) == "counts", copy=True)
-    return _lognorm(_rows_csr(X, rows), _value_type(X) == "counts")
+        return _lognorm(X.block, counts, copy=True)
+    return _lognorm(_rows_csr(X, rows), counts)
