@@ -337,3 +337,56 @@ def test_seed_cap_keeps_a_random_subset_not_the_extreme_tail(planted):
     top60 = pool[np.argsort(-lead[pool])[:60]]
     assert np.median(lead[kept[0]]) < np.median(lead[top60])
     assert abs(np.median(lead[kept[0]]) - np.median(lead[pool])) < abs(np.median(lead[top60]) - np.median(lead[pool]))
+
+
+def test_tail_shrinks_with_many_fibroblasts_down_to_one_percent():
+    import cafclassify.tl._evidence as ev
+
+    assert ev._tail(370) == ev._tail(1000) == 0.05  # the usual 5 % up to 1,000 fibroblasts
+    assert ev._tail(2000) == pytest.approx(0.025)  # then 50 cells
+    assert ev._tail(5000) == ev._tail(150_000) == 0.01  # never below 1 %
+    assert [ev._pct(q) for q in (0.05, 0.95, 0.025, 0.975, 0.01)] == ["5%", "95%", "2.5%", "97.5%", "1%"]
+
+
+def test_a_rare_programme_is_read_from_its_own_split_in_many_cells(monkeypatch):
+    """A programme carried by 3 % of 3,000 cells lies beyond a 5 % tail, so its reference
+    sat in the bulk: the non-carriers read near 0, and cells that carry no programme
+    clearly (here 30 % of the cells are halfway between A and B, like the iCAF-myCAF
+    continuum) then lead with it by chance and become false seeds. With 50-cell tails
+    (1.7 % here) the reference lies between carriers and non-carriers. Measured on a
+    simulated 60,000-cell tumour (9,036 fibroblasts): dCAF (3.6 %) called in 743 cells,
+    326 planted, with 5 % tails; 456 with 1 %."""
+    import cafclassify.tl._evidence as ev
+
+    rng = np.random.default_rng(2)
+    n, g = 3000, 400
+    base = rng.gamma(2.0, 0.5, size=g)
+    grp = rng.choice(4, size=n, p=[0.40, 0.27, 0.30, 0.03])  # A, B, halfway A/B, rare R
+    lam = np.tile(base, (n, 1))
+    lam[grp == 0, 0:10] *= 4.0
+    lam[grp == 1, 10:20] *= 4.0
+    lam[grp == 2, 0:20] *= 1.7
+    lam[grp == 3, 20:30] *= 4.0
+    counts = rng.poisson(lam)
+    X = sp.csr_matrix(np.log1p(counts / np.maximum(counts.sum(1, keepdims=True), 1) * 1e4))
+    sets = {"A": (np.arange(10), np.ones(10)), "B": (np.arange(10, 20), np.ones(10)),
+            "R": (np.arange(20, 30), np.ones(10))}
+    W = fibroblast_graph(X, random_state=0)
+    out, default = {}, ev.TAIL_CELLS
+    for cells in (default, 10**9):  # 50-cell tails, and 5 % whatever the number of cells
+        monkeypatch.setattr(ev, "TAIL_CELLS", cells)
+        e = programme_evidence(X, W, sets, random_state=0)
+        labels, rep = evidence_seeds(e, ["A", "B", "R"], max_per_class=None, min_required=10)
+        out[cells] = (e, labels, rep)
+    e, labels, rep = out[default]
+    e5, labels5, _ = out[10**9]
+    assert e.null["tail"] == pytest.approx(50 / 3000) and e5.null["tail"] == 0.05
+    assert "1.7% and 98.3% quantiles" in rep["rule"]
+    # the non-carriers now read below the reference, the carriers above it
+    assert np.median(e.E[grp != 3, 2]) < -1.0 < 1.0 < np.median(e.E[grp == 3, 2])
+    assert abs(np.median(e5.E[grp != 3, 2])) < 0.5
+    false, false5 = ((labels == "R") & (grp != 3)).sum(), ((labels5 == "R") & (grp != 3)).sum()
+    assert false5 >= 20 and false <= 0.5 * false5, (false, false5)
+    assert ((labels == "R") & (grp == 3)).sum() >= 0.6 * (grp == 3).sum()
+    for k, c in ((0, "A"), (1, "B")):  # the common programmes keep their seeds
+        assert (labels[grp == k] == c).mean() >= 0.95
