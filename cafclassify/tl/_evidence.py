@@ -54,26 +54,7 @@ Method
    whatever their proportions, as long as each holds 5 % of the fibroblasts or more;
    without such a split (an absent programme, a random gene set) it is the middle of
    the distribution, near the mean. 5 % is the usual tail convention, not a fitted
-   value; 2.5 % and 10 % are measured in ``docs/classifier.md``.
-
-   **The tail in many cells** (``_tail``). A programme carried by fewer than 5 % of
-   the fibroblasts lies beyond the 95th percentile, so its reference sat in the bulk
-   and every non-carrier read near 0 instead of below it. Cells that carry no
-   programme clearly (the middle of the iCAF-myCAF continuum) are below the
-   references of the common programmes, so the rare one led in them by chance and
-   they became its seeds: on a simulated 60,000-cell tumour (9,036 fibroblasts)
-   40 of 318 dCAF seeds (3.6 % planted) and 439 of 743 dCAF calls were other
-   subtypes. With many cells a tail can be much smaller than 5 % and still rest on
-   many cells, so the tail is 5 % or 50 cells, whichever is smaller, but never below
-   1 %: 5 % up to 1,000 fibroblasts (every dataset of the real-data benchmark), 1 %
-   from 5,000 on. 50 cells are more than the ~18 of the 5 % tails of the ~370 breast
-   fibroblasts the convention was measured on (2.5 % there, ~10 cells, was noisy), so
-   a smaller tail is never read from fewer cells than that; the 1 % floor keeps the
-   reference out of an atlas's few most extreme cells (doublets, outliers). Measured
-   (ARI / macro-F1 against the planted subtypes, ``docs/classifier.md``): 60,000-cell
-   simulations 0.638 / 0.836 -> 0.669 / 0.881 and 0.632 / 0.858 -> 0.640 / 0.875; the
-   1M-cell benchmark (150,074 fibroblasts) 0.621 / 0.817 -> 0.659 / 0.868, dCAF calls
-   16,619 -> 8,690 (5,814 planted). Per cell,
+   value; 2.5 % and 10 % are measured in ``docs/classifier.md``. Per cell,
    ``E_k = ((W s_k - r_k) - mean_r (W n_kr - r_kr)) / sd_r (W n_kr - r_kr)``: how
    many null SDs the programme sits above random genes of the same expression level
    *in this cell and its neighbourhood*. The cell's own score is read from the same
@@ -186,11 +167,8 @@ logger = logging.getLogger(__name__)
 
 #: conventions (not fitted to any dataset)
 ALPHA = 0.05
-#: each programme's reference: the midpoint of its tail and 1 - tail quantiles over fibroblasts,
-#: the tail being TAIL, or TAIL_CELLS cells where that is less, but never below TAIL_MIN (:func:`_tail`)
+#: each programme's reference: the midpoint of its TAIL and 1 - TAIL quantiles over fibroblasts
 TAIL = 0.05
-TAIL_CELLS = 50
-TAIL_MIN = 0.01
 N_NEIGHBORS = 15
 N_PCS = 30
 
@@ -386,8 +364,6 @@ def programme_evidence(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tupl
     sampler = NullSampler(mean, sets, n_bins=n_bins, random_state=random_state)
     null = {"n_null": int(n_null), **sampler.info()}
     names = list(sets)
-    tail = _tail(Xf.shape[0])
-    null["tail"] = tail
     if not names:
         empty, empty_null = np.zeros((Xf.shape[0], 0)), np.zeros((Xf.shape[0], 0, n_null))
         return Evidence(empty, empty_null, empty, empty_null, null)
@@ -399,7 +375,7 @@ def programme_evidence(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tupl
         hood = averaged(W, cell.reshape(Xf.shape[0], -1)).reshape(cell.shape)
         refs = np.empty((len(names), n_draws))
         for j in range(len(names)):  # one set at a time: np.quantile copies what it is given
-            refs[j] = _midpoint(hood[:, j, :], tail)
+            refs[j] = _midpoint(hood[:, j, :])
             hood[:, j, :] -= refs[j][None, :]
             cell[:, j, :] -= refs[j][None, :]
         return cell, hood, refs
@@ -415,26 +391,12 @@ def programme_evidence(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tupl
         m_cell.add(more_cell)
         del more_cell, more_hood
     null["n_moments"] = int(m_hood.n)
-    null["reference"] = (f"each score from the midpoint of its {_pct(tail)} and {_pct(1 - tail)} quantiles "
+    null["reference"] = (f"each score from the midpoint of its {TAIL:.0%} and {1 - TAIL:.0%} quantiles "
                          "over fibroblasts (neighbourhood-averaged), not from its mean")
     null["reference_minus_mean"] = {n: float(v) for n, v in zip(names, ref[:, 0], strict=True)}
     E, E_null = m_hood.standardise(S_hood, N_hood)  # N_hood becomes E_null (in place)
     cell, cell_null = m_cell.standardise(S_cell, N_cell)
     return Evidence(E, E_null, cell, cell_null.astype(np.float32), null)
-
-
-def _tail(n: int) -> float:
-    """The tail a reference is read from among ``n`` fibroblasts (module docstring, step 3).
-
-    ``TAIL`` (5 %), or ``TAIL_CELLS`` (50) cells where 5 % is more than that (above
-    1,000 fibroblasts), but never below ``TAIL_MIN`` (1 %, from 5,000 fibroblasts on).
-    """
-    return float(np.clip(TAIL_CELLS / max(n, 1), TAIL_MIN, TAIL))
-
-
-def _pct(q: float) -> str:
-    """A quantile level as a percentage: '5%', '2.5%', '99.2%'."""
-    return f"{100 * q:.1f}".rstrip("0").rstrip(".") + "%"
 
 
 def _midpoint(scores: np.ndarray, tail: float = TAIL) -> np.ndarray:
@@ -561,11 +523,10 @@ def evidence_seeds(ev: Evidence, classes: list[str], *, alpha: float = ALPHA,
         unlearnt.remove(c)
         absent.remove(c)
         del absent_why[c]
-    tail = float(ev.null.get("tail", TAIL))
     report = {
         "rule": (f"evidence against random gene sets (null-SD units, the null's mean and SD from "
                  f"{ev.null.get('n_moments', n_null)} random sets per programme, over the cell's kNN "
-                 f"neighbourhood; each score read from the midpoint of its {_pct(tail)} and {_pct(1 - tail)} "
+                 f"neighbourhood; each score read from the midpoint of its {TAIL:.0%} and {1 - TAIL:.0%} "
                  f"quantiles over fibroblasts); "
                  f"seed of k if E_k >= {z:.3f} (alpha {alpha}) and E_k - E_j >= {np.sqrt(2) * z:.3f} for "
                  f"every other j, and the cell's own evidence e agrees in sign (e_k >= 0, e_k >= e_j for the "
