@@ -109,7 +109,8 @@ def test_majority_programme_is_seeded_and_unplanted_one_is_absent(planted):
     ev = programme_evidence(X, W, audited, random_state=0)
     E = ev.E
     assert E.shape == ev.cell.shape == (X.shape[0], 3)
-    assert ev.E_null.shape == ev.cell_null.shape == (X.shape[0], 3, 50)
+    assert ev.E_null.shape == ev.cell_null.shape == (X.shape[0], 3, 200)  # N_EXIST draws kept
+    assert ev.E_null.dtype == ev.cell_null.dtype == np.float32
     # evidence is read within cells: the 70 % population carries its programme
     assert np.median(E[is_a, 0]) > 1.645 and np.median(E[~is_a, 1]) > 1.645
     labels, rep = evidence_seeds(ev, ["A", "B", "C"], max_per_class=None, min_required=15)
@@ -118,7 +119,7 @@ def test_majority_programme_is_seeded_and_unplanted_one_is_absent(planted):
     seeded = labels != None  # noqa: E711
     assert (labels[seeded & is_a] == "A").mean() >= 0.99
     assert (labels[seeded & ~is_a] == "B").mean() >= 0.99
-    assert rep["seed_counts"]["C"] == 0 and rep["candidate_counts"]["C"] <= rep["null_seed_q95"]["C"]
+    assert rep["seed_counts"]["C"] == 0 and rep["candidate_counts"]["C"] <= rep["null_seed_threshold"]["C"]
 
 
 def test_evidence_does_not_depend_on_other_sets(planted):
@@ -187,7 +188,7 @@ def test_a_population_too_small_to_learn_is_told_apart_from_an_absent_one():
     labels, rep = evidence_seeds(ev, list(sets), max_per_class=None, min_required=10)
     assert rep["absent_classes"] == ["D", "C"]
     assert rep["too_few_to_learn"] == ["D"]
-    assert rep["candidate_counts"]["D"] > rep["null_seed_q95"]["D"]
+    assert rep["candidate_counts"]["D"] > rep["null_seed_threshold"]["D"]
     assert rep["neighbourhood_counts"]["D"] < 10
     assert "may be present" in rep["absent_reasons"]["D"]
     assert "may be present" not in rep["absent_reasons"]["C"]
@@ -337,3 +338,35 @@ def test_seed_cap_keeps_a_random_subset_not_the_extreme_tail(planted):
     top60 = pool[np.argsort(-lead[pool])[:60]]
     assert np.median(lead[kept[0]]) < np.median(lead[top60])
     assert abs(np.median(lead[kept[0]]) - np.median(lead[pool])) < abs(np.median(lead[top60]) - np.median(lead[pool]))
+
+
+def test_existence_is_family_wise_over_the_programmes():
+    """Which subtypes a sample holds is one family of decisions: a class is present only
+    when more cells carry it than carry its random sets at the 1 - 0.05 / K quantile
+    (99.2 % for six programmes), read from 200 draws. Here absent C has 12 chance seeds:
+    above the 95th percentile of its draws (at most 8 cells in 196 of 200 draws), below
+    the 99.2 % quantile (20 cells in 4 draws). Judged on its own at 0.05 it was present."""
+    rng = np.random.default_rng(0)
+    n, classes, n_draws = 2000, ["A", "B", "C", "D", "E", "F"], 200
+    E = rng.normal(0, 0.3, size=(n, 6))
+    E[:1000, 0] += 5.0  # A
+    E[1000:1800, 1] += 5.0  # B
+    weak = np.arange(1800, 2000)  # cells that carry no programme clearly
+    E[weak, 0] = E[weak, 1] = -5.0
+    E[weak, 2:] = -1.0
+    E[weak[:12], 2] = 2.0  # 12 of them lead with C by chance
+    E_null = np.repeat(E[:, :, None], n_draws, axis=2)
+    E_null[:, :, :] = rng.normal(0, 0.3, size=E_null.shape)  # random sets carry nothing ...
+    E_null[weak, 2, :] = -1.0
+    counts = np.r_[rng.integers(0, 9, size=196), [20] * 4]
+    for r, c in enumerate(counts):  # ... but in the weak cells set C's draws lead by chance
+        E_null[weak[:c], 2, r] = 2.0
+    ev = Evidence(E=E, E_null=E_null, cell=E.copy(), cell_null=E_null.copy())
+    labels, rep = evidence_seeds(ev, classes, max_per_class=None, min_required=10)
+    assert rep["existence_quantile"] == pytest.approx(1 - 0.05 / 6)
+    assert rep["candidate_counts"]["C"] == 12 and rep["null_seed_threshold"]["C"] == 20
+    assert np.quantile(counts, 0.95, method="higher") <= 8  # the per-class test would pass C
+    assert "C" in rep["absent_classes"] and not (labels == "C").any()
+    assert "99.2 % quantile" in rep["absent_reasons"]["C"] and "99.2 % quantile" in rep["rule"]
+    assert rep["absent_classes"] == ["C", "D", "E", "F"]
+    assert (labels[:1000] == "A").mean() >= 0.99 and (labels[1000:1800] == "B").mean() >= 0.99

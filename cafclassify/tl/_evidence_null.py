@@ -18,8 +18,9 @@ Moments
 -------
 The null's mean and SD per cell and set, by which every score is standardised, are read
 from ``N_MOMENTS`` = 500 draws per set, drawn ``N_NULL`` = 50 at a time and pooled
-(the pairwise update of Chan, Golub & LeVeque 1979); only the first 50 are kept, for the
-existence test (``_evidence`` step 6), which re-applies the seed rule to each kept draw.
+(the pairwise update of Chan, Golub & LeVeque 1979); only the first 200
+(``_evidence.N_EXIST``, as float32) are kept, for the existence test (``_evidence`` step
+6), which re-applies the seed rule to each kept draw.
 
 Why 500: the draws are shared by every cell, so their Monte-Carlo error is shared too.
 With 50 draws the SD of a set's null is known to about 10 % (``1 / sqrt(2 * 50)``) and
