@@ -369,8 +369,8 @@ def programme_evidence(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tupl
     """Evidence over the neighbourhood and in the cell alone, with their null draws.
 
     See the module docstring, steps 2-3 and 5. ``n_null`` draws per set are kept (for
-    the existence test, step 6); the null's mean and SD are read from ``n_moments``
-    (:mod:`._evidence_null`).
+    the existence test, step 6; float32); the null's mean and SD are read from every
+    draw made, ``max(n_null, n_moments)`` (:mod:`._evidence_null`).
     """
     mean = _column_mean(Xf)
     sampler = NullSampler(mean, sets, n_bins=n_bins, random_state=random_state)
