@@ -355,8 +355,7 @@ def test_existence_is_family_wise_over_the_programmes():
     E[weak, 0] = E[weak, 1] = -5.0
     E[weak, 2:] = -1.0
     E[weak[:12], 2] = 2.0  # 12 of them lead with C by chance
-    E_null = np.repeat(E[:, :, None], n_draws, axis=2)
-    E_null[:, :, :] = rng.normal(0, 0.3, size=E_null.shape)  # random sets carry nothing ...
+    E_null = rng.normal(0, 0.3, size=(n, 6, n_draws))  # random sets carry nothing ...
     E_null[weak, 2, :] = -1.0
     counts = np.r_[rng.integers(0, 9, size=196), [20] * 4]
     for r, c in enumerate(counts):  # ... but in the weak cells set C's draws lead by chance

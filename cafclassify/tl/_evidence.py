@@ -590,9 +590,9 @@ def _cell_alone_seeds(ev: Evidence, k: int, z: float, top: np.ndarray, agree: np
     percentile: the class has passed its existence test already).
     """
     alone = _alone_rule(ev.E, ev.cell, k, z)
-    q95 = _null_quantile(ev, k, z, _alone_rule, q)
+    thr = _null_quantile(ev, k, z, _alone_rule, q)
     idx = np.flatnonzero((alone | (agree & (top == k))) & pd.isna(labels))
-    return idx, int(alone.sum()), q95
+    return idx, int(alone.sum()), thr
 
 
 def _hood_rule(E: np.ndarray, cell: np.ndarray, k: int, z: float) -> np.ndarray:
