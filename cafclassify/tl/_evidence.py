@@ -578,7 +578,7 @@ def evidence_seeds(ev: Evidence, classes: list[str], *, alpha: float = ALPHA,
 
 
 def _cell_alone_seeds(ev: Evidence, k: int, z: float, top: np.ndarray, agree: np.ndarray,
-                      labels: np.ndarray, q: float = 0.95) -> tuple[np.ndarray, int, float]:
+                      labels: np.ndarray, q: float) -> tuple[np.ndarray, int, float]:
     """Seeds of programme ``k`` from the rule read in each cell alone (module docstring, step 7).
 
     A cell passes when the rule of step 4 holds on its own evidence ``e`` (``e_k >= z``
