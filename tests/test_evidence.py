@@ -1,4 +1,5 @@
-"""Unit tests of the seed rule's building blocks (cafclassify.tl._evidence) on planted data."""
+"""Unit tests of the seed rule's building blocks (cafclassify.tl._evidence and
+cafclassify.tl._evidence_seeds) on planted data."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ import scipy.sparse as sp
 
 from cafclassify.tl._evidence import (
     Evidence,
-    _rule,
     audit_genes,
-    evidence_seeds,
     fibroblast_graph,
     programme_evidence,
 )
+from cafclassify.tl._evidence_seeds import _rule, evidence_seeds
 
 
 @pytest.fixture(scope="module")
@@ -369,3 +369,4 @@ def test_existence_is_family_wise_over_the_programmes():
     assert "99.2 % quantile" in rep["absent_reasons"]["C"] and "99.2 % quantile" in rep["rule"]
     assert rep["absent_classes"] == ["C", "D", "E", "F"]
     assert (labels[:1000] == "A").mean() >= 0.99 and (labels[1000:1800] == "B").mean() >= 0.99
+

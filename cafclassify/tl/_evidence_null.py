@@ -19,7 +19,7 @@ Moments
 The null's mean and SD per cell and set, by which every score is standardised, are read
 from ``N_MOMENTS`` = 500 draws per set, drawn ``N_NULL`` = 50 at a time and pooled
 (the pairwise update of Chan, Golub & LeVeque 1979); only the first 200
-(``_evidence.N_EXIST``, as float32) are kept, for the existence test (``_evidence`` step
+(``_evidence.N_EXIST``, as float32) are kept, for the existence test (``_evidence_seeds`` step
 6), which re-applies the seed rule to each kept draw.
 
 Why 500: the draws are shared by every cell, so their Monte-Carlo error is shared too.

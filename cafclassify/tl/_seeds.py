@@ -292,9 +292,10 @@ def _weak_labels_impl(adata, *, signatures, score_key, lineage_key, layer, class
 
 
 def _evidence_seeds(adata, fib, library, cls, *, layer, max_per_class, min_required, random_state):
-    """Seeds from programme evidence against random gene sets (``_evidence`` module)."""
+    """Seeds from programme evidence against random gene sets (``_evidence``, ``_evidence_seeds``)."""
     from ..genesets import match_signatures
-    from ._evidence import audit_genes, evidence_seeds, fibroblast_graph, programme_evidence
+    from ._evidence import audit_genes, fibroblast_graph, programme_evidence
+    from ._evidence_seeds import evidence_seeds
 
     Xf = _fibroblast_lognorm(adata, np.flatnonzero(fib), layer)
     matched = match_signatures(library.subset(names=cls), adata, min_coverage=0.0, on_low_coverage="keep")
