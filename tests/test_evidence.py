@@ -13,7 +13,13 @@ from cafclassify.tl._evidence import (
     fibroblast_graph,
     programme_evidence,
 )
-from cafclassify.tl._evidence_seeds import _rule, evidence_seeds
+from cafclassify.tl._evidence_seeds import (
+    _alone_rule,
+    _null_counts,
+    _own_agreement,
+    _rule,
+    evidence_seeds,
+)
 
 
 @pytest.fixture(scope="module")
@@ -370,3 +376,35 @@ def test_existence_is_family_wise_over_the_programmes():
     assert rep["absent_classes"] == ["C", "D", "E", "F"]
     assert (labels[:1000] == "A").mean() >= 0.99 and (labels[1000:1800] == "B").mean() >= 0.99
 
+
+@pytest.mark.parametrize("n_sets", [1, 2, 6])
+def test_null_counts_equal_the_rule_re_applied_to_every_draw(n_sets):
+    """The existence test's null counts are computed without re-ranking every cell's
+    programmes per draw; they must equal the definition, the seed rule re-applied with
+    the draw in place of programme k, on values rounded so that ties are common
+    (the rule's stable order decides them), with missing values in one programme."""
+    rng = np.random.default_rng(n_sets)
+    n, n_draws, z = 1500, 60, 1.645
+    E = np.round(rng.normal(1.0, 2.0, size=(n, n_sets)), 1)
+    cell = np.round(rng.normal(0.0, 1.0, size=(n, n_sets)), 1)
+    E_null = np.round(rng.normal(1.0, 2.0, size=(n, n_sets, n_draws)), 1).astype(np.float32)
+    cell_null = np.round(rng.normal(0.0, 1.0, size=(n, n_sets, n_draws)), 1).astype(np.float32)
+    E[::7, 0] = np.nan
+    E_null[::11, -1, :] = np.nan
+    ev = Evidence(E=E, E_null=E_null, cell=cell, cell_null=cell_null)
+
+    def hood_rule(E_r, cell_r, k):
+        top, second, _, ok = _rule(E_r, z)
+        return ok & (top == k) & (_own_agreement(cell_r, top, second) >= 0)
+
+    def alone_rule(E_r, cell_r, k):
+        return _alone_rule(E_r, cell_r, k, z)
+
+    for k in range(n_sets):
+        for alone, rule in ((False, hood_rule), (True, alone_rule)):
+            E_r, cell_r, expected = E.copy(), cell.copy(), []
+            for r in range(n_draws):
+                E_r[:, k], cell_r[:, k] = E_null[:, k, r], cell_null[:, k, r]
+                expected.append(int(rule(E_r, cell_r, k).sum()))
+            assert np.array_equal(_null_counts(ev, k, z, alone=alone), expected)
+            assert max(expected) > 0  # the comparison is not between two arrays of zeros

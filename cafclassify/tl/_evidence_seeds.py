@@ -161,7 +161,7 @@ def evidence_seeds(ev: Evidence, classes: list[str], *, alpha: float = ALPHA,
         in_hood = np.flatnonzero(ok & (top == k))
         idx = np.flatnonzero(agree & (top == k))
         cand[c], hood[c], topped[c] = int(idx.size), int(in_hood.size), 0
-        thr = _null_quantile(ev, k, z, _hood_rule, q_exist)
+        thr = _null_quantile(ev, k, z, q_exist)
         null_thr[c] = thr
         if idx.size <= thr or in_hood.size < min_required:
             absent.append(c)
@@ -244,15 +244,9 @@ def _cell_alone_seeds(ev: Evidence, k: int, z: float, top: np.ndarray, agree: np
     percentile: the class has passed its existence test already).
     """
     alone = _alone_rule(ev.E, ev.cell, k, z)
-    thr = _null_quantile(ev, k, z, _alone_rule, q)
+    thr = _null_quantile(ev, k, z, q, alone=True)
     idx = np.flatnonzero((alone | (agree & (top == k))) & pd.isna(labels))
     return idx, int(alone.sum()), thr
-
-
-def _hood_rule(E: np.ndarray, cell: np.ndarray, k: int, z: float) -> np.ndarray:
-    """Cells seeding ``k`` by the neighbourhood rule with the cell's agreement (steps 4-5)."""
-    top, second, _, ok = _rule(E, z)
-    return ok & (top == k) & (_own_agreement(cell, top, second) >= 0)
 
 
 def _alone_rule(E: np.ndarray, cell: np.ndarray, k: int, z: float) -> np.ndarray:
@@ -261,18 +255,54 @@ def _alone_rule(E: np.ndarray, cell: np.ndarray, k: int, z: float) -> np.ndarray
     return ok & (top == k) & (E[:, k] >= 0)
 
 
-def _null_quantile(ev: Evidence, k: int, z: float, rule, q: float) -> float:
-    """Quantile ``q``, over the null draws of set ``k``, of the number of cells that
-    ``rule(E, cell, k, z)`` passes when the draw replaces ``k`` (other programmes unchanged).
+def _null_quantile(ev: Evidence, k: int, z: float, q: float, *, alone: bool = False) -> float:
+    """Quantile ``q``, over the kept null draws of set ``k``, of the number of cells that
+    pass the rule for ``k`` when the draw replaces ``k`` (other programmes unchanged).
 
-    Read as an observed count (numpy's ``method="higher"``), not interpolated between
-    two counts: where most draws pass no cell and a few pass one, the interpolated
-    percentile (0.55) let a single cell make a programme present.
+    The rule is the neighbourhood rule with the cell's agreement (steps 4-5), or with
+    ``alone`` the rule read in the cell alone (step 7). Read as an observed count
+    (numpy's ``method="higher"``), not interpolated between two counts: where most draws
+    pass no cell and a few pass one, the interpolated percentile (0.55) let a single
+    cell make a programme present.
     """
-    E_r, cell_r = ev.E.copy(), ev.cell.copy()
-    counts = np.empty(ev.E_null.shape[2])
-    for r in range(counts.size):
-        E_r[:, k] = ev.E_null[:, k, r]
-        cell_r[:, k] = ev.cell_null[:, k, r]
-        counts[r] = int(rule(E_r, cell_r, k, z).sum())
-    return float(np.quantile(counts, q, method="higher"))
+    return float(np.quantile(_null_counts(ev, k, z, alone=alone), q, method="higher"))
+
+
+#: null draws compared at a time (bounds the float64 temporaries: cells x draws)
+_DRAWS_AT_ONCE = 50
+
+
+def _null_counts(ev: Evidence, k: int, z: float, *, alone: bool) -> np.ndarray:
+    """Per kept null draw of ``k``, the cells that pass the rule for ``k`` with the draw in
+    its place (:func:`_null_quantile`).
+
+    The same counts as re-ranking every cell's programmes for every draw (:func:`_rule`),
+    without the re-ranking: ``k`` passes only when it is ahead of the best *other*
+    programme by the margin, and that programme (the first of the others in the rule's
+    stable order, also the runner-up whose agreement step 5 reads) does not depend on
+    the draw. Exactness against the re-ranking, ties included, is a unit test.
+    """
+    lead, veto = (ev.cell, ev.E) if alone else (ev.E, ev.cell)
+    lead_null, veto_null = (ev.cell_null, ev.E_null) if alone else (ev.E_null, ev.cell_null)
+    n, n_sets = lead.shape
+    rows = np.arange(n)
+    others = np.delete(np.arange(n_sets), k)
+    if others.size:
+        sub = lead[:, others]
+        j = others[np.argmax(np.where(np.isnan(sub), -np.inf, sub), axis=1)]
+        best_other, veto_other = lead[rows, j][:, None], veto[rows, j][:, None]
+    else:
+        best_other, veto_other = np.full((n, 1), -np.inf), None
+    margin = np.sqrt(2.0) * z
+    counts = np.empty(lead_null.shape[2])
+    for r0 in range(0, counts.size, _DRAWS_AT_ONCE):
+        r1 = min(r0 + _DRAWS_AT_ONCE, counts.size)
+        x = lead_null[:, k, r0:r1].astype(np.float64)
+        v = veto_null[:, k, r0:r1].astype(np.float64)
+        ok = (x >= z) & (x - best_other >= margin)
+        if alone or veto_other is None:  # step 7: E_k >= 0; one programme: e_k >= 0
+            ok &= v >= 0
+        else:  # step 5: min(e_k, e_k - e_j) >= 0 for the runner-up j
+            ok &= np.minimum(v, v - veto_other) >= 0
+        counts[r0:r1] = ok.sum(axis=0)
+    return counts
