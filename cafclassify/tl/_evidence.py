@@ -110,8 +110,9 @@ __all__ = ["Evidence", "audit_genes", "fibroblast_graph", "programme_evidence"]
 logger = logging.getLogger(__name__)
 
 #: conventions (not fitted to any dataset)
-#: null draws per set kept for the existence test (step 6, :mod:`._evidence_seeds`): enough
-#: to read its 1 - alpha / K quantile (Bonferroni over the K programmes; 0.992 for six) from more than one draw
+#: null draws per set kept for the existence test (step 6, :mod:`._evidence_seeds`): enough to
+#: read its 1 - alpha / K quantile (Bonferroni over the K programmes; 0.992 for six) from more
+#: than one draw
 N_EXIST = 200
 #: each programme's reference: the midpoint of its TAIL and 1 - TAIL quantiles over fibroblasts
 TAIL = 0.05
@@ -121,7 +122,7 @@ N_PCS = 30
 
 @dataclass
 class Evidence:
-    """Evidence of every subtype programme per fibroblast (module docstring, steps 2-3; ``cell``: step 5).
+    """Evidence of every subtype programme per fibroblast (module docstring, steps 2-3; ``cell``, 5).
 
     ``E`` and ``E_null`` are read over each cell's neighbourhood, ``cell`` and
     ``cell_null`` in the cell alone (the same random gene sets, no averaging); the
@@ -302,8 +303,8 @@ def programme_evidence(Xf: sp.csr_matrix, W: sp.csr_matrix, sets: dict[str, tupl
                        random_state: int = 0) -> Evidence:
     """Evidence over the neighbourhood and in the cell alone, with their null draws.
 
-    See the module docstring, steps 2-3 (and 4-7 for ``e``). ``n_null`` draws per set are kept (for
-    the existence test, step 6; float32); the null's mean and SD are read from every
+    See the module docstring, steps 2-3 (and 4-7 for ``e``). ``n_null`` draws per set are
+    kept (for the existence test, step 6; float32); the null's mean and SD are read from every
     draw made, ``max(n_null, n_moments)`` (:mod:`._evidence_null`).
     """
     mean = _column_mean(Xf)
