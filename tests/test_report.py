@@ -227,6 +227,24 @@ def test_reads_the_classifier_record_as_the_classifier_writes_it():
     assert sec["absent"] == "dCAF"
 
 
+@pytest.mark.parametrize("rule", ["evidence", "zscore"])
+def test_seed_table_names_the_rule_that_chose_the_seeds(rule):
+    """The default seeds come from programme evidence against random gene sets, not from
+    marker scores: the seed table's header and note say which rule chose them."""
+    from cafclassify.report._context import _Ctx
+    from cafclassify.report._subtypes import _classifier_section
+
+    a = make_annotated(300, random_state=2)
+    a.uns[K.UNS][K.UNS_CLASSIFY] = {"training_summary": {
+        "weak_labels": {"seed_rule": rule, "seed_counts": {"myCAF": 20, "iCAF": 10}},
+        "pseudo_label_counts": {"myCAF": 5, "iCAF": 3}}}
+    seeds = _classifier_section(_Ctx(a, max_cells_plot=100, random_state=0), key_numbers(a))["seeds"]
+    assert seeds["columns"][1] == ("seed cells (evidence)" if rule == "evidence" else "seed cells (markers)")
+    assert ("against random gene sets" in seeds["note"]) == (rule == "evidence")
+    assert ("marker scores" in seeds["note"]) == (rule == "zscore")
+    assert [r[3]["text"] for r in seeds["rows"]] == ["25", "13"]  # seeds + pseudo-labels
+
+
 def test_reliability_bins_of_a_few_cells_are_not_joined_to_the_curve():
     """A bin of one or two cells has accuracy 0 or 1: joined to the curve it drew a spike
     to 0 in the breast example's report although the ECE was 0.009."""

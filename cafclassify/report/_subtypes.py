@@ -153,7 +153,9 @@ def _classifier_section(ctx: _Ctx, nums: dict) -> dict:
     pseudo = as_mapping(find(cl, "pseudo_label_counts"))
     if seeds_m:
         order = _subtype_order(list(seeds_m) + list(pseudo))
-        cols = ["class", "seed cells (markers)"]
+        wl = as_mapping(find(cl, "weak_labels"))
+        by_evidence = str(wl.get("seed_rule", "")) == "evidence" if wl else False
+        cols = ["class", "seed cells (evidence)" if by_evidence else "seed cells (markers)"]
         rows = []
         for k in order:
             row = [cell(k, swatch=color_for(k)),
@@ -165,9 +167,12 @@ def _classifier_section(ctx: _Ctx, nums: dict) -> dict:
             rows.append(row)
         if pseudo:
             cols += ["pseudo-labels (self-training)", "training cells"]
+        what = ("Seed cells are fibroblasts whose programme evidence against random gene sets, over "
+                "their neighbourhood and in the cell itself, clearly favours one subtype (the seed rule "
+                "above). " if by_evidence else
+                "Seed cells are fibroblasts whose marker scores clearly favour one subtype. ")
         out["seeds"] = {"columns": cols, "rows": rows, "note": (
-            "Seed cells are fibroblasts whose marker scores clearly favour one subtype. "
-            "Self-training then added confidently predicted cells as pseudo-labels; the classifier "
+            what + "Self-training then added confidently predicted cells as pseudo-labels; the classifier "
             "is trained and cross-validated on seeds + pseudo-labels, so the confusion matrix rows "
             "add up to the training cells, not to the seeds.") if pseudo else ""}
     f1 = find(cl, "cv_macro_f1", "macro_f1", "cv_f1")
