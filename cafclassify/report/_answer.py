@@ -73,8 +73,8 @@ def _fix_for(reason: str, adata) -> dict[str, str]:
         }
     if "fibroblast" in r or "seed" in r or "too few" in r:
         return {
-            "plain": "Too few fibroblasts, or too few seed fibroblasts (cells that clearly carry one subtype), to "
-                     "train a subtype classifier on this dataset alone.",
+            "plain": "Too few fibroblasts, or too few seed fibroblasts (cells that clearly carry one "
+                     "subtype), to train a subtype classifier on this dataset alone.",
             "cli_note": "Train one model on several datasets and classify this one with it:",
             "cli": "cafclassify train a.h5ad b.h5ad -o pooled.cafmodel && "
                    "cafclassify classify scored.h5ad --model pooled.cafmodel -o classified.h5ad",
