@@ -58,17 +58,23 @@ def test_audit_leaves_out_the_contradicting_gene(planted):
 def test_blockwise_column_statistics_of_large_matrices_match(planted, monkeypatch):
     """Above BLOCKWISE_NNZ stored values the column mean and detection rate are summed
     over blocks of rows (scipy's mean copies the matrix twice: 10.4 GB over 150,074
-    fibroblasts); they equal scipy's, and the audit keeps and leaves out the same genes."""
+    fibroblasts); they equal scipy's, and the audit keeps and leaves out the same genes.
+    float32 values are always summed in float64 blocks (scipy sums them in float32)."""
     import cafclassify.tl._evidence as ev
 
     X, sets, _ = planted
-    X = sp.csr_matrix(X, dtype=np.float32)
+    X = sp.csr_matrix(X, dtype=np.float64)
+    X32 = sp.csr_matrix(X, dtype=np.float32)
     W = fibroblast_graph(X, random_state=0)
     mean, det = ev._column_mean(X), ev._column_detected(X)
+    mean32 = ev._column_mean(X32)
+    assert mean32.dtype == np.float64
+    np.testing.assert_allclose(mean32, np.asarray(X32.astype(np.float64).mean(axis=0)).ravel(), rtol=1e-12)
     _, audit = audit_genes(X, W, sets, np.array([f"g{i}" for i in range(X.shape[1])]))
     monkeypatch.setattr(ev, "BLOCKWISE_NNZ", 0)
     monkeypatch.setattr(ev, "_BLOCK_ROWS", 97)  # several blocks, the last one short
-    np.testing.assert_allclose(ev._column_mean(X), mean, rtol=1e-5)
+    np.testing.assert_allclose(ev._column_mean(X), mean, rtol=1e-12)
+    np.testing.assert_allclose(ev._column_mean(X32), mean32, rtol=1e-12)
     np.testing.assert_allclose(ev._column_detected(X), det, rtol=1e-12)
     _, audit_blocks = audit_genes(X, W, sets, np.array([f"g{i}" for i in range(X.shape[1])]))
     assert audit_blocks["status"].tolist() == audit["status"].tolist()
@@ -299,7 +305,8 @@ def test_a_population_is_seeded_whatever_its_share(frac_a):
 def test_fibroblast_lognorm_values_and_input_unchanged_in_row_blocks(dtype, monkeypatch):
     """The fibroblasts' ln(1 + CP10k) is scaled in place on one float64 copy, a block of
     rows at a time (the product with a diagonal matrix held three copies: the 1M-cell
-    classify step peaked at 13.0 GB). Values, stored zeros and the input are as before."""
+    classify step peaked at 13.0 GB), or as float32 a block at a time without a float64
+    copy of the whole. Values, stored zeros and the input are as before."""
     import cafclassify.tl._fibroblasts as F
 
     rng = np.random.default_rng(1)
@@ -318,6 +325,15 @@ def test_fibroblast_lognorm_values_and_input_unchanged_in_row_blocks(dtype, monk
     assert (X != before).nnz == 0 and X.dtype == before.dtype  # the input is not modified
     logs = F._lognorm(sp.csr_matrix(expected), False)  # log values are only cast
     np.testing.assert_array_equal(logs.toarray(), expected)
+    # float32 (the fibroblasts' values): the float64 result rounded once, stored zeros
+    # dropped, computed a block of rows at a time, sharing no memory with the input
+    out32 = F._lognorm(X, True, dtype=np.float32)
+    assert out32.dtype == np.float32 and (out32.data > 0).all()
+    assert (out32 != sp.csr_matrix(out, dtype=np.float32)).nnz == 0
+    assert not np.shares_memory(out32.indices, X.indices) and not np.shares_memory(out32.indptr, X.indptr)
+    np.testing.assert_array_equal(F._lognorm(sp.csr_matrix(expected), False, dtype=np.float32).toarray(),
+                                  expected.astype(np.float32))
+    assert (X != before).nnz == 0 and X.dtype == before.dtype
 
 
 def test_seed_cap_keeps_a_random_subset_not_the_extreme_tail(planted):

@@ -217,14 +217,15 @@ def _column_mean(Xf: sp.csr_matrix) -> np.ndarray:
     the scaled copy it sums); on 150,074 fibroblasts x 15,000 genes (3.5e8 stored values)
     that and :func:`_column_detected` peaked at 10.4 GB over the matrix itself. Above
     :data:`BLOCKWISE_NNZ` stored values the same arithmetic runs on blocks of rows
-    (float32 blocks, summed in float64); smaller matrices keep scipy's (so their results
-    are bit for bit those of before)."""
-    if Xf.nnz <= BLOCKWISE_NNZ:
+    (each block summed in float64); smaller float64 matrices keep scipy's (so their results
+    are bit for bit those of before). float32 values (``_fibroblasts._fibroblast_lognorm``'s) are
+    always summed in float64 blocks: scipy would sum them in float32. Returns float64."""
+    if Xf.nnz <= BLOCKWISE_NNZ and Xf.dtype == np.float64:
         return np.asarray(Xf.mean(axis=0)).ravel()
     total = np.zeros(Xf.shape[1])
     for a in range(0, Xf.shape[0], _BLOCK_ROWS):
-        total += np.asarray(Xf[a : a + _BLOCK_ROWS].sum(axis=0), dtype=np.float64).ravel()
-    return (total / Xf.shape[0]).astype(Xf.dtype)
+        total += np.asarray(Xf[a : a + _BLOCK_ROWS].astype(np.float64).sum(axis=0)).ravel()
+    return total / Xf.shape[0]
 
 
 def _column_detected(Xf: sp.csr_matrix) -> np.ndarray:

@@ -134,16 +134,21 @@ def _float64_csr(block) -> sp.csr_matrix:
                          shape=b.shape)
 
 
-def _lognorm(block: sp.csr_matrix, counts: bool, *, copy: bool = False) -> sp.csr_matrix:
-    """``ln(1 + x * 1e4 / total)`` of counts, float64 (log values are returned as float64;
-    ``copy=True`` guarantees they do not share memory with ``block``).
+def _lognorm(block: sp.csr_matrix, counts: bool, *, copy: bool = False, dtype=np.float64) -> sp.csr_matrix:
+    """``ln(1 + x * 1e4 / total)`` of counts (log values are only cast), as ``dtype``
+    (``copy=True`` guarantees the result shares no memory with ``block``).
 
-    Computed in place on one float64 copy of ``block`` (``block`` itself is not modified),
-    scaling ``_LOGNORM_ROWS`` rows at a time: the former ``diags(1e4 / total) @ block``
-    held three copies at once, and on the 1M-cell benchmark's 150,074 fibroblasts
-    (3.4e8 stored values) the classify step peaked at 13.0 GB. The values are the same
-    products; stored zeros are dropped, as the product did.
+    The arithmetic is float64 whatever ``dtype``: float64 values are computed in place on
+    one float64 copy of ``block`` (``block`` itself is not modified), scaling
+    ``_LOGNORM_ROWS`` rows at a time (the former ``diags(1e4 / total) @ block`` held three
+    copies at once; on the 1M-cell benchmark's 150,074 fibroblasts, 3.4e8 stored values,
+    the classify step peaked at 13.0 GB). A float32 result is computed the same way a
+    block of rows at a time and rounded once, so no float64 copy of the whole matrix is
+    ever held. Stored zeros are dropped, as the product did.
     """
+    dtype = np.dtype(dtype)
+    if dtype != np.float64:
+        return _lognorm_rounded(sp.csr_matrix(block), counts, dtype)
     if not counts:
         return _float64_csr(block) if copy else sp.csr_matrix(block, dtype=np.float64)
     out = _float64_csr(block)
@@ -156,6 +161,26 @@ def _lognorm(block: sp.csr_matrix, counts: bool, *, copy: bool = False) -> sp.cs
         out.data[lo:hi] *= np.repeat(scale[a:b], np.diff(out.indptr[a : b + 1]))
     out.eliminate_zeros()
     np.log1p(out.data, out=out.data)
+    return out
+
+
+def _lognorm_rounded(block: sp.csr_matrix, counts: bool, dtype: np.dtype) -> sp.csr_matrix:
+    """:func:`_lognorm` computed in float64 a block of rows at a time and stored as
+    ``dtype``: every value is the float64 result rounded once."""
+    data = np.empty(block.data.size, dtype=dtype)
+    for a in range(0, block.shape[0], _LOGNORM_ROWS):
+        b = min(a + _LOGNORM_ROWS, block.shape[0])
+        lo, hi = block.indptr[a], block.indptr[b]
+        rows = sp.csr_matrix((block.data[lo:hi].astype(np.float64), block.indices[lo:hi],
+                              block.indptr[a : b + 1] - lo), shape=(b - a, block.shape[1]))
+        if counts:
+            tot = np.asarray(rows.sum(axis=1)).ravel()
+            tot[tot == 0] = 1.0
+            rows.data *= np.repeat(1e4 / tot, np.diff(rows.indptr))
+            np.log1p(rows.data, out=rows.data)
+        data[lo:hi] = rows.data
+    out = sp.csr_matrix((data, block.indices.copy(), block.indptr.copy()), shape=block.shape)
+    out.eliminate_zeros()
     return out
 
 
@@ -214,11 +239,17 @@ def _detect_species(symbols: Sequence[str]) -> str:
 
 
 def _fibroblast_lognorm(adata, rows: np.ndarray, layer) -> sp.csr_matrix:
-    """Log-normalised ``rows`` (fibroblast positions in ``adata``) as CSR, in that order."""
+    """Log-normalised ``rows`` (fibroblast positions in ``adata``) as float32 CSR, in that order.
+
+    float32, scanpy's precision: the values feed the fibroblast graph (which works in
+    float32 anyway), the gene audit and the programme evidence (which sum them in
+    float64). They are held beside the gathered counts kept for training; float64 values
+    of the 1M-cell benchmark's 150,074 fibroblasts took 2.6 GB, float32 ones take half.
+    """
     X = _matrix(adata, layer)
     counts = _value_type(X) == "counts"
     if isinstance(X, GatheredRows) and X.holds_exactly(rows):
         # every gathered row, in order: read the gathered block itself (_lognorm copies
         # it) rather than a copy of it, one copy of the fibroblasts fewer (2.6 GB at 1M cells)
-        return _lognorm(X.block, counts, copy=True)
-    return _lognorm(_rows_csr(X, rows), counts)
+        return _lognorm(X.block, counts, copy=True, dtype=np.float32)
+    return _lognorm(_rows_csr(X, rows), counts, dtype=np.float32)
