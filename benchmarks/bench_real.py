@@ -76,7 +76,9 @@ the colorectal gate with its normal-tissue mural cells.
 * ``synthetic sorted mouse CAFs, 68 % vCAF`` - mouse symbols, fibroblasts only (a sorted
   sample), 800 cells, seed 3, as ``tests/test_prior.py``; the baselines' human symbols are
   mapped to mouse orthologues. Once as UMI counts, once as full-length-protocol-like reads
-  (:func:`full_length_reads`: sorted-cell plate protocols are full length);
+  (:func:`full_length_reads`: sorted-cell plate protocols are full length), and once as
+  those reads normalised as such data are often shared, ``log2(1 + TPM)`` (:func:`log2_tpm`,
+  through ``cafclassify.read``);
 * ``synthetic tumour, full-length reads`` and ``synthetic tumour, 1,200-gene panel`` -
   the settings where the fibroblast graph mixes subtypes (``docs/classifier.md``,
   Limits): an unsorted tumour (2,000 cells, 8,000 genes, seed 4) as full-length reads,
@@ -348,20 +350,44 @@ def full_length_reads(a, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     X = sp.csr_matrix(a.X, dtype=np.float64)
-    X = X.multiply(np.exp(rng.normal(0.0, 0.5, a.n_vars))[None, :]).tocsr()
+    a.var["length_factor"] = np.exp(rng.normal(0.0, 0.5, a.n_vars))
+    X = X.multiply(a.var["length_factor"].to_numpy()[None, :]).tocsr()
     X.data = np.round(X.data * rng.gamma(4.0, 1 / 4.0, size=X.data.size) * 40)
     X.eliminate_zeros()
     a.X = X.astype(np.float32)
     return a
 
 
+def log2_tpm(a, tmp: Path):
+    """Full-length reads (:func:`full_length_reads`) as their public tables often are,
+    ``log2(1 + TPM)`` (reads / length factor, scaled to 10^6 per cell), read back from an
+    h5ad by :func:`cafclassify.read` (which detects them and rewrites them as ln(1 + CP10k))."""
+    import scipy.sparse as sp
+
+    X = sp.csr_matrix(a.X, dtype=np.float64).multiply(1 / a.var["length_factor"].to_numpy()[None, :]).tocsr()
+    X = sp.csr_matrix(sp.diags(1e6 / np.asarray(X.sum(axis=1)).ravel()) @ X)
+    X.data = np.log2(1 + X.data)
+    b = a.copy()
+    b.X = X.astype(np.float32)
+    for layer in list(b.layers):
+        del b.layers[layer]
+    b.write_h5ad(tmp / "log2tpm.h5ad")
+    return caf.read(tmp / "log2tpm.h5ad")
+
+
 def synthetic_sorted_mouse(seeds: list[int]) -> list[dict]:
     rows = []
-    for reads in (False, True):
+    for values in ("counts", "reads", "log2 TPM"):
         a = caf.simulate(n_cells=800, n_genes=8000, species="mouse", lineage_fractions={"fibroblast": 1.0},
                          subtype_fractions=SORTED_MOUSE, random_state=3)
-        name = "synthetic sorted mouse CAFs, 68 % vCAF" + (", full-length reads" if reads else "")
-        rows += against_truth(full_length_reads(a) if reads else a, name, seeds)
+        name = "synthetic sorted mouse CAFs, 68 % vCAF" + {"counts": "", "reads": ", full-length reads",
+                                                           "log2 TPM": ", reads as log2(1 + TPM)"}[values]
+        if values != "counts":
+            a = full_length_reads(a)
+        if values == "log2 TPM":
+            with tempfile.TemporaryDirectory() as tmp:
+                a = log2_tpm(a, Path(tmp))
+        rows += against_truth(a, name, seeds)
     return rows
 
 
