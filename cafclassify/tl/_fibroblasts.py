@@ -136,37 +136,20 @@ def _float64_csr(block) -> sp.csr_matrix:
 
 def _lognorm(block: sp.csr_matrix, counts: bool, *, copy: bool = False, dtype=np.float64) -> sp.csr_matrix:
     """``ln(1 + x * 1e4 / total)`` of counts (log values are only cast), as ``dtype``
-    (``copy=True`` guarantees the result shares no memory with ``block``).
+    (``copy=True`` guarantees the result shares no memory with ``block``; counts always
+    give arrays of their own).
 
-    The arithmetic is float64 whatever ``dtype``: float64 values are computed in place on
-    one float64 copy of ``block`` (``block`` itself is not modified), scaling
-    ``_LOGNORM_ROWS`` rows at a time (the former ``diags(1e4 / total) @ block`` held three
-    copies at once; on the 1M-cell benchmark's 150,074 fibroblasts, 3.4e8 stored values,
-    the classify step peaked at 13.0 GB). A float32 result is computed the same way a
-    block of rows at a time and rounded once, so no float64 copy of the whole matrix is
-    ever held. Stored zeros are dropped, as the product did.
+    The arithmetic is float64 whatever ``dtype``, ``_LOGNORM_ROWS`` rows at a time, each
+    value written once into the result (``block`` itself is not modified): the former
+    ``diags(1e4 / total) @ block`` held three copies at once, and on the 1M-cell
+    benchmark's 150,074 fibroblasts (3.4e8 stored values) the classify step peaked at
+    13.0 GB. A float32 result is the float64 value rounded once, and no float64 copy of
+    the whole matrix is held for it. Stored zeros are dropped, as the product did.
     """
     dtype = np.dtype(dtype)
-    if dtype != np.float64:
-        return _lognorm_rounded(sp.csr_matrix(block), counts, dtype)
-    if not counts:
+    if not counts and dtype == np.float64:
         return _float64_csr(block) if copy else sp.csr_matrix(block, dtype=np.float64)
-    out = _float64_csr(block)
-    tot = np.asarray(out.sum(axis=1)).ravel()
-    tot[tot == 0] = 1.0
-    scale = 1e4 / tot
-    for a in range(0, out.shape[0], _LOGNORM_ROWS):
-        b = min(a + _LOGNORM_ROWS, out.shape[0])
-        lo, hi = out.indptr[a], out.indptr[b]
-        out.data[lo:hi] *= np.repeat(scale[a:b], np.diff(out.indptr[a : b + 1]))
-    out.eliminate_zeros()
-    np.log1p(out.data, out=out.data)
-    return out
-
-
-def _lognorm_rounded(block: sp.csr_matrix, counts: bool, dtype: np.dtype) -> sp.csr_matrix:
-    """:func:`_lognorm` computed in float64 a block of rows at a time and stored as
-    ``dtype``: every value is the float64 result rounded once."""
+    block = sp.csr_matrix(block)
     data = np.empty(block.data.size, dtype=dtype)
     for a in range(0, block.shape[0], _LOGNORM_ROWS):
         b = min(a + _LOGNORM_ROWS, block.shape[0])
