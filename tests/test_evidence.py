@@ -303,10 +303,10 @@ def test_a_population_is_seeded_whatever_its_share(frac_a):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
 def test_fibroblast_lognorm_values_and_input_unchanged_in_row_blocks(dtype, monkeypatch):
-    """The fibroblasts' ln(1 + CP10k) is scaled in place on one float64 copy, a block of
-    rows at a time (the product with a diagonal matrix held three copies: the 1M-cell
-    classify step peaked at 13.0 GB), or as float32 a block at a time without a float64
-    copy of the whole. Values, stored zeros and the input are as before."""
+    """The fibroblasts' ln(1 + CP10k) is computed in float64 a block of rows at a time,
+    each value written once into the result (the product with a diagonal matrix held
+    three copies: the 1M-cell classify step peaked at 13.0 GB), as float64 or rounded once
+    to float32. Values, stored zeros and the input are as before."""
     import cafclassify.tl._fibroblasts as F
 
     rng = np.random.default_rng(1)
