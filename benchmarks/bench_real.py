@@ -377,9 +377,10 @@ def log2_tpm(a, tmp: Path):
 
 def synthetic_sorted_mouse(seeds: list[int]) -> list[dict]:
     rows = []
+    sim = caf.simulate(n_cells=800, n_genes=8000, species="mouse", lineage_fractions={"fibroblast": 1.0},
+                       subtype_fractions=SORTED_MOUSE, random_state=3)
     for values in ("counts", "reads", "log2 TPM"):
-        a = caf.simulate(n_cells=800, n_genes=8000, species="mouse", lineage_fractions={"fibroblast": 1.0},
-                         subtype_fractions=SORTED_MOUSE, random_state=3)
+        a = sim.copy()  # one simulation, three ways of sharing its values
         name = "synthetic sorted mouse CAFs, 68 % vCAF" + {"counts": "", "reads": ", full-length reads",
                                                            "log2 TPM": ", reads as log2(1 + TPM)"}[values]
         if values != "counts":
