@@ -67,6 +67,9 @@ def test_outputs_and_probabilities_sum_to_one(data, classified):
     sec = b.uns[K.UNS]["classify"]
     assert "LTBP2" in sec["ltbp2"]["caveat"]
     assert sec["gene_overlap"]["overlap"] == 1.0
+    # how well the library rates each subtype's definition, next to the calls
+    assert sec["definitions"]["myCAF"]["rating"] == "Good" and sec["definitions"]["dCAF"]["thin"]
+    assert set(sec["model"]["classes"]) <= set(sec["definitions"])
     # input untouched by copy=True
     assert K.OBS_SUBTYPE not in data.obs
 

@@ -274,6 +274,19 @@ def _ltbp2_caveat(classify: Mapping) -> str:
     return str(caveat) if isinstance(caveat, str) and caveat else ""
 
 
+def subtype_definitions(classify: Mapping) -> dict[str, dict]:
+    """Subtype set -> the signature library's rating of its definition (``rating``, ``thin``,
+    ``evidence``, ``display_name``; :mod:`cafclassify.tl._definitions`), ``{}`` if not recorded."""
+    out = {}
+    for name, rec in as_mapping(get(classify, "definitions")).items():
+        rec = to_py(as_mapping(rec))
+        if rec:
+            out[str(name)] = {"rating": str(rec.get("rating", "")), "thin": bool(rec.get("thin", False)),
+                              "evidence": str(rec.get("evidence", "")),
+                              "display_name": str(rec.get("display_name", name))}
+    return out
+
+
 def _coverage_frames(adata) -> dict[str, pd.DataFrame]:
     """score key -> coverage table (set, n_genes, n_found, coverage, found, missing, status)."""
     score = _section(adata, K.UNS_SCORE)

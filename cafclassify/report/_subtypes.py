@@ -29,6 +29,7 @@ from ._common import (
     frame_table,
     kv_table,
     learnt_from_cells_alone,
+    subtype_definitions,
 )
 from ._context import _Ctx, _not_run
 from ._sections import _marker_genes
@@ -136,7 +137,39 @@ def _subtypes_section(ctx: _Ctx, nums: dict) -> dict:
         out["flags"] = {"columns": ["subtype", "cells"] + [lab for _, lab in flags], "rows": frows,
                         "note": ""}
     out["ltbp2_caveat"] = _ltbp2_caveat(_section(adata, K.UNS_CLASSIFY))
+    out["definitions"] = _definitions_table(adata, fib, counts)
     return out
+
+
+def _definitions_table(adata, fib: np.ndarray | None, counts: dict) -> dict | None:
+    """What each subtype's definition rests on: the signature library's rating and statement
+    (:mod:`cafclassify.tl._definitions`), beside the number of cells called (the LTBP2+ axis
+    last; mural cells called vCAF counted apart: the gate's markers, not the set, placed them)."""
+    defs = subtype_definitions(_section(adata, K.UNS_CLASSIFY))
+    if not defs:
+        return None
+    sub = _subtype_series(adata)
+    n_mural_vcaf = 0
+    if sub is not None and fib is not None:
+        n_mural_vcaf = int(((sub == "vCAF").to_numpy() & ~fib).sum())
+    axes = [c for c in defs if c.upper().startswith("LTBP2")]
+    rows = []
+    for c in [*_subtype_order([c for c in defs if c not in axes]), *axes]:
+        d = defs[c]
+        if c in axes:  # an axis, not a class: its positive fibroblasts
+            measured = K.OBS_LTBP2 in adata.obs.columns and fib is not None
+            n = f"{int(adata.obs[K.OBS_LTBP2].astype(bool).to_numpy()[fib].sum()):,} LTBP2+" if measured else "—"
+        elif c == "vCAF" and n_mural_vcaf:
+            n = f"{int(counts.get(c, 0)) - n_mural_vcaf:,} + {n_mural_vcaf:,} mural"
+        else:
+            n = f"{int(counts.get(c, 0)):,}"
+        rows.append([cell(c, swatch=color_for(c)), cell(n, cls="num"),
+                     cell(d["rating"], cls="thin" if d["thin"] else "", data={"definition": c, "thin": int(d["thin"])}),
+                     cell(d["evidence"] or "—")])
+    note = ("Mural cells called vCAF (the perivascular reading 'vcaf') were placed by the gate's pericyte "
+            "and smooth-muscle markers, not by the vCAF gene set." if n_mural_vcaf else "")
+    return {"columns": ["subtype", "cells called", "library's rating", "what the definition rests on"],
+            "rows": rows, "note": note}
 
 
 def _classifier_section(ctx: _Ctx, nums: dict) -> dict:

@@ -24,6 +24,7 @@ from ._common import (
     _subtype_order,
     key_numbers,
     learnt_from_cells_alone,
+    subtype_definitions,
 )
 from ._uns import as_list, as_mapping, find, to_py
 
@@ -36,7 +37,8 @@ GROUP_OF = {
     "few_fibroblasts": GROUPS[0], "subtype_absent": GROUPS[0], "subtype_unlearnt": GROUPS[0],
     "subtype_cells_alone": GROUPS[0], "subtype_partial_sets": GROUPS[0],
     "many_unassigned": GROUPS[0],
-    "ltbp2_thin": GROUPS[0], "low_agreement": GROUPS[1], "low_f1": GROUPS[2], "classify": GROUPS[2],
+    "ltbp2_thin": GROUPS[0], "thin_definition": GROUPS[0],
+    "low_agreement": GROUPS[1], "low_f1": GROUPS[2], "classify": GROUPS[2],
     "low_coverage": GROUPS[3], "gate": GROUPS[4], "qc_removed": GROUPS[5], "not_run": GROUPS[6],
     "species": GROUPS[6], "counts_layer": GROUPS[6],
 }
@@ -184,6 +186,17 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
         caveat = _ltbp2_caveat(classify)
         add("LTBP2+ CAF evidence is thin (" + "; ".join(ltbp2_thin) + ")."
             + (f" {caveat}" if isinstance(caveat, str) and caveat else ""), key="ltbp2_thin")
+    called = nums["subtype_counts"] or {}
+    thin = [(c, int(called[c]), d["rating"]) for c, d in subtype_definitions(classify).items()
+            if d["thin"] and called.get(c, 0) and not c.upper().startswith("LTBP2")]
+    if thin:  # the LTBP2+ axis has its own caveat (above)
+        one = len(thin) == 1
+        add("Cells were called into " + ("a subtype whose definition" if one else "subtypes whose definitions")
+            + " the signature library rates as thin: "
+            + "; ".join(f"{c} ({n:,} cell{'s' if n != 1 else ''}, rated '{r}')" for c, n, r in thin)
+            + ". A call says that the cells carry the subtype's gene set more clearly than the other sets, "
+            "not that the subtype is established; what each definition rests on is listed under 'CAF "
+            "subtypes'.", "info", key="thin_definition")
     f1 = find(classify, "cv_macro_f1", "macro_f1")
     try:
         f1 = float(to_py(f1)) if f1 is not None else None

@@ -5,7 +5,8 @@
 or applies a saved one, re-weights its calibrated probabilities to the subtype composition
 of these fibroblasts (:mod:`._prior`), writes per-cell probabilities and calls, says what
 ``unassigned`` cells hesitate between, labels mural cells under the chosen perivascular
-reading (:mod:`._compartment`) and adds the separate axes (:mod:`._axes`).
+reading (:mod:`._compartment`), adds the separate axes (:mod:`._axes`) and records how well
+the signature library rates each subtype's definition (:mod:`._definitions`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys as K
-from .._errors import ConfigError, DataError
+from .._errors import ConfigError, DataError, SignatureError
 from ._axes import _ltbp2_axis, _state_flags
 from ._compartment import MURAL_LABEL, VCAF, lineage_confidence, perivascular_labels
+from ._definitions import NOT_STATED, definition_records
 from ._features import _Features, _scale, _smoothed
 from ._fibroblasts import (
     _PREDICT_CHUNK,
@@ -224,7 +226,8 @@ def classify(
         cluster majority vote (only with ``smooth=True``).
     ``uns["cafclassify"]["classify"]``
         parameters, gene overlap, absent classes, LTBP2 caveat, flag rules,
-        counts and the model's training summary.
+        counts, the model's training summary and ``definitions``: the signature
+        library's rating of each subtype's definition (:mod:`cafclassify.tl._definitions`).
     """
     from ..model import CafModel
 
@@ -353,8 +356,22 @@ def classify(
         "state_flags": flags_info,
         "smoothing": smooth_info or {},
         "training_summary": _without_audit(model.summary),
+        "definitions": _definitions(signatures if trained_here else model.signature_name, classes),
     }))
     return adata if copy else None
+
+
+def _definitions(library, classes: list[str]) -> dict[str, dict]:
+    """The library's rating of every subtype definition (:mod:`._definitions`); a class the
+    library does not rate (or a library that cannot be loaded again) is "not stated"."""
+    try:
+        recs = definition_records(library)
+    except (SignatureError, OSError, TypeError, ValueError) as exc:
+        logger.info("subtype definitions not recorded: the signature library could not be read (%s)", exc)
+        recs = {}
+    for c in classes:
+        recs.setdefault(c, {"display_name": c, "rating": NOT_STATED, "thin": False, "evidence": ""})
+    return recs
 
 
 def _without_audit(summary: dict) -> dict:
