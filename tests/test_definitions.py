@@ -92,6 +92,14 @@ def test_report_lists_the_definitions_and_warns_about_thin_ones_holding_cells(tm
     b = _called({"myCAF": 60, "iCAF": 30}, defs)
     assert "thin_definition" not in {w["key"] for w in collect_warnings(b)}
     assert 'id="subtype-definitions"' in write_report(b, tmp_path / "b.html").read_text()
+    # mural cells called vCAF (the perivascular reading) are counted apart from the set's calls
+    d = _called({"myCAF": 60, "vCAF": 12}, defs)
+    lin = d.obs[K.OBS_LINEAGE].astype(str).to_numpy()
+    lin[-8:] = "mural"
+    d.obs[K.OBS_LINEAGE] = pd.Categorical(lin, categories=list(K.LINEAGES))
+    html = write_report(d, tmp_path / "d.html").read_text()
+    row = html[html.index('data-definition="vCAF"') - 400:html.index('data-definition="vCAF"')]
+    assert ">4 + 8 mural<" in row and "placed by the gate&#39;s pericyte" in html
     # nothing recorded (an older file): no table, no warning
     c = _called({"myCAF": 60, "dCAF": 30}, {})
     assert "thin_definition" not in {w["key"] for w in collect_warnings(c)}

@@ -137,21 +137,18 @@ def _subtypes_section(ctx: _Ctx, nums: dict) -> dict:
         out["flags"] = {"columns": ["subtype", "cells"] + [lab for _, lab in flags], "rows": frows,
                         "note": ""}
     out["ltbp2_caveat"] = _ltbp2_caveat(_section(adata, K.UNS_CLASSIFY))
-    out["definitions"] = _definitions_table(adata, fib, counts)
+    out["definitions"] = _definitions_table(adata, fib, counts, out["n_mural_cafs"])
     return out
 
 
-def _definitions_table(adata, fib: np.ndarray | None, counts: dict) -> dict | None:
+def _definitions_table(adata, fib: np.ndarray | None, counts: dict, n_mural_vcaf: int) -> dict | None:
     """What each subtype's definition rests on: the signature library's rating and statement
     (:mod:`cafclassify.tl._definitions`), beside the number of cells called (the LTBP2+ axis
-    last; mural cells called vCAF counted apart: the gate's markers, not the set, placed them)."""
+    last; the ``n_mural_vcaf`` mural cells called vCAF counted apart: the gate's markers, not
+    the set, placed them)."""
     defs = subtype_definitions(_section(adata, K.UNS_CLASSIFY))
     if not defs:
         return None
-    sub = _subtype_series(adata)
-    n_mural_vcaf = 0
-    if sub is not None and fib is not None:
-        n_mural_vcaf = int(((sub == "vCAF").to_numpy() & ~fib).sum())
     axes = [c for c in defs if c.upper().startswith("LTBP2")]
     rows = []
     for c in [*_subtype_order([c for c in defs if c not in axes]), *axes]:
