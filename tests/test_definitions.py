@@ -104,3 +104,24 @@ def test_report_lists_the_definitions_and_warns_about_thin_ones_holding_cells(tm
     c = _called({"myCAF": 60, "dCAF": 30}, {})
     assert "thin_definition" not in {w["key"] for w in collect_warnings(c)}
     assert 'id="subtype-definitions"' not in write_report(c, tmp_path / "c.html").read_text()
+
+
+def test_proportion_tables_carry_the_rating_of_each_subtype(tmp_path):
+    from cafclassify.get import proportion_table
+    from cafclassify.report import write_summary
+
+    a = _called({"myCAF": 60, "dCAF": 7, "unassigned": 3}, _definitions("caf_v1", []))
+    a.write_h5ad(tmp_path / "a.h5ad")
+    a = ad.read_h5ad(tmp_path / "a.h5ad")
+    t = proportion_table(a)
+    sub = t[t["level"] == "subtype"].set_index("label")["definition_rating"]
+    assert sub["myCAF"] == "Good" and sub["dCAF"] == "Low confidence"
+    assert pd.isna(sub["unassigned"])  # not a subtype: nothing to rate
+    assert t.loc[t["level"] == "lineage", "definition_rating"].isna().all()
+    write_summary([tmp_path / "a.h5ad"], tmp_path / "s.html")
+    s = pd.read_csv(tmp_path / "s_proportions.csv").set_index("subtype")
+    assert s.loc["dCAF", "definition_rating"] == "Low confidence" and s.loc["dCAF", "n_cells"] == 7
+    assert pd.isna(s.loc["unassigned", "definition_rating"])
+    # nothing recorded (an older file): the column is there, empty
+    old = _called({"myCAF": 60, "dCAF": 7}, {})
+    assert proportion_table(old)["definition_rating"].isna().all()

@@ -285,7 +285,8 @@ def test_summary_table_figure_and_links(tmp_path):
     reports = {"a": tmp_path / "reports" / "a.html", "b": "https://example.org/b.html"}
     out = write_summary(list(paths.values()), tmp_path / "out" / "summary.html", report_links=reports)
     table = pd.read_csv(tmp_path / "out" / "summary_proportions.csv")
-    assert list(table.columns) == ["dataset", "sample", "subtype", "n_cells", "fraction", "status"]
+    assert list(table.columns) == ["dataset", "sample", "subtype", "n_cells", "fraction", "status",
+                                   "definition_rating"]
     assert set(table["status"]) == {"subtyped"}
     assert (tmp_path / "out" / "summary_proportions.png").read_bytes()[:4] == b"\x89PNG"
     for name, p in paths.items():

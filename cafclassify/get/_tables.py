@@ -99,13 +99,18 @@ def cell_table(adata: AnnData, *, sample_key: str | None = None) -> pd.DataFrame
 def proportion_table(adata: AnnData, *, sample_key: str | None = None) -> pd.DataFrame:
     """Per-sample counts and fractions of lineages and CAF subtypes (tidy, long format).
 
-    Columns: ``sample, level, label, n_cells, n_total, fraction``. For ``level ==
+    Columns: ``sample, level, label, n_cells, n_total, fraction, definition_rating``. For ``level ==
     "lineage"`` the denominator is all cells of the sample; for ``level == "subtype"``
     it is the sample's CAFs: the fibroblasts and, under the perivascular reading
     ``"vcaf"``, the mural cells called ``vCAF`` (cells called ``not_fibroblast`` or
     ``mural`` are not CAFs; the lineage rows count them), as in the report and the
     summary. A lineage the gate could not measure (its gene set is not in
-    the data) has empty ``n_cells`` and ``fraction``, not 0. This is the
+    the data) has empty ``n_cells`` and ``fraction``, not 0. ``definition_rating`` is, on
+    subtype rows, the signature library's rating of how well that subtype's definition is
+    established (e.g. ``"Good"``, ``"Low confidence"``; recorded by
+    :func:`cafclassify.classify`, :mod:`cafclassify.tl._definitions`), so a fraction of a
+    thinly defined subtype is not read like one of a well-established one; it is empty on
+    lineage rows, for ``unassigned`` and where no rating was recorded. This is the
     ``proportions.csv`` of ``cafclassify classify``.
 
     Parameters
@@ -119,6 +124,7 @@ def proportion_table(adata: AnnData, *, sample_key: str | None = None) -> pd.Dat
     obs = adata.obs
     sample = obs[sample_key].astype(str) if sample_key else pd.Series("all", index=obs.index)
     rows = []
+    ratings = _definition_ratings(adata)
     for level, key in (("lineage", K.OBS_LINEAGE), ("subtype", K.OBS_SUBTYPE)):
         if key not in obs.columns:
             continue
@@ -154,11 +160,21 @@ def proportion_table(adata: AnnData, *, sample_key: str | None = None) -> pd.Dat
                         "n_cells": None if nan else n,
                         "n_total": total,
                         "fraction": n / total if total and not nan else float("nan"),
+                        "definition_rating": ratings.get(c) if level == "subtype" else None,
                     }
                 )
     return pd.DataFrame(
-        rows, columns=["sample", "level", "label", "n_cells", "n_total", "fraction"]
+        rows, columns=["sample", "level", "label", "n_cells", "n_total", "fraction", "definition_rating"]
     )
+
+
+def _definition_ratings(adata: AnnData) -> dict[str, str]:
+    """Subtype -> the signature library's rating of its definition, as :func:`cafclassify.classify`
+    recorded it (``uns["cafclassify"]["classify"]["definitions"]``); ``{}`` when not recorded."""
+    from ..report._common import _section, subtype_definitions
+
+    return {c: d["rating"] for c, d in subtype_definitions(_section(adata, K.UNS_CLASSIFY)).items()
+            if d["rating"]}
 
 
 def _check_sample_key(adata: AnnData, sample_key: str | None) -> None:

@@ -29,6 +29,7 @@ from ._common import (
     _subtype_series,
     _version,
     key_numbers,
+    subtype_definitions,
 )
 from ._subtypes import _per_sample_table
 from ._uns import as_mapping
@@ -108,18 +109,23 @@ def _agreement_cell(adata) -> str:
 
 
 def proportions_table(adata, dataset: str) -> pd.DataFrame:
-    """Tidy subtype proportions among CAFs: dataset, sample, subtype, n_cells, fraction.
+    """Tidy subtype proportions among CAFs: dataset, sample, subtype, n_cells, fraction,
+    definition_rating.
 
     CAFs are the fibroblasts and, under the perivascular reading ``"vcaf"``, the mural
     cells called ``vCAF`` (:func:`cafclassify.tl._compartment.caf_mask`), as on each
-    dataset's report.
+    dataset's report. ``definition_rating`` is the signature library's rating of the
+    subtype's definition (:mod:`cafclassify.tl._definitions`), empty for ``unassigned``
+    and where none was recorded.
     """
-    cols = ["dataset", "sample", "subtype", "n_cells", "fraction"]
+    cols = ["dataset", "sample", "subtype", "n_cells", "fraction", "definition_rating"]
     if _subtype_series(adata) is None:
         return pd.DataFrame(columns=cols)
     cats = [c for c in _subtype_categories(adata) if c not in (K.NOT_FIBROBLAST, MURAL_LABEL)]
     tidy = _per_sample_table(adata, caf_mask(adata.obs[K.OBS_SUBTYPE]), _sample_key(adata), cats)
     tidy.insert(0, "dataset", dataset)
+    ratings = {c: d["rating"] for c, d in subtype_definitions(_section(adata, K.UNS_CLASSIFY)).items()}
+    tidy["definition_rating"] = tidy["subtype"].map(ratings)
     return tidy[cols]
 
 
@@ -188,7 +194,8 @@ def write_summary(
             frames.append(tidy.assign(status=status))
         else:  # listed, never silently dropped
             frames.append(pd.DataFrame([{"dataset": name, "sample": "all", "subtype": "",
-                                         "n_cells": np.nan, "fraction": np.nan, "status": status}]))
+                                         "n_cells": np.nan, "fraction": np.nan, "status": status,
+                                         "definition_rating": None}]))
         all_cats.extend(c for c in tidy["subtype"].unique() if c not in all_cats)
         n_fib = nums["n_fibroblasts"]
         datasets.append({
@@ -202,7 +209,7 @@ def write_summary(
         if getattr(adata, "isbacked", False):
             adata.file.close()
     frames = [f for f in frames if not f.empty]
-    cols = ["dataset", "sample", "subtype", "n_cells", "fraction", "status"]
+    cols = ["dataset", "sample", "subtype", "n_cells", "fraction", "status", "definition_rating"]
     table = (pd.concat([f.astype({"n_cells": float, "fraction": float}) for f in frames], ignore_index=True)[cols]
              if frames else pd.DataFrame(columns=cols))
     table["n_cells"] = table["n_cells"].round().astype("Int64")  # empty when not subtyped
