@@ -118,10 +118,24 @@ def test_proportion_tables_carry_the_rating_of_each_subtype(tmp_path):
     assert sub["myCAF"] == "Good" and sub["dCAF"] == "Low confidence"
     assert pd.isna(sub["unassigned"])  # not a subtype: nothing to rate
     assert t.loc[t["level"] == "lineage", "definition_rating"].isna().all()
-    write_summary([tmp_path / "a.h5ad"], tmp_path / "s.html")
+    html = write_summary([tmp_path / "a.h5ad"], tmp_path / "s.html").read_text()
+    head = html[html.index('id="proportions-table"'):html.index("</thead>", html.index('id="proportions-table"'))]
+    assert 'class="rating thin" data-definition="dCAF" data-thin="1">Low confidence<' in head
+    assert 'class="rating" data-definition="myCAF" data-thin="0">Good<' in head
     s = pd.read_csv(tmp_path / "s_proportions.csv").set_index("subtype")
     assert s.loc["dCAF", "definition_rating"] == "Low confidence" and s.loc["dCAF", "n_cells"] == 7
     assert pd.isna(s.loc["unassigned", "definition_rating"])
     # nothing recorded (an older file): the column is there, empty
     old = _called({"myCAF": 60, "dCAF": 7}, {})
     assert proportion_table(old)["definition_rating"].isna().all()
+
+
+def test_summary_says_varies_when_the_datasets_libraries_disagree():
+    from cafclassify.report._summary import _ratings_by_subtype
+
+    t = pd.DataFrame({"subtype": ["myCAF", "myCAF", "dCAF", "dCAF", "iCAF", "unassigned"],
+                      "definition_rating": ["Good", "Good", "Low confidence", "Good", None, None]})
+    r = _ratings_by_subtype(t)
+    assert r["myCAF"] == {"rating": "Good", "thin": False}
+    assert r["dCAF"] == {"rating": "varies", "thin": False}  # one library rates it low, another good
+    assert "iCAF" not in r and "unassigned" not in r  # no rating recorded: nothing shown

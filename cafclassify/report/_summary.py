@@ -16,6 +16,7 @@ from .. import _keys as K
 from .._atomic import atomic_path, write_text_atomic
 from .._errors import InputFileError
 from ..tl._compartment import MURAL_LABEL, caf_mask
+from ..tl._definitions import is_thin
 from . import _figures as F
 from ._colors import color_for
 from ._common import (
@@ -129,6 +130,19 @@ def proportions_table(adata, dataset: str) -> pd.DataFrame:
     return tidy[cols]
 
 
+def _ratings_by_subtype(table: pd.DataFrame) -> dict[str, dict]:
+    """Subtype -> ``{"rating", "thin"}``: the library's rating of its definition, as the
+    datasets recorded it ("varies" when their libraries disagree); subtypes without one
+    are left out."""
+    out = {}
+    rated = table.dropna(subset=["definition_rating"])
+    for c, g in rated.groupby("subtype", sort=False):
+        values = sorted(set(g["definition_rating"].astype(str)))
+        rating = values[0] if len(values) == 1 else "varies"
+        out[str(c)] = {"rating": rating, "thin": len(values) == 1 and is_thin(rating)}
+    return out
+
+
 def _href(link: Any, base: Path) -> str:
     """A link usable from a page in folder ``base``: URLs as given, paths made relative."""
     s = str(link)
@@ -215,6 +229,7 @@ def write_summary(
     table["n_cells"] = table["n_cells"].round().astype("Int64")  # empty when not subtyped
     subtyped_rows = table[table["status"] == "subtyped"].astype({"n_cells": int})
     order = _subtype_order(all_cats)
+    ratings = _ratings_by_subtype(table)
     with atomic_path(table_out, suffix=".csv") as tmp:
         table.to_csv(tmp, index=False)
     fig_uri = None
@@ -241,7 +256,7 @@ def write_summary(
         title="cafclassify summary", datasets=datasets, order=order, wide_rows=wide_rows,
         figure=fig_uri, figure_size=fig_size, table_href=_href(table_out.resolve(), base),
         figure_href=_href(figure_out.resolve(), base) if fig_uri else None,
-        colors={c: color_for(c) for c in order}, version=_version(),
+        colors={c: color_for(c) for c in order}, ratings=ratings, version=_version(),
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )
     out = write_text_atomic(html, out_html)
