@@ -348,7 +348,14 @@ def test_proportion_table_denominators():
     assert sub.loc[("A", "myCAF"), "n_total"] == 4
     assert sub.loc[("A", "myCAF"), "fraction"] == pytest.approx(0.5)
     assert sub.loc[("B", "iCAF"), "fraction"] == pytest.approx(1.0)
+    # 95 % Wilson interval of 2 of 4, from its formula: centre 0.5, half-width
+    # z sqrt(p(1 - p)/n + z^2/4n^2) / (1 + z^2/n)
+    z = 1.959963984540054
+    half = z * np.sqrt(0.25 / 4 + z**2 / 64) / (1 + z**2 / 4)
+    assert sub.loc[("A", "myCAF"), ["ci95_low", "ci95_high"]].tolist() == pytest.approx([0.5 - half, 0.5 + half])
+    assert sub.loc[("B", "iCAF"), "ci95_high"] == pytest.approx(1.0) and sub.loc[("B", "iCAF"), "ci95_low"] < 1
     assert sub.loc[("B", "apCAF"), "n_cells"] == 0  # empty categories are listed with 0
+    assert sub.loc[("B", "apCAF"), "ci95_low"] == 0 and sub.loc[("B", "apCAF"), "ci95_high"] > 0
     assert K.NOT_FIBROBLAST not in set(t[t.level == "subtype"]["label"])
     lin = t[t.level == "lineage"].set_index(["sample", "label"])
     assert lin.loc[("A", "immune"), "fraction"] == pytest.approx(2 / 6)

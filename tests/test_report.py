@@ -286,7 +286,8 @@ def test_summary_table_figure_and_links(tmp_path):
     out = write_summary(list(paths.values()), tmp_path / "out" / "summary.html", report_links=reports)
     table = pd.read_csv(tmp_path / "out" / "summary_proportions.csv")
     assert list(table.columns) == ["dataset", "sample", "subtype", "n_cells", "fraction", "status",
-                                   "definition_rating"]
+                                   "ci95_low", "ci95_high", "definition_rating"]
+    assert (table["ci95_low"] <= table["fraction"]).all() and (table["fraction"] <= table["ci95_high"]).all()
     assert set(table["status"]) == {"subtyped"}
     assert (tmp_path / "out" / "summary_proportions.png").read_bytes()[:4] == b"\x89PNG"
     for name, p in paths.items():

@@ -128,6 +128,7 @@ def test_proportions_leave_unmeasured_lineages_empty():
     t = proportion_table(a, sample_key="sample")
     epi = t[(t["level"] == "lineage") & (t["label"] == "epithelial")]
     assert len(epi) and epi["fraction"].isna().all() and epi["n_cells"].isna().all()
+    assert epi[["ci95_low", "ci95_high"]].isna().all().all()  # no interval around an unknown
     imm = t[(t["level"] == "lineage") & (t["label"] == "immune")]
     assert imm["fraction"].notna().all() and (imm["n_cells"] > 0).any()
     del a.uns[K.UNS][K.UNS_GATE]["sets_used"]  # no record of the sets: 0 stays 0

@@ -99,13 +99,17 @@ def cell_table(adata: AnnData, *, sample_key: str | None = None) -> pd.DataFrame
 def proportion_table(adata: AnnData, *, sample_key: str | None = None) -> pd.DataFrame:
     """Per-sample counts and fractions of lineages and CAF subtypes (tidy, long format).
 
-    Columns: ``sample, level, label, n_cells, n_total, fraction, definition_rating``. For ``level ==
+    Columns: ``sample, level, label, n_cells, n_total, fraction, ci95_low, ci95_high,
+    definition_rating``. For ``level ==
     "lineage"`` the denominator is all cells of the sample; for ``level == "subtype"``
     it is the sample's CAFs: the fibroblasts and, under the perivascular reading
     ``"vcaf"``, the mural cells called ``vCAF`` (cells called ``not_fibroblast`` or
     ``mural`` are not CAFs; the lineage rows count them), as in the report and the
     summary. A lineage the gate could not measure (its gene set is not in
-    the data) has empty ``n_cells`` and ``fraction``, not 0. ``definition_rating`` is, on
+    the data) has empty ``n_cells`` and ``fraction``, not 0. ``ci95_low`` / ``ci95_high``
+    bound ``fraction`` with the 95 % Wilson score interval over the ``n_total`` cells
+    (:func:`fraction_interval`): how far the sample's cells pin the fraction down, not how
+    sure each call is (that is in the per-cell probabilities). ``definition_rating`` is, on
     subtype rows, the signature library's rating of how well that subtype's definition is
     established (e.g. ``"Good"``, ``"Low confidence"``; recorded by
     :func:`cafclassify.classify`, :mod:`cafclassify.tl._definitions`), so a fraction of a
@@ -160,12 +164,38 @@ def proportion_table(adata: AnnData, *, sample_key: str | None = None) -> pd.Dat
                         "n_cells": None if nan else n,
                         "n_total": total,
                         "fraction": n / total if total and not nan else float("nan"),
+                        **dict(zip(("ci95_low", "ci95_high"),
+                                   (float("nan"),) * 2 if nan else fraction_interval(n, total), strict=True)),
                         "definition_rating": ratings.get(c) if level == "subtype" else None,
                     }
                 )
     return pd.DataFrame(
-        rows, columns=["sample", "level", "label", "n_cells", "n_total", "fraction", "definition_rating"]
+        rows, columns=["sample", "level", "label", "n_cells", "n_total", "fraction", "ci95_low", "ci95_high",
+                       "definition_rating"]
     )
+
+
+def fraction_interval(n: int, total: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of the fraction ``n / total`` (:func:`scipy.stats.binomtest`).
+
+    The sampling uncertainty of a proportion: the cells of a sample are a sample of its
+    tumour, and 6 of 50 pins a fraction down far less than 600 of 5,000. The Wilson
+    interval keeps its coverage near 0 and 1 and for few cells, where the normal
+    approximation fails (Brown, Cai & DasGupta 2001, *Stat Sci* 16:101). It does not
+    include the uncertainty of the calls themselves. ``(nan, nan)`` when ``total`` is 0.
+
+    Examples
+    --------
+    >>> low, high = fraction_interval(6, 50)
+    >>> round(low, 3), round(high, 3)
+    (0.056, 0.238)
+    """
+    if total <= 0:
+        return float("nan"), float("nan")
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(n), int(total)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def _definition_ratings(adata: AnnData) -> dict[str, str]:

@@ -15,6 +15,7 @@ import pandas as pd
 from .. import _keys as K
 from .._atomic import atomic_path, write_text_atomic
 from .._errors import InputFileError
+from ..get._tables import fraction_interval
 from ..tl._compartment import MURAL_LABEL, caf_mask
 from ..tl._definitions import is_thin
 from . import _figures as F
@@ -111,6 +112,7 @@ def _agreement_cell(adata) -> str:
 
 def proportions_table(adata, dataset: str) -> pd.DataFrame:
     """Tidy subtype proportions among CAFs: dataset, sample, subtype, n_cells, fraction,
+    ci95_low, ci95_high (Wilson, :func:`cafclassify.get._tables.fraction_interval`),
     definition_rating.
 
     CAFs are the fibroblasts and, under the perivascular reading ``"vcaf"``, the mural
@@ -119,12 +121,16 @@ def proportions_table(adata, dataset: str) -> pd.DataFrame:
     subtype's definition (:mod:`cafclassify.tl._definitions`), empty for ``unassigned``
     and where none was recorded.
     """
-    cols = ["dataset", "sample", "subtype", "n_cells", "fraction", "definition_rating"]
+    cols = ["dataset", "sample", "subtype", "n_cells", "fraction", "ci95_low", "ci95_high", "definition_rating"]
     if _subtype_series(adata) is None:
         return pd.DataFrame(columns=cols)
     cats = [c for c in _subtype_categories(adata) if c not in (K.NOT_FIBROBLAST, MURAL_LABEL)]
     tidy = _per_sample_table(adata, caf_mask(adata.obs[K.OBS_SUBTYPE]), _sample_key(adata), cats)
     tidy.insert(0, "dataset", dataset)
+    totals = tidy.groupby("sample")["n_cells"].transform("sum")
+    ci = [fraction_interval(n, t) for n, t in zip(tidy["n_cells"], totals, strict=True)]
+    tidy["ci95_low"] = [lo for lo, _ in ci]
+    tidy["ci95_high"] = [hi for _, hi in ci]
     ratings = {c: d["rating"] for c, d in subtype_definitions(_section(adata, K.UNS_CLASSIFY)).items()}
     tidy["definition_rating"] = tidy["subtype"].map(ratings)
     return tidy[cols]
@@ -208,7 +214,8 @@ def write_summary(
             frames.append(tidy.assign(status=status))
         else:  # listed, never silently dropped
             frames.append(pd.DataFrame([{"dataset": name, "sample": "all", "subtype": "",
-                                         "n_cells": np.nan, "fraction": np.nan, "status": status,
+                                         "n_cells": np.nan, "fraction": np.nan, "ci95_low": np.nan,
+                                         "ci95_high": np.nan, "status": status,
                                          "definition_rating": None}]))
         all_cats.extend(c for c in tidy["subtype"].unique() if c not in all_cats)
         n_fib = nums["n_fibroblasts"]
@@ -223,7 +230,8 @@ def write_summary(
         if getattr(adata, "isbacked", False):
             adata.file.close()
     frames = [f for f in frames if not f.empty]
-    cols = ["dataset", "sample", "subtype", "n_cells", "fraction", "status", "definition_rating"]
+    cols = ["dataset", "sample", "subtype", "n_cells", "fraction", "status", "ci95_low", "ci95_high",
+            "definition_rating"]
     table = (pd.concat([f.astype({"n_cells": float, "fraction": float}) for f in frames], ignore_index=True)[cols]
              if frames else pd.DataFrame(columns=cols))
     table["n_cells"] = table["n_cells"].round().astype("Int64")  # empty when not subtyped
