@@ -216,6 +216,8 @@ def test_caf_fractions_are_the_same_in_the_table_the_summary_and_the_report(tmp_
     table = re.search(r'<table[^>]*id="subtype-counts".*?</table>', html, re.S).group(0)
     pct = [float(x) for x in re.findall(r'<td class="num">([\d.]+)%</td>', table)]
     assert sum(pct) == pytest.approx(100.0, abs=0.2)
+    bounds = [(float(a), float(b)) for a, b in re.findall(r'<td class="num interval">([\d.]+)% – ([\d.]+)%</td>', table)]
+    assert len(bounds) == len(pct) and all(lo <= p <= hi for (lo, hi), p in zip(bounds, pct, strict=True))
     vcaf = int(caf.sum()) and (sub[caf] == "vCAF").mean()
     assert f"{vcaf:.1%}" in table
     assert f"fractions of the {int(caf.sum()):,} CAFs" in html

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys as K
+from ..get._tables import fraction_interval
 from ..tl._compartment import MURAL_LABEL, caf_mask
 from . import _figures as F
 from ._colors import color_for
@@ -68,11 +69,14 @@ def _subtypes_section(ctx: _Ctx, nums: dict) -> dict:
     rows = []
     for c in cats:
         n = counts.get(c, 0)
-        frac = (f"{n / n_caf:.1%}" if n_caf and c not in (K.NOT_FIBROBLAST, MURAL_LABEL) else "")
+        is_caf = bool(n_caf) and c not in (K.NOT_FIBROBLAST, MURAL_LABEL)
+        frac = f"{n / n_caf:.1%}" if is_caf else ""
+        lo, hi = fraction_interval(n, n_caf) if is_caf else (None, None)
         rows.append([cell(c, swatch=color_for(c)),
                      cell(f"{n:,}", cls="num", data={"subtype-count": c, "value": n}),
-                     cell(frac, cls="num")])
-    table = {"columns": ["subtype", "cells", "fraction of CAFs"], "rows": rows, "note": ""}
+                     cell(frac, cls="num"),
+                     cell(f"{lo:.1%} – {hi:.1%}" if is_caf else "", cls="num interval")])
+    table = {"columns": ["subtype", "cells", "fraction of CAFs", "95 % interval"], "rows": rows, "note": ""}
     out: dict[str, Any] = {"ran": True, "counts": table, "n_fibroblasts": n_fib, "n_cafs": n_caf,
                            "n_mural_cafs": int((caf & ~fib).sum())}
     sub_plot = sub.iloc[ctx.idx].reset_index(drop=True)
