@@ -123,6 +123,14 @@ def test_warnings_follow_the_data(annotated):
     text = {w["key"]: w["text"] for w in collect_warnings(thin)}["subtype_absent"]
     assert "dCAF" in text and "vCAF" not in text and "mural" not in text
     assert "subtype_cells_alone" not in keys
+    # the depth of the fibroblasts is named when the data were read as counts, and only then
+    deep = thin.copy()
+    deep.obs[K.OBS_TOTAL_COUNTS] = np.where(deep.obs[K.OBS_LINEAGE] == "fibroblast", 640.0, 5000.0)
+    deep.uns[K.UNS][K.UNS_READ] = {"value_type": "counts"}
+    text = {w["key"]: w["text"] for w in collect_warnings(deep)}["subtype_absent"]
+    assert "(median 640 counts per fibroblast here)" in text and "not evidence that it is missing" in text
+    deep.uns[K.UNS][K.UNS_READ] = {"value_type": "lognorm"}  # a sum of log values is not a depth
+    assert "counts per fibroblast" not in {w["key"]: w["text"] for w in collect_warnings(deep)}["subtype_absent"]
 
     # a class learnt from cells that carry it alone is flagged as resting on thin evidence;
     # one the second reading did not learn is not

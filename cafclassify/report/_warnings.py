@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 
 from .. import _keys as K
 from ._common import (
@@ -77,6 +78,19 @@ def _agreement_warnings(adata, label_key: str | None) -> list[tuple[str, str]]:
                         f"({r['agreement']:.0%}) carry a label naming {call} in obs['{label_key}']: read the "
                         f"{call} calls with care (see the agreement heatmap).", "low_agreement"))
     return out
+
+
+def _fibroblast_depth(adata, *, fib) -> float | None:
+    """Median counts per gated fibroblast (QC's ``total_counts``), ``None`` when unknown or
+    when the data were not read as counts (a sum of normalised values is not a depth)."""
+    read = as_mapping(as_mapping(adata.uns.get(K.UNS, {})).get(K.UNS_READ))
+    if str(read.get("value_type", "")) != "counts":
+        return None
+    if fib is None or not fib.any() or K.OBS_TOTAL_COUNTS not in adata.obs.columns:
+        return None
+    v = pd.to_numeric(adata.obs[K.OBS_TOTAL_COUNTS], errors="coerce").to_numpy()[fib]
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else None
 
 
 def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
@@ -161,8 +175,16 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
             "as provisional, above all those of the sets with the fewest genes.", key="subtype_partial_sets")
     absent -= unlearnt
     if absent:
-        add("No cells were assigned to: " + ", ".join(_subtype_order(absent)) + ". Either these "
-            "subtypes are absent from this sample or their markers were not measured (see coverage).",
+        depth = _fibroblast_depth(adata, fib=_fibro_mask(adata))
+        one = len(absent) == 1
+        add("No cells were assigned to: " + ", ".join(_subtype_order(absent)) + ". Either "
+            + ("this subtype is" if one else "these subtypes are") + " absent from this sample, or "
+            + ("its" if one else "their") + " markers were not measured (see coverage), or "
+            + ("its" if one else "their") + " cells are too few or too shallow"
+            + (f" (median {depth:,.0f} counts per fibroblast here)" if depth is not None else "")
+            + " to be told apart from random gene sets. The classifier's 'absent' means no evidence "
+            "of the population, not evidence that it is missing; small or shallow samples give less "
+            "evidence.",
             "info", "subtype_absent")
     frac_un = nums.get("unassigned_fraction")
     if frac_un is not None and frac_un > MANY_UNASSIGNED:
