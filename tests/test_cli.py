@@ -363,6 +363,23 @@ def test_proportion_table_denominators():
         assert grp["fraction"].sum() == pytest.approx(1.0)
 
 
+def test_fraction_interval_is_scipys_wilson_interval():
+    from scipy.stats import binomtest
+
+    from cafclassify.get._tables import fraction_interval
+
+    rng = np.random.default_rng(0)
+    total = np.r_[rng.integers(1, 3000, 200), 1, 7, 7]
+    n = np.r_[rng.integers(0, total[:200] + 1), 0, 0, 7]  # with 0 of N and N of N
+    low, high = fraction_interval(n, total)
+    ref = [binomtest(int(k), int(t)).proportion_ci(method="wilson") for k, t in zip(n, total, strict=True)]
+    assert low == pytest.approx([r.low for r in ref], abs=1e-12)
+    assert high == pytest.approx([r.high for r in ref], abs=1e-12)
+    assert low[-2] == 0.0 and high[-1] == 1.0
+    assert np.isnan(fraction_interval(0, 0)).all()  # no cells: no interval
+    assert fraction_interval(6, 50, confidence=0.99)[0] < fraction_interval(6, 50)[0]
+
+
 def test_pool_intersects_features():
     def make(cols, genes, n):
         a = ad.AnnData(

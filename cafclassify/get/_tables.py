@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from .. import _keys as K
@@ -164,25 +165,42 @@ def proportion_table(adata: AnnData, *, sample_key: str | None = None) -> pd.Dat
                         "n_cells": None if nan else n,
                         "n_total": total,
                         "fraction": n / total if total and not nan else float("nan"),
-                        **dict(zip(("ci95_low", "ci95_high"),
-                                   (float("nan"),) * 2 if nan else fraction_interval(n, total), strict=True)),
                         "definition_rating": ratings.get(c) if level == "subtype" else None,
                     }
                 )
-    return pd.DataFrame(
-        rows, columns=["sample", "level", "label", "n_cells", "n_total", "fraction", "ci95_low", "ci95_high",
-                       "definition_rating"]
-    )
+    table = pd.DataFrame(rows, columns=["sample", "level", "label", "n_cells", "n_total", "fraction",
+                                        "definition_rating"])
+    measured = table["n_cells"].notna().to_numpy()
+    low, high = fraction_interval(pd.to_numeric(table["n_cells"]).fillna(0).to_numpy(),
+                                  np.where(measured, table["n_total"].to_numpy(dtype=float), 0.0))
+    table.insert(6, "ci95_low", low)
+    table.insert(7, "ci95_high", high)
+    return table
 
 
-def fraction_interval(n: int, total: int, *, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of the fraction ``n / total`` (:func:`scipy.stats.binomtest`).
+def fraction_interval(n, total, *, confidence: float = 0.95):
+    """Wilson score interval of the fraction ``n / total``.
 
     The sampling uncertainty of a proportion: the cells of a sample are a sample of its
     tumour, and 6 of 50 pins a fraction down far less than 600 of 5,000. The Wilson
     interval keeps its coverage near 0 and 1 and for few cells, where the normal
-    approximation fails (Brown, Cai & DasGupta 2001, *Stat Sci* 16:101). It does not
-    include the uncertainty of the calls themselves. ``(nan, nan)`` when ``total`` is 0.
+    approximation fails (Brown, Cai & DasGupta 2001, *Stat Sci* 16:101):
+    ``(p + z^2/2N +- z sqrt(p(1 - p)/N + z^2/4N^2)) / (1 + z^2/N)`` with ``p = n/N`` and
+    ``z`` the normal quantile of ``(1 + confidence) / 2``. It equals scipy's
+    ``binomtest(n, N).proportion_ci(method="wilson")`` (tested), computed here for whole
+    arrays at once (scipy's takes about 0.6 ms per fraction: seconds for a table of a
+    thousand samples). It does not include the uncertainty of the calls themselves.
+
+    Parameters
+    ----------
+    n, total
+        Counts and totals (scalars or arrays of the same shape).
+    confidence
+        Coverage of the interval.
+
+    Returns
+    -------
+    ``(low, high)``, floats for scalar input, arrays otherwise; NaN where ``total`` is 0.
 
     Examples
     --------
@@ -190,12 +208,22 @@ def fraction_interval(n: int, total: int, *, confidence: float = 0.95) -> tuple[
     >>> round(low, 3), round(high, 3)
     (0.056, 0.238)
     """
-    if total <= 0:
-        return float("nan"), float("nan")
-    from scipy.stats import binomtest
+    from scipy.stats import norm
 
-    ci = binomtest(int(n), int(total)).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(ci.low), float(ci.high)
+    n_arr = np.asarray(n, dtype=np.float64)
+    t_arr = np.asarray(total, dtype=np.float64)
+    z = float(norm.ppf(0.5 + confidence / 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = n_arr / t_arr
+        denom = 1 + z * z / t_arr
+        centre = (p + z * z / (2 * t_arr)) / denom
+        half = z * np.sqrt(p * (1 - p) / t_arr + z * z / (4 * t_arr * t_arr)) / denom
+        # 0 of N and N of N bound at exactly 0 and 1 (the formula's value, without rounding)
+        low = np.where(t_arr > 0, np.where(n_arr <= 0, 0.0, np.clip(centre - half, 0.0, 1.0)), np.nan)
+        high = np.where(t_arr > 0, np.where(n_arr >= t_arr, 1.0, np.clip(centre + half, 0.0, 1.0)), np.nan)
+    if low.ndim == 0:
+        return float(low), float(high)
+    return low, high
 
 
 def _definition_ratings(adata: AnnData) -> dict[str, str]:

@@ -128,9 +128,7 @@ def proportions_table(adata, dataset: str) -> pd.DataFrame:
     tidy = _per_sample_table(adata, caf_mask(adata.obs[K.OBS_SUBTYPE]), _sample_key(adata), cats)
     tidy.insert(0, "dataset", dataset)
     totals = tidy.groupby("sample")["n_cells"].transform("sum")
-    ci = [fraction_interval(n, t) for n, t in zip(tidy["n_cells"], totals, strict=True)]
-    tidy["ci95_low"] = [lo for lo, _ in ci]
-    tidy["ci95_high"] = [hi for _, hi in ci]
+    tidy["ci95_low"], tidy["ci95_high"] = fraction_interval(tidy["n_cells"].to_numpy(), totals.to_numpy())
     ratings = {c: d["rating"] for c, d in subtype_definitions(_section(adata, K.UNS_CLASSIFY)).items()}
     tidy["definition_rating"] = tidy["subtype"].map(ratings)
     return tidy[cols]
