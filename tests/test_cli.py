@@ -497,6 +497,20 @@ def test_classify_insufficient_data_error_or_skip(capsys, tmp_path, no_fibroblas
     assert "subtype" not in table.columns and len(table) == a.n_obs
     p = pd.read_csv(props)
     assert set(p["level"]) == {"lineage"}
+    assert set(p["sample"]) == {"all"}  # no sample column: one sample
+
+    # a conventional sample column, no --sample-key: the CSVs split samples as the report does
+    a = ad.read_h5ad(no_fibroblast_h5ad)
+    a.obs["orig.ident"] = pd.Categorical(["P1", "P2"] * (a.n_obs // 2) + ["P1"] * (a.n_obs % 2))
+    a.write_h5ad(tmp_path / "with_samples.h5ad")
+    code, _, err = run(capsys, "classify", str(tmp_path / "with_samples.h5ad"), "-o", str(tmp_path / "s.h5ad"),
+                       "--cells-csv", str(cells), "--proportions-csv", str(props))
+    assert code == 0, err
+    from cafclassify.report._common import _sample_key
+
+    assert _sample_key(ad.read_h5ad(tmp_path / "s.h5ad")) == "orig.ident"
+    assert set(pd.read_csv(props)["sample"]) == {"P1", "P2"}
+    assert set(pd.read_csv(cells)["sample"]) == {"P1", "P2"}
 
 
 def test_min_coverage_option_parsing():

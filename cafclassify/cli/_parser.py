@@ -319,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sample-key",
         default=None,
         metavar="COL",
-        help="obs column with sample ids (default: the one given to `read`)",
+        help="obs column with sample ids for the CSVs (default: the one recorded by earlier steps, "
+        "else a column named sample, sample_id, batch or orig.ident, as the report does)",
     )
     p.add_argument(
         "--threshold",
