@@ -15,7 +15,7 @@ import pandas as pd
 from .. import _keys as K
 from .._atomic import atomic_path, write_text_atomic
 from .._errors import InputFileError
-from ..get._tables import fraction_interval
+from ..get._tables import _definition_ratings, fraction_interval
 from ..tl._compartment import MURAL_LABEL, caf_mask
 from ..tl._definitions import is_thin
 from . import _figures as F
@@ -31,7 +31,6 @@ from ._common import (
     _subtype_series,
     _version,
     key_numbers,
-    subtype_definitions,
 )
 from ._subtypes import _per_sample_table
 from ._uns import as_mapping
@@ -129,8 +128,7 @@ def proportions_table(adata, dataset: str) -> pd.DataFrame:
     tidy.insert(0, "dataset", dataset)
     totals = tidy.groupby("sample")["n_cells"].transform("sum")
     tidy["ci95_low"], tidy["ci95_high"] = fraction_interval(tidy["n_cells"].to_numpy(), totals.to_numpy())
-    ratings = {c: d["rating"] for c, d in subtype_definitions(_section(adata, K.UNS_CLASSIFY)).items()}
-    tidy["definition_rating"] = tidy["subtype"].map(ratings)
+    tidy["definition_rating"] = tidy["subtype"].map(_definition_ratings(adata))
     return tidy[cols]
 
 

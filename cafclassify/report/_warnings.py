@@ -22,6 +22,7 @@ from ._common import (
     _n_or0,
     _qc_removed,
     _root,
+    _section,
     _subtype_order,
     key_numbers,
     learnt_from_cells_alone,
@@ -83,8 +84,7 @@ def _agreement_warnings(adata, label_key: str | None) -> list[tuple[str, str]]:
 def _fibroblast_depth(adata, *, fib) -> float | None:
     """Median counts per gated fibroblast (QC's ``total_counts``), ``None`` when unknown or
     when the data were not read as counts (a sum of normalised values is not a depth)."""
-    read = as_mapping(as_mapping(adata.uns.get(K.UNS, {})).get(K.UNS_READ))
-    if str(read.get("value_type", "")) != "counts":
+    if str(_section(adata, K.UNS_READ).get("value_type", "")) != "counts":
         return None
     if fib is None or not fib.any() or K.OBS_TOTAL_COUNTS not in adata.obs.columns:
         return None
@@ -105,6 +105,7 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
         warns.append({"text": text, "level": level, "key": key, "group": GROUP_OF.get(key, "Other")})
 
     root = _root(adata)
+    fib = _fibro_mask(adata)
     nums = key_numbers(adata)
     n_fib = nums["n_fibroblasts"]
     if n_fib is not None:
@@ -175,7 +176,7 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
             "as provisional, above all those of the sets with the fewest genes.", key="subtype_partial_sets")
     absent -= unlearnt
     if absent:
-        depth = _fibroblast_depth(adata, fib=_fibro_mask(adata))
+        depth = _fibroblast_depth(adata, fib=fib)
         one = len(absent) == 1
         add("No cells were assigned to: " + ", ".join(_subtype_order(absent)) + ". Either "
             + ("this subtype is" if one else "these subtypes are") + " absent from this sample, or "
@@ -191,7 +192,6 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
         add(f"{frac_un:.0%} of fibroblasts are 'unassigned' (no subtype reached the confidence "
             "threshold).", key="many_unassigned")
     ltbp2_thin = []
-    fib = _fibro_mask(adata)
     if K.OBS_LTBP2 in adata.obs.columns and fib is not None and n_fib:
         n_pos = int(adata.obs[K.OBS_LTBP2].astype(bool).to_numpy()[fib].sum())
         if n_pos < MIN_LTBP2_CELLS:
