@@ -506,9 +506,9 @@ def test_classify_insufficient_data_error_or_skip(capsys, tmp_path, no_fibroblas
     code, _, err = run(capsys, "classify", str(tmp_path / "with_samples.h5ad"), "-o", str(tmp_path / "s.h5ad"),
                        "--cells-csv", str(cells), "--proportions-csv", str(props))
     assert code == 0, err
-    from cafclassify.report._common import _sample_key
+    from cafclassify.get import recorded_sample_key
 
-    assert _sample_key(ad.read_h5ad(tmp_path / "s.h5ad")) == "orig.ident"
+    assert recorded_sample_key(ad.read_h5ad(tmp_path / "s.h5ad"), conventional=True) == "orig.ident"
     assert set(pd.read_csv(props)["sample"]) == {"P1", "P2"}
     assert set(pd.read_csv(cells)["sample"]) == {"P1", "P2"}
 

@@ -319,12 +319,11 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     used = args.signatures or (model.signature_name if model is not None else "caf_v1")
     _stamp(adata, _provenance(args, inputs, signatures=used))
     _write_h5ad(adata, args.output, compression=_compression(args))
-    from ..get import cell_table, proportion_table
-    from ..report._common import _sample_key
+    from ..get import cell_table, proportion_table, recorded_sample_key
 
     # the report's and the summary's rule (a recorded key, else a conventional column such
     # as 'sample' or 'orig.ident'), so the CSVs split samples as they do
-    sample_key = args.sample_key or _sample_key(adata)
+    sample_key = args.sample_key or recorded_sample_key(adata, conventional=True)
     if args.cells_csv:
         _write_table(cell_table(adata, sample_key=sample_key), args.cells_csv)
     if args.proportions_csv:

@@ -19,26 +19,7 @@ from .._errors import ConfigError
 if TYPE_CHECKING:
     from anndata import AnnData
 
-__all__ = ["cell_table", "proportion_table", "recorded_sample_key"]
-
-
-def recorded_sample_key(adata: AnnData) -> str | None:
-    """The obs column that names each cell's sample, as recorded by earlier steps.
-
-    Looks at ``uns["cafclassify"]["read"]["sample_column"]`` and at the ``sample_column``
-    / ``sample_key`` parameters in the provenance records; returns the first that is an
-    obs column, or ``None``.
-    """
-    root = adata.uns.get(K.UNS, {})
-    candidates = [root.get(K.UNS_READ, {}).get("sample_column")]
-    prov = root.get(K.UNS_PROVENANCE, {})
-    for rec in [prov, *prov.get("history", {}).values()] if isinstance(prov, dict) else []:
-        params = rec.get("parameters", {}) if isinstance(rec, dict) else {}
-        candidates += [params.get("sample_column"), params.get("sample_key")]
-    for c in candidates:
-        if isinstance(c, str) and c not in ("", "None") and c in adata.obs.columns:
-            return c
-    return None
+__all__ = ["cell_table", "proportion_table"]
 
 
 def cell_table(adata: AnnData, *, sample_key: str | None = None) -> pd.DataFrame:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys as K
+from ..get._samples import recorded_sample_key
 from . import _figures as F
 from ._common import (
     LOW_COVERAGE,
@@ -27,7 +28,6 @@ from ._common import (
     SUBTYPE_ORDER,
     _coverage_frames,
     _root,
-    _sample_key,
     _section,
     cell,
     frame_table,
@@ -139,7 +139,7 @@ def answer_section(ctx: _Ctx, nums: dict, agreement: dict) -> dict:
         def comp():
             from ..pl import composition
 
-            skey = _sample_key(adata)
+            skey = recorded_sample_key(adata, conventional=True)
             ax = composition(adata, sample_key=skey)
             ax.set_title("CAF subtype composition"
                          + (f", per {skey}" if skey else ""), fontsize=10)

@@ -231,22 +231,6 @@ def _subtype_categories(adata) -> list[str]:
     return _subtype_order(str(c) for c in cats)
 
 
-def _sample_key(adata) -> str | None:
-    root = _root(adata)
-    candidates = [
-        find(get(root, K.UNS_QC), "sample_key"),
-        find(get(root, K.UNS_READ), "sample_column", "sample_key"),
-        find(get(root, K.UNS_CLASSIFY), "batch_key", "sample_key"),
-        find(get(root, K.UNS_PROVENANCE), "sample_key", "sample_column"),
-        find(get(root, K.UNS_CLASSIFY), "sample_key"),
-        "sample", "sample_id", "batch", "orig.ident",
-    ]
-    for c in candidates:
-        if isinstance(c, str) and c in adata.obs.columns:
-            return c
-    return None
-
-
 def key_numbers(adata) -> dict:
     """Counts shown on the page (all cells, never the plotting subsample)."""
     out: dict[str, Any] = {"n_cells": int(adata.n_obs), "n_genes": int(adata.n_vars),

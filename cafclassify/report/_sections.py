@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys as K
+from ..get._samples import recorded_sample_key
 from . import _figures as F
 from ._colors import color_for
 from ._common import (
@@ -28,7 +29,6 @@ from ._common import (
     _n_or0,
     _qc_removed,
     _root,
-    _sample_key,
     _section,
     _subtype_order,
     _subtype_series,
@@ -165,7 +165,7 @@ def _qc_section(ctx: _Ctx) -> dict:
     table = as_frame(find(qc, "table", "per_sample", "summary"), index_name="sample")
     source = "uns['cafclassify']['qc']"
     if (table is None or table.empty) and K.OBS_QC_PASS in adata.obs.columns:
-        skey = _sample_key(adata)
+        skey = recorded_sample_key(adata, conventional=True)
         reason = (_cat(adata.obs[K.OBS_QC_REASON]) if K.OBS_QC_REASON in adata.obs.columns
                   else adata.obs[K.OBS_QC_PASS].map({True: "pass", False: "fail"}).astype(str))
         df = pd.DataFrame({"sample": _cat(adata.obs[skey]) if skey else "all", "reason": reason,

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys as K
+from ..get._samples import recorded_sample_key
 from ..get._tables import fraction_interval
 from ..tl._compartment import MURAL_LABEL, caf_mask
 from . import _figures as F
@@ -21,7 +22,6 @@ from ._common import (
     _fibro_mask,
     _ltbp2_caveat,
     _n_or0,
-    _sample_key,
     _section,
     _subtype_categories,
     _subtype_order,
@@ -94,7 +94,7 @@ def _subtypes_section(ctx: _Ctx, nums: dict) -> dict:
             out["confidence"] = ctx.figure("subtype confidence", lambda: F.fig_embedding_continuous(
                 coords, vals, title="subtype confidence (max calibrated probability)", basis="UMAP"))
     # proportions per sample (on all cells)
-    skey = _sample_key(adata)
+    skey = recorded_sample_key(adata, conventional=True)
     prop_cats = [c for c in cats if c not in (K.NOT_FIBROBLAST, MURAL_LABEL)]
     if n_caf:
         tidy = _per_sample_table(adata, caf, skey, prop_cats)

@@ -15,6 +15,7 @@ import pandas as pd
 from .. import _keys as K
 from .._atomic import atomic_path, write_text_atomic
 from .._errors import InputFileError
+from ..get._samples import recorded_sample_key
 from ..get._tables import _definition_ratings, fraction_interval
 from ..tl._compartment import MURAL_LABEL, caf_mask
 from ..tl._definitions import is_thin
@@ -24,7 +25,6 @@ from ._common import (
     FIBRO,
     _env,
     _load,
-    _sample_key,
     _section,
     _subtype_categories,
     _subtype_order,
@@ -124,7 +124,8 @@ def proportions_table(adata, dataset: str) -> pd.DataFrame:
     if _subtype_series(adata) is None:
         return pd.DataFrame(columns=cols)
     cats = [c for c in _subtype_categories(adata) if c not in (K.NOT_FIBROBLAST, MURAL_LABEL)]
-    tidy = _per_sample_table(adata, caf_mask(adata.obs[K.OBS_SUBTYPE]), _sample_key(adata), cats)
+    skey = recorded_sample_key(adata, conventional=True)
+    tidy = _per_sample_table(adata, caf_mask(adata.obs[K.OBS_SUBTYPE]), skey, cats)
     tidy.insert(0, "dataset", dataset)
     totals = tidy.groupby("sample")["n_cells"].transform("sum")
     tidy["ci95_low"], tidy["ci95_high"] = fraction_interval(tidy["n_cells"].to_numpy(), totals.to_numpy())
