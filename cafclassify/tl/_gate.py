@@ -33,7 +33,7 @@ from ._gate_decide import (
     _contested_info,
     _decide,
 )
-from ._gate_embed import _embed_and_cluster, _graph_subsample, _select_hvg
+from ._gate_embed import _embed_and_cluster, _embedding_record, _graph_subsample, _select_hvg
 from ._gate_null import _null_scores
 from ._gate_refine import refine_lineages
 from ._gate_stroma import merge_compartment, recluster_stroma
@@ -543,7 +543,7 @@ def gate(
         "sets_used": sets_used,
         "null_sd": {s: float(v) for s, v in zip(sets_used, sigma, strict=True)},
         "pregated": pg_info,
-        "embedding": {k: (v if isinstance(v, str | bool) else int(v)) for k, v in emb_info.items()},
+        "embedding": _embedding_record(emb_info),
         "warnings": warnings,
     })
     logger.info("Gate: %s.", ", ".join(f"{k} {v}" for k, v in counts.items() if v))

@@ -23,7 +23,7 @@ import pandas as pd
 
 from .._utils import take_rows
 from ._gate_decide import _decide
-from ._gate_embed import _embed_and_cluster
+from ._gate_embed import _embed_and_cluster, _embedding_record
 
 __all__ = ["merge_compartment", "recluster_stroma"]
 
@@ -96,7 +96,7 @@ def recluster_stroma(X, *, value_type: str, S: np.ndarray, mu: np.ndarray, sigma
     info.update({
         "applied": True,
         "n_subclusters": int(len(res["uniq"])),
-        "embedding": {k: (v if isinstance(v, str | bool) else int(v)) for k, v in emb.items()},
+        "embedding": _embedding_record(emb),
         "subclusters": res["table"].to_dict(orient="list"),
         "changes": {f: t for f, t in changes.items() if t},
         "n_changed": int((before != after).sum()),
