@@ -81,7 +81,8 @@ def _breast_aris(scored, classified) -> list[float]:
     """ARI with the authors over three seeds of the classifier (its graph, null draws and
     folds; the gate at the chain's seed 0)."""
     lab, caf_cells = _author(classified)
-    aris = [adjusted_rand_score(lab[caf_cells], classified.obs[K.OBS_SUBTYPE].astype(str).to_numpy()[caf_cells])]
+    calls = classified.obs[K.OBS_SUBTYPE].astype(str).to_numpy()
+    aris = [adjusted_rand_score(lab[caf_cells], calls[caf_cells])]
     for rs in (1, 2):
         b = caf.classify(scored, copy=True, random_state=rs)
         aris.append(adjusted_rand_score(lab[caf_cells], b.obs[K.OBS_SUBTYPE].astype(str).to_numpy()[caf_cells]))

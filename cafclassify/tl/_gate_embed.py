@@ -5,9 +5,10 @@ usual single-cell embedding, built on the log-normalised cells (counts are norma
 and log1p-transformed on a copy; the lineage scores themselves are rank-based): the
 top 2,000 highly variable genes (seurat flavour), up to ``n_pcs`` principal
 components, a symmetric kNN graph (15 neighbours, fewer in small data) and Leiden
-clustering, the best of 10 random starts by modularity (:func:`_leiden_best`). Above ``max_cells_graph`` cells the graph is built on a random
-subsample and every other cell joins the cluster with the nearest centroid in PCA
-space, so memory stays bounded on atlas-scale data. The same pass sums each gene's
+clustering, the best of 10 random starts by modularity (:func:`_leiden_best`). Above
+``max_cells_graph`` cells the graph is built on a random subsample and every other cell
+joins the cluster with the nearest centroid in PCA space, so memory stays bounded on
+atlas-scale data. The same pass sums each gene's
 log-normalised values and their squares, which the stage-2 refinement
 (:mod:`._gate_refine`) needs for its gene SDs. The mesenchymal compartment
 (:mod:`._gate_stroma`) is re-embedded with the same function.
