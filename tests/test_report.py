@@ -342,3 +342,22 @@ def test_input_facts_name_the_normalisation_and_the_matrix_read(annotated, tmp_p
     facts = facts[: facts.index("more from the read step")]
     assert re.search(r"normalisation</td>\s*<td[^>]*>log2\(1 \+ x\) values of 1e\+06", facts)
     assert re.search(r"matrix read</td>\s*<td[^>]*>raw.X: X holds 2000 of the 29733 genes", facts)
+
+
+def test_gate_parameters_say_how_the_clusters_were_made(annotated, tmp_path):
+    """The gate's parameter table names its clustering: Leiden, how many random starts were
+    compared and the modularity kept; files from before the best-of-starts rule say one start."""
+    from cafclassify.report._sections import _clustering_note
+
+    a = annotated.copy()
+    a.uns[K.UNS][K.UNS_GATE]["embedding"] = {"source": "leiden", "n_cells_graph": a.n_obs, "leiden_runs": 10,
+                                             "modularity": 0.81234, "modularity_range": np.array([0.8011, 0.81234])}
+    html = write_report(a, tmp_path / "r.html").read_text()
+    gate = html[html.index('id="gate"'):]
+    gate = gate[:gate.index("</section>")]
+    assert "clustering" in gate
+    assert f"Leiden on {a.n_obs:,} cells: the best of 10 random starts by modularity (modularity 0.8123; " \
+           "the 10 starts ranged 0.8011-0.8123)" in gate
+    assert _clustering_note({"source": "leiden", "n_cells_graph": 66}) == "Leiden on 66 cells, one random start"
+    assert _clustering_note({"source": "obs['louvain']"}) == "obs['louvain']"
+    assert _clustering_note({}) == ""

@@ -295,6 +295,26 @@ def _numeric_sort(df: pd.DataFrame, col: str) -> pd.DataFrame:
     return df
 
 
+def _clustering_note(emb: Mapping) -> str:
+    """How the gate's clusters were made, in words (``uns[...]["gate"]["embedding"]``)."""
+    source = str(get(emb, "source", default="") or "")
+    if not source:
+        return ""
+    if source != "leiden":
+        return source
+    n = get(emb, "n_cells_graph")
+    on = f" on {int(n):,} cells" if n is not None else ""
+    runs = get(emb, "leiden_runs")
+    if runs is None:  # files written before the gate kept the best of several starts
+        return f"Leiden{on}, one random start"
+    q, span = get(emb, "modularity"), np.ravel(get(emb, "modularity_range", default=[])).astype(float)
+    parts = [f"modularity {float(q):.4f}"] if q is not None else []
+    if span.size == 2:
+        parts.append(f"the {int(runs)} starts ranged {span[0]:.4f}-{span[1]:.4f}")
+    detail = f" ({'; '.join(parts)})" if parts else ""
+    return f"Leiden{on}: the best of {int(runs)} random starts by modularity{detail}"
+
+
 def _gate_section(ctx: _Ctx, nums: dict) -> dict:
     adata = ctx.adata
     gate = _section(adata, K.UNS_GATE)
@@ -348,6 +368,9 @@ def _gate_section(ctx: _Ctx, nums: dict) -> dict:
                     for k, v in missing.items() if as_list(v)]
     stored_counts = as_mapping(find(gate, "counts"))
     params = as_mapping(find(gate, "params"))
+    clustering = _clustering_note(as_mapping(get(gate, "embedding")))
+    if clustering:
+        params = {"clustering": clustering, **params}
     return {
         "ran": True,
         "counts": count_table,
