@@ -356,7 +356,7 @@ def test_gate_parameters_say_how_the_clusters_were_made(annotated, tmp_path):
     gate = html[html.index('id="gate"'):]
     gate = gate[:gate.index("</section>")]
     assert "clustering" in gate
-    assert f"Leiden on {a.n_obs:,} cells: the best of 10 random starts by modularity (modularity 0.8123; " \
+    assert f"Leiden on {a.n_obs:,} cells: the best of 10 random starts by modularity (kept 0.8123; " \
            "the 10 starts ranged 0.8011-0.8123)" in gate
     assert _clustering_note({"source": "leiden", "n_cells_graph": 66}) == "Leiden on 66 cells, one random start"
     assert _clustering_note({"source": "obs['louvain']"}) == "obs['louvain']"

@@ -308,7 +308,7 @@ def _clustering_note(emb: Mapping) -> str:
     if runs is None:  # files written before the gate kept the best of several starts
         return f"Leiden{on}, one random start"
     q, span = get(emb, "modularity"), np.ravel(get(emb, "modularity_range", default=[])).astype(float)
-    parts = [f"modularity {float(q):.4f}"] if q is not None else []
+    parts = [f"kept {float(q):.4f}"] if q is not None else []
     if span.size == 2:
         parts.append(f"the {int(runs)} starts ranged {span[0]:.4f}-{span[1]:.4f}")
     detail = f" ({'; '.join(parts)})" if parts else ""
