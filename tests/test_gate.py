@@ -505,11 +505,13 @@ def test_leiden_keeps_the_best_of_its_starts():
     g = ig.Graph(n=600, edges=[(i, j) for i, j in zip(src, dst, strict=True) if i < j])
 
     lab, info = _leiden_best(emb, adj, resolution=1.0, random_state=3, n_runs=5)
-    singles = []
-    for i in range(5):  # the starts it documents: random_state * n_runs + i
+    singles, labels = [], []
+    for i in range(5):  # the starts it documents (random_state * n_runs + i), each scanpy's run
         sc.tl.leiden(emb, resolution=1.0, flavor="igraph", n_iterations=2, random_state=15 + i,
                      key_added="c", adjacency=adj)
-        singles.append(g.modularity(emb.obs["c"].astype(int).tolist(), resolution=1.0))
+        labels.append(emb.obs["c"].astype(int).to_numpy())
+        singles.append(g.modularity(labels[-1].tolist(), resolution=1.0))
+    assert np.array_equal(lab, labels[int(np.argmax(singles))])  # scanpy's labels of the best start
     assert info["leiden_runs"] == 5
     assert info["modularity"] == pytest.approx(max(singles))
     assert info["modularity_range"] == pytest.approx([min(singles), max(singles)])
