@@ -69,6 +69,15 @@ Datasets (each skipped with a message when its file is absent):
   (:data:`MAJORITY_DESIGNS`: 87 % and 76 % iCAF-like, 80 %, 91 % and 95 % myCAF-like;
   three random subsets each, mean ARI over them). A real tumour whose CAFs are mostly
   one subtype, and the minority still there.
+* ``wu2021 stroma only, a sorted-CAF design`` (its own table, at the first seed): only the
+  author CAFs and perivascular (PVL) cells, as a sample sorted for stromal cells would
+  hold (every CAF and PVL cell, 46 % PVL; and :data:`SORTED_STROMA_CAFS` random author
+  CAFs with every PVL cell, 68 % PVL, the vCAF share of the study that named vCAFs,
+  three random subsets). The labels: the author subtypes, PVL read as vCAF. Here the
+  perivascular compartment is most of the cells and the baselines score every cell (in
+  a sorted sample every cell is taken as a CAF), over the six subtype sets and over the
+  labelled classes. A real counterpart of the synthetic sorted mouse rows, with the gate
+  in the loop.
 Then the compartment tables (issue 14): the gate against the authors' major types, the
 author stroma (CAFs + PVL) against ``caf_subtype`` under both perivascular readings, and
 the colorectal gate with its normal-tissue mural cells.
@@ -135,6 +144,11 @@ PANELS = {
 MAJORITY = {"myCAF": 0.7, "iCAF": 0.15, "apCAF": 0.0, "meCAF": 0.1, "vCAF": 0.05, "dCAF": 0.0}
 #: author CAFs kept (iCAF-like, myCAF-like) in the breast sample's majority table
 MAJORITY_DESIGNS = ((130, 20), (130, 40), (62, 249), (25, 249), (13, 249))
+#: author CAFs kept with every PVL cell in the sorted-stroma table (68 % PVL)
+SORTED_STROMA_CAFS = 150
+#: the vCAF markers of the study that named vCAFs (Bartoschek et al. 2018: pericyte genes), for
+#: the sorted-stroma table's short-panel baseline beside PANELS' iCAF and myCAF
+VCAF_PERICYTE_PANEL = ["RGS5", "HIGD1B", "NOTCH3", "DES", "NID1"]
 #: sorted mouse CAFs, 68 % vCAF (the composition of the study that named vCAFs; tests/test_prior.py)
 SORTED_MOUSE = {"vCAF": 0.68, "iCAF": 0.17, "myCAF": 0.1, "dCAF": 0.05, "apCAF": 0.0, "meCAF": 0.0}
 
@@ -303,6 +317,60 @@ def majority_table(data: Path, seed: int, subsets: tuple[int, ...] = (0, 1, 2)) 
     head = (f"### wu2021 author CAFs subsampled to a majority: ARI, mean over {len(subsets)} random "
             f"subsets (random_state {seed})\n\n")
     return head + tab[order].reset_index().to_markdown(index=False, floatfmt=".3f")
+
+
+def sorted_stroma_table(data: Path, seed: int, subsets: tuple[int, ...] = (0, 1, 2)) -> str:
+    """ARI of cafclassify and of marker argmax baselines on the breast sample's stroma only
+    (a sorted-CAF design; PVL read as vCAF), mean over random subsets, as markdown."""
+    full = caf.read(data / "wu2021_brca_CID4465_1564cells_counts.h5ad")
+    lineage = full.obs["author_lineage"].astype(str).to_numpy()
+    stroma = np.isin(lineage, ["fibroblast", "perivascular_mural"])
+    lib = caf.load_signatures("caf_v1")
+    rows = []
+    for n_caf in (None, SORTED_STROMA_CAFS):
+        for subset in (subsets[:1] if n_caf is None else subsets):  # all cells: one subset
+            keep = stroma.copy()
+            if n_caf is not None:
+                cafs = np.flatnonzero(lineage == "fibroblast")
+                keep[np.random.default_rng(subset).choice(cafs, size=cafs.size - n_caf, replace=False)] = False
+            a = run_chain(full[keep].copy(), "caf_v1", random_state=seed)
+            truth = a.obs["author_caf_subtype"].astype(str).where(
+                a.obs["author_lineage"].astype(str) != "perivascular_mural", "vCAF").to_numpy()
+            share = (truth == "vCAF").mean()
+            name = (f"all author CAFs + PVL ({share:.0%} PVL)" if n_caf is None else
+                    f"{n_caf} author CAFs + PVL ({share:.0%} PVL)")
+            b = caf.classify(a, random_state=seed, copy=True)  # on_insufficient="skip", the default
+            calls = {"cafclassify (default)": b.obs[K.OBS_SUBTYPE].astype(str).to_numpy()
+                     if K.OBS_SUBTYPE in b.obs else np.full(a.n_obs, K.UNASSIGNED, dtype=object)}
+            status = b.uns["cafclassify"]["classify"].get("status", "classified")
+            sg = pd.DataFrame(index=a.obs_names, columns=SUBTYPES, dtype=float)
+            sub = a.copy()
+            for c in SUBTYPES:
+                genes = [g for g, w in zip(lib.sets[c].genes, lib.sets[c].weights, strict=True)
+                         if w > 0 and g in sub.var_names]
+                sc.tl.score_genes(sub, genes, score_name="_s", random_state=seed)
+                sg[c] = sub.obs["_s"].to_numpy()
+            uc = a.obsm[K.OBSM_SCORES][SUBTYPES]
+            labelled = ["myCAF", "iCAF", "vCAF"]
+            panel = pd.DataFrame(index=a.obs_names, columns=labelled, dtype=float)
+            for c, genes in (("myCAF", PANELS["myCAF"]), ("iCAF", PANELS["iCAF"]), ("vCAF", VCAF_PERICYTE_PANEL)):
+                sc.tl.score_genes(sub, [g for g in genes if g in sub.var_names], score_name="_s", random_state=seed)
+                panel[c] = sub.obs["_s"].to_numpy()
+            for method, S in (("argmax score_genes", sg), ("argmax UCell", uc),
+                              ("argmax score_genes (labelled classes)", sg[labelled]),
+                              ("argmax UCell (labelled classes)", uc[labelled]),
+                              ("argmax short panels (vCAF: pericyte markers)", panel)):
+                calls[method] = np.array(S.columns, dtype=object)[S.to_numpy(dtype=float).argmax(1)]
+            for method, c in calls.items():
+                rows.append({"dataset": name, "method": method, "ARI": adjusted_rand_score(truth, c),
+                             "skipped": float(method == "cafclassify (default)" and status == "skipped")})
+    df = pd.DataFrame(rows)
+    tab = df.pivot_table(index="dataset", columns="method", values="ARI", aggfunc="mean", sort=False)
+    tab.insert(1, "classifier skipped (subsets)", df[df["method"] == "cafclassify (default)"]
+               .groupby("dataset", sort=False)["skipped"].sum().astype(int))
+    head = (f"### wu2021 stroma only (a sorted-CAF design; PVL read as vCAF): ARI over all these cells, "
+            f"mean over random subsets (random_state {seed})\n\n")
+    return head + tab.reset_index().to_markdown(index=False, floatfmt=".3f")
 
 
 def compartment_tables(data: Path, seed: int) -> str:
@@ -534,6 +602,7 @@ def main(argv=None) -> None:
                  + over_seeds(every).to_markdown(index=False, floatfmt=".3f"))
     if (args.data / "wu2021_brca_CID4465_1564cells_counts.h5ad").exists():
         text += "\n\n" + majority_table(args.data, seeds[0])
+        text += "\n\n" + sorted_stroma_table(args.data, seeds[0])
         text += "\n\n" + compartment_tables(args.data, seeds[0])
     text += "\n\n" + thin_gate_table(seeds[0])
     print(text)

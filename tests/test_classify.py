@@ -351,4 +351,7 @@ def test_one_evidenced_subtype_is_skipped_with_the_existence_tests_reasons():
     assert "only 1 subtype(s) (myCAF)" in msg and "dCAF: " in msg and "random gene sets" in msg, msg
     assert "z_min" not in msg and "per-cell subtype scores" in msg
     b = cafclassify.classify(a, copy=True, random_state=0, classes=["myCAF", "dCAF"])  # default: skipped
-    assert b.uns[K.UNS][K.UNS_CLASSIFY]["status"] == "skipped" and K.OBS_SUBTYPE not in b.obs
+    assert b.uns[K.UNS][K.UNS_CLASSIFY]["status"] == "skipped"
+    calls = b.obs[K.OBS_SUBTYPE].astype(str)  # the mural cells keep their vCAF call, nothing else is called
+    lin = b.obs[K.OBS_LINEAGE].astype(str)
+    assert set(calls[lin == "fibroblast"]) == {K.UNASSIGNED} and set(calls[lin == "mural"]) <= {"vCAF"}

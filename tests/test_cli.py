@@ -513,6 +513,32 @@ def test_classify_insufficient_data_error_or_skip(capsys, tmp_path, no_fibroblas
     assert set(pd.read_csv(cells)["sample"]) == {"P1", "P2"}
 
 
+@pytest.mark.skipif(not _has("cafclassify.tl"), reason="cafclassify.tl not available")
+def test_skipped_classify_keeps_the_perivascular_calls_the_cli_options_ask_for(capsys, tmp_path,
+                                                                              no_fibroblast_h5ad):
+    """No fibroblast to train on, but mural cells: --perivascular vcaf (the default) keeps their
+    vCAF call; --perivascular separate and normal tissue (--tissue-key) have no call to keep."""
+    a = ad.read_h5ad(no_fibroblast_h5ad)
+    a.obs[K.OBS_LINEAGE] = pd.Categorical(["immune"] * 40 + ["mural"] * 20, categories=list(K.LINEAGES))
+    a.obs["tissue"] = ["tumour"] * 50 + ["normal"] * 10
+    a.write_h5ad(tmp_path / "mural.h5ad")
+    props = tmp_path / "props.csv"
+    out = tmp_path / "v.h5ad"
+    code, _, err = run(capsys, "classify", str(tmp_path / "mural.h5ad"), "-o", str(out), "--proportions-csv",
+                       str(props), "--tissue-key", "tissue")
+    assert code == 0, err
+    b = ad.read_h5ad(out)
+    assert b.uns[K.UNS][K.UNS_CLASSIFY]["status"] == "skipped"
+    assert b.obs[K.OBS_SUBTYPE].astype(str).value_counts().to_dict() == {
+        K.NOT_FIBROBLAST: 40, "vCAF": 10, "mural": 10}  # normal tissue stays mural
+    p = pd.read_csv(props)
+    assert p.loc[(p["level"] == "subtype") & (p["label"] == "vCAF"), "n_cells"].tolist() == [10]
+    code, _, err = run(capsys, "classify", str(tmp_path / "mural.h5ad"), "-o", str(tmp_path / "s.h5ad"),
+                       "--perivascular", "separate")
+    assert code == 0, err
+    assert K.OBS_SUBTYPE not in ad.read_h5ad(tmp_path / "s.h5ad").obs
+
+
 def test_min_coverage_option_parsing():
     parser = cli.build_parser()
     args = parser.parse_args(["score", "x.h5ad", "-o", "y.h5ad", "--min-coverage", "library"])

@@ -23,8 +23,9 @@ REFUSAL = ("obsm['caf_scores']: fewer than two subtype scores are available (['m
            "score the subtype sets (cafclassify.score) with enough gene coverage.")
 
 
-def _refused(a):
-    mark_classification_skipped(a, DataError(REFUSAL))
+def _refused(a, **kwargs):
+    """Classification skipped; ``perivascular="separate"`` (no vCAF call to keep) unless given."""
+    mark_classification_skipped(a, DataError(REFUSAL), **{"perivascular": "separate", **kwargs})
     return a
 
 
@@ -62,6 +63,51 @@ def test_refused_dataset_gets_one_card_with_reason_and_fix(tmp_path):
     assert "subtype classification was skipped" not in html
     assert "Not run: Only" in html and "No classifier was trained: Only" in html
     assert "fewer than two subtype scores are available" in html  # the classifier's own words, in small print
+
+
+ONE_CLASS = ("adata: only 1 subtype(s) (myCAF) have at least 10 confident seed cells (cells passing the seed "
+             "rule: {'myCAF': 23, 'iCAF': 5}); a classifier needs two or more. iCAF: 5 cells carry it, more than "
+             "random gene sets of its size and expression level (2, 99.2 % quantile), but only 7 pass the "
+             "neighbourhood rule. What to do: read the per-cell subtype scores (obsm['caf_scores']); check the "
+             "gate and the subtype gene coverage.")
+
+
+def test_a_skipped_classifier_keeps_the_compartments_vcaf_calls(tmp_path):
+    """Skipped fibroblast classifier, default reading: the mural cells of tumour tissue stay vCAF
+    (the gate's compartment needs no classifier), every fibroblast is 'unassigned', and the report,
+    the summary and the CSV say that fibroblast subtypes were not called, and why."""
+    a = make_annotated(500, random_state=1)
+    lin = a.obs[K.OBS_LINEAGE].astype(str).to_numpy()
+    a.obs[K.OBS_SUBTYPE] = "myCAF"  # a stale call of an earlier run must not survive
+    mark_classification_skipped(a, DataError(ONE_CLASS))
+    calls = a.obs[K.OBS_SUBTYPE].astype(str).to_numpy()
+    assert (calls[lin == "mural"] == "vCAF").all() and (lin == "mural").sum() > 0
+    assert (calls[lin == "fibroblast"] == K.UNASSIGNED).all()
+    assert (calls[~np.isin(lin, ["mural", "fibroblast"])] == K.NOT_FIBROBLAST).all()
+    conf = a.obs[K.OBS_SUBTYPE_CONF].to_numpy()
+    gate_conf = pd.to_numeric(a.obs[K.OBS_LINEAGE_CONF], errors="coerce").fillna(1.0).to_numpy()
+    np.testing.assert_allclose(conf[lin == "mural"], gate_conf[lin == "mural"])
+    assert np.isnan(conf[lin != "mural"]).all()
+    assert list(a.obsm[K.OBSM_SUBTYPE_PROBA].columns) == ["vCAF"]
+    sec = a.uns[K.UNS][K.UNS_CLASSIFY]
+    assert sec["status"] == "skipped" and sec["perivascular"]["n_vcaf"] == (lin == "mural").sum()
+    assert sec["unassigned"]["meaning"].startswith("not classified")
+    html = write_report(a, tmp_path / "r.html").read_text()
+    top = _first_screen(html)
+    assert "No fibroblast subtypes were called for this dataset; its perivascular (mural) cells keep" in top
+    assert "no fibroblast subtypes called (see below)" in top and "called vCAF by the gate&#39;s compartment" in top
+    assert "At most one subtype has enough fibroblasts" in top  # not the gene-coverage card
+    assert "--min-coverage" not in top
+    assert 'id="unassigned-fraction"' not in top and "many_unassigned" not in html
+    assert "Fibroblast subtypes not called" in html and 'data-figure="subtype embedding"' not in html
+    write_summary({"skipped": a}, tmp_path / "s.html")
+    table = pd.read_csv(tmp_path / "s_proportions.csv")
+    assert set(table["subtype"]) == {"vCAF", K.UNASSIGNED}
+    assert table["status"].str.startswith("vCAF only, fibroblasts not subtyped: fewer than two subtypes").all()
+    # the Wu/Cords reading has no call to keep: nothing is written
+    b = make_annotated(500, random_state=1)
+    mark_classification_skipped(b, DataError(ONE_CLASS), perivascular="separate")
+    assert K.OBS_SUBTYPE not in b.obs and K.OBSM_SUBTYPE_PROBA not in b.obsm
 
 
 def test_warnings_are_grouped_and_coverage_is_one_plain_sentence(tmp_path):
@@ -146,7 +192,10 @@ def test_api_classify_skips_or_raises_and_stamps_its_own_provenance(monkeypatch)
     a = make_annotated(200, random_state=0)
     assert cafclassify.classify(a) is None  # default on_insufficient="skip"
     assert a.uns[K.UNS][K.UNS_CLASSIFY]["status"] == "skipped"
-    assert K.OBS_SUBTYPE not in a.obs.columns  # no invented labels
+    # no invented fibroblast subtype (stale ones removed); the mural cells keep their vCAF call
+    calls = a.obs[K.OBS_SUBTYPE].astype(str)
+    lin = a.obs[K.OBS_LINEAGE].astype(str)
+    assert set(calls[lin == "fibroblast"]) == {K.UNASSIGNED} and set(calls[lin == "mural"]) == {"vCAF"}
     prov = a.uns[K.UNS][K.UNS_PROVENANCE]
     assert prov["step"] == "classify" and "Python API" in prov["command"]
     assert len(prov["history"]) == 1  # the fixture's earlier record moved into the history

@@ -311,7 +311,9 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     except DataError as exc:
         if args.on_insufficient != "skip":
             raise
-        _mark_classification_skipped(adata, exc)
+        # the compartment's vCAF calls survive a skipped classifier (tl._insufficient)
+        given = {"perivascular": args.perivascular, "tissue_key": args.tissue_key}
+        _mark_classification_skipped(adata, exc, **{k: v for k, v in given.items() if v is not None})
     else:
         if result is not None and result is not adata and hasattr(result, "obs"):
             adata = result

@@ -54,9 +54,26 @@ def label_key_of(adata, label_key: str | None) -> str | None:
     return SIMULATED_TRUTH if SIMULATED_TRUTH in adata.obs.columns else None
 
 
+#: the fix when this dataset alone cannot train a classifier: a model pooled over datasets
+_POOLED_MODEL = {
+    "cli_note": "Train one model on several datasets and classify this one with it:",
+    "cli": "cafclassify train a.h5ad b.h5ad -o pooled.cafmodel && "
+           "cafclassify classify scored.h5ad --model pooled.cafmodel -o classified.h5ad",
+    "config": "train:\n  pool: [this_dataset, other_dataset]",
+}
+
+
 def _fix_for(reason: str, adata) -> dict[str, str]:
     """Why subtyping was refused, in plain words, and how to change that (CLI and config)."""
     r = reason.lower()
+    if "seed" in r and "subtype(s)" in r:  # one subtype learnable: the existence tests' reasons follow
+        return {
+            "plain": "At most one subtype has enough fibroblasts that clearly carry it to be learnt, and a "
+                     "classifier needs two: the other subtypes are absent from these fibroblasts or too few "
+                     "to learn (their reasons are in the classifier message below). A sample whose "
+                     "fibroblasts are nearly all one subtype, or a small sample, can look like this.",
+            **_POOLED_MODEL,
+        }
     if "score" in r or "coverage" in r or "gene" in r:
         cov, tot, low = _subtype_coverage(adata)
         plain = (f"Only {cov} of {tot} subtype gene sets could be measured in these data" if tot else
@@ -75,10 +92,7 @@ def _fix_for(reason: str, adata) -> dict[str, str]:
         return {
             "plain": "Too few fibroblasts, or too few seed fibroblasts (cells that clearly carry one "
                      "subtype), to train a subtype classifier on this dataset alone.",
-            "cli_note": "Train one model on several datasets and classify this one with it:",
-            "cli": "cafclassify train a.h5ad b.h5ad -o pooled.cafmodel && "
-                   "cafclassify classify scored.h5ad --model pooled.cafmodel -o classified.h5ad",
-            "config": "train:\n  pool: [this_dataset, other_dataset]",
+            **_POOLED_MODEL,
         }
     return {"plain": "The classifier could not be trained on these data.",
             "cli_note": "See the full message with:",
@@ -112,9 +126,12 @@ def answer_section(ctx: _Ctx, nums: dict, agreement: dict) -> dict:
     adata = ctx.adata
     cl = _section(adata, K.UNS_CLASSIFY)
     n_cells, n_fib = nums["n_cells"], nums["n_fibroblasts"]
-    subtyped = nums["subtype_counts"] is not None
-    refused = not subtyped and (str(cl.get("status", "")) == "skipped" or n_fib is not None)
-    out: dict[str, Any] = {"subtyped": subtyped, "refused": refused}
+    skipped = str(cl.get("status", "")) == "skipped"
+    # skipped with calls: only the perivascular compartment's vCAF calls were kept (tl._insufficient)
+    partial = nums["subtype_counts"] is not None and skipped
+    subtyped = nums["subtype_counts"] is not None and not skipped
+    refused = not subtyped and (skipped or n_fib is not None)
+    out: dict[str, Any] = {"subtyped": subtyped, "refused": refused, "partial": partial}
     # the headline sentence
     parts = [f"{n_cells:,} cells"]
     if n_fib is not None:
@@ -128,14 +145,20 @@ def answer_section(ctx: _Ctx, nums: dict, agreement: dict) -> dict:
             n_v = int(peri.get("n_vcaf", 0) or 0)
             parts.append(f"{int(peri['n_mural']):,} perivascular (mural) cells, {n_v:,} of them called "
                          f"vCAF (perivascular reading '{peri.get('reading', '')}')")
+    elif partial:
+        peri = as_mapping(cl.get("perivascular"))
+        parts.append("no fibroblast subtypes called (see below)")
+        parts.append(f"{int(peri.get('n_mural', 0) or 0):,} perivascular (mural) cells, "
+                     f"{int(peri.get('n_vcaf', 0) or 0):,} of them called vCAF by the gate's compartment "
+                     f"(perivascular reading '{peri.get('reading', '')}')")
     elif refused:
         parts.append("no CAF subtypes called (see below)")
     out["headline"] = "; ".join(parts) + "."
     if refused:
         reason = str(cl.get("reason") or "the classify step left no subtype calls in this file.")
-        out["refusal"] = {"reason": reason, **_fix_for(reason, adata)}
+        out["refusal"] = {"reason": reason, "partial": partial, **_fix_for(reason, adata)}
     # composition per sample
-    if subtyped and n_fib:
+    if (subtyped or partial) and n_fib:
         def comp():
             from ..pl import composition
 

@@ -79,6 +79,11 @@ def _subtypes_section(ctx: _Ctx, nums: dict) -> dict:
     table = {"columns": ["subtype", "cells", "fraction of CAFs", "95 % interval"], "rows": rows, "note": ""}
     out: dict[str, Any] = {"ran": True, "counts": table, "n_fibroblasts": n_fib, "n_cafs": n_caf,
                            "n_mural_cafs": int((caf & ~fib).sum())}
+    if str(_section(adata, K.UNS_CLASSIFY).get("status", "")) == "skipped":
+        # the classifier was skipped and only the compartment's vCAF calls were kept
+        # (tl._insufficient): the counts, and no figure of fibroblast subtypes that were not called
+        out["fibroblasts_not_called"] = True
+        return out
     sub_plot = sub.iloc[ctx.idx].reset_index(drop=True)
     order = _subtype_order(cats)
     fib_plot = fib[ctx.idx]

@@ -84,6 +84,8 @@ def _why_not(adata) -> str:
     if not reason:
         return "the classify step left no subtype calls"
     r = reason.lower()
+    if "seed" in r and "subtype(s)" in r:  # before 'coverage': its reason ends with the gene coverage advice
+        return "fewer than two subtypes with enough clear fibroblasts to learn (see its report)"
     if "score" in r or "coverage" in r:
         return "too few subtype gene sets measurable in its genes (see its report)"
     if "fibroblast" in r or "seed" in r:
@@ -177,7 +179,9 @@ def write_summary(
         n_cells, fraction, status``; fraction of the CAFs of that dataset and sample:
         the fibroblasts and, under the perivascular reading ``"vcaf"``, the mural cells
         called vCAF). A dataset without subtype calls has one row with ``status`` "not
-        subtyped: <reason>" and empty counts: it is listed, never dropped. Default: ``<out_html stem>_proportions.csv`` beside the page.
+        subtyped: <reason>" and empty counts: it is listed, never dropped. A dataset whose
+        classifier was skipped but whose mural cells keep their vCAF call has its rows
+        (vCAF, unassigned) with ``status`` "vCAF only, fibroblasts not subtyped: <reason>". Default: ``<out_html stem>_proportions.csv`` beside the page.
     figure_out
         PNG of stacked subtype bars per dataset and sample. Default:
         ``<out_html stem>_proportions.png`` beside the page.
@@ -205,9 +209,13 @@ def write_summary(
         from ._answer import label_key_of
 
         warns = collect_warnings(adata, label_key_of(adata, None))
-        subtyped = nums["subtype_counts"] is not None
-        status = "subtyped" if subtyped else "not subtyped: " + _why_not(adata)
-        if subtyped:
+        skipped = str(as_mapping(_section(adata, K.UNS_CLASSIFY)).get("status", "")) == "skipped"
+        subtyped = nums["subtype_counts"] is not None and not skipped
+        # skipped with calls kept: the perivascular compartment's vCAF calls (tl._insufficient)
+        partial = nums["subtype_counts"] is not None and skipped
+        status = ("subtyped" if subtyped else "vCAF only, fibroblasts not subtyped: " + _why_not(adata)
+                  if partial else "not subtyped: " + _why_not(adata))
+        if subtyped or partial:
             frames.append(tidy.assign(status=status))
         else:  # listed, never silently dropped
             frames.append(pd.DataFrame([{"dataset": name, "sample": "all", "subtype": "",

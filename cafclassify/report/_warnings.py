@@ -188,7 +188,7 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
             "evidence.",
             "info", "subtype_absent")
     frac_un = nums.get("unassigned_fraction")
-    if frac_un is not None and frac_un > MANY_UNASSIGNED:
+    if frac_un is not None and frac_un > MANY_UNASSIGNED and str(classify.get("status", "")) != "skipped":
         add(f"{frac_un:.0%} of fibroblasts are 'unassigned' (no subtype reached the confidence "
             "threshold).", key="many_unassigned")
     ltbp2_thin = []
