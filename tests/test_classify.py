@@ -355,3 +355,40 @@ def test_one_evidenced_subtype_is_skipped_with_the_existence_tests_reasons():
     calls = b.obs[K.OBS_SUBTYPE].astype(str)  # the mural cells keep their vCAF call, nothing else is called
     lin = b.obs[K.OBS_LINEAGE].astype(str)
     assert set(calls[lin == "fibroblast"]) == {K.UNASSIGNED} and set(calls[lin == "mural"]) <= {"vCAF"}
+
+
+def test_evidenced_classes_are_learnt_from_fewer_seeds_rather_than_calling_nothing(data, classified):
+    """Only myCAF reaches the minimum (forced here: 113 seeds, more than iCAF's 112 neighbourhood
+    cells): instead of skipping, the classes that passed the existence test are learnt from one
+    seed per fold, the summary records it and the report warns."""
+    from cafclassify.report._warnings import collect_warnings
+
+    hood = classified.uns[K.UNS][K.UNS_CLASSIFY]["training_summary"]["weak_labels"]["neighbourhood_counts"]
+    order = sorted(hood, key=hood.get, reverse=True)
+    min_seeds = hood[order[1]] + 1  # only the largest class reaches it
+    b = classify(data, copy=True, n_hvg=1000, random_state=0, min_seeds=min_seeds)
+    sec = b.uns[K.UNS][K.UNS_CLASSIFY]
+    assert sec.get("status") != "skipped"
+    wl = sec["training_summary"]["weak_labels"]
+    few = wl["few_seed_fallback"]
+    assert few["default_min_required"] == min_seeds and few["min_required"] == 5
+    assert sorted(few["classes"]) == sorted(order[1:])
+    assert set(order) <= set(sec["model"]["classes"])
+    assert all(wl["seed_counts"][c] >= 5 for c in order)
+    text = " ".join(w["text"] for w in collect_warnings(b) if w["key"] == "subtype_few_seeds")
+    assert f"Only one subtype had the {min_seeds} seed cells" in text and "at least 5 (one per" in text
+
+
+@pytest.mark.parametrize("bad", [{"threshold": 1.5}, {"estimator": "svm"}, {"calibration": "platt"}, {"cv": 1},
+                                 {"seed_rule": "z"}, {"z_method": "mad"}, {"no_such_option": 1},
+                                 {"batch_key": "no_such_column"}, {"smooth": True, "smooth_key": "no_such_column"}])
+def test_a_mistyped_option_is_an_error_never_a_skipped_classification(data, bad):
+    """on_insufficient="skip" (the default) is for data that cannot support subtyping; an option
+    the user mistyped raises ConfigError, with the data left as they were."""
+    import cafclassify
+    from cafclassify._errors import ConfigError
+
+    a = data.copy()
+    with pytest.raises(ConfigError):
+        cafclassify.classify(a, random_state=0, n_hvg=500, **bad)
+    assert K.UNS_CLASSIFY not in a.uns.get(K.UNS, {}) and K.OBS_SUBTYPE not in a.obs

@@ -37,6 +37,7 @@ GROUPS = ("Fibroblasts and subtypes", "Agreement with labels", "Classifier", "Ge
           "QC", "Other")
 GROUP_OF = {
     "few_fibroblasts": GROUPS[0], "subtype_absent": GROUPS[0], "subtype_unlearnt": GROUPS[0],
+    "subtype_few_seeds": GROUPS[0],
     "subtype_cells_alone": GROUPS[0], "subtype_partial_sets": GROUPS[0],
     "many_unassigned": GROUPS[0],
     "ltbp2_thin": GROUPS[0], "thin_definition": GROUPS[0],
@@ -165,6 +166,16 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
             "neighbourhood rule gave too few seeds. More cells pass than pass for random gene sets, but "
             f"{'this class rests' if one else 'these classes rest'} on fewer, noisier seeds than the "
             "others: read their calls with that in mind.", key="subtype_cells_alone")
+    few = as_mapping(find(classify, "few_seed_fallback"))
+    if few:
+        names = _subtype_order({str(c) for c in as_list(few.get("classes"))})
+        one = len(names) == 1
+        add(f"Only one subtype had the {_n_or0(few.get('default_min_required'))} seed cells a class needs, so "
+            + ", ".join(names) + f", which pass{'es' if one else ''} the existence test but had fewer, "
+            f"{'was' if one else 'were'} learnt from at least {_n_or0(few.get('min_required'))} (one per "
+            "cross-validation fold) rather than calling no fibroblast subtype. "
+            f"{'Its' if one else 'Their'} calls rest on a handful of seeds: read them with the per-cell "
+            "scores at hand.", key="subtype_few_seeds")
     partial = as_mapping(find(classify, "partial_sets"))
     if partial:
         add("Fewer than two subtype gene sets have their library share of genes in these data (a "

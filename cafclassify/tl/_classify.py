@@ -99,10 +99,7 @@ def _predict_proba(adata, model: CafModel, fib_rows: np.ndarray, *, layer, batch
 
 def _smooth(labels_fib: np.ndarray, Z: np.ndarray | None, adata, fib_rows, smooth_key, resolution,
             random_state) -> tuple[np.ndarray, dict]:
-    if smooth_key is not None:
-        if smooth_key not in adata.obs:
-            raise DataError(f"smooth_key {smooth_key!r} is not an obs column.", path="adata.obs",
-                            fix="pass an existing cluster column or smooth_key=None.")
+    if smooth_key is not None:  # checked by classify before anything was written
         clusters = adata.obs[smooth_key].astype(str).to_numpy()[fib_rows]
         how = f"obs[{smooth_key!r}]"
     else:
@@ -232,7 +229,10 @@ def classify(
     from ..model import CafModel
 
     if not 0.0 <= float(threshold) <= 1.0:
-        raise DataError(f"threshold must be in [0, 1], got {threshold}.", fix="pass a probability.")
+        raise ConfigError(f"threshold must be in [0, 1], got {threshold}.", fix="pass a probability.")
+    if smooth and smooth_key is not None and smooth_key not in adata.obs:
+        raise ConfigError(f"smooth_key {smooth_key!r} is not an obs column.", path="adata.obs",
+                          fix="pass an existing cluster column or smooth_key=None.")
     if prior not in PRIORS:
         raise ConfigError(f"prior must be one of {PRIORS}, got {prior!r}.",
                           fix="pass prior='estimate' (default) or 'uniform'.")
@@ -267,8 +267,8 @@ def classify(
         elif isinstance(model, str | bytes) or hasattr(model, "__fspath__"):
             model = CafModel.load(model)
         elif train_kwargs:
-            raise DataError(f"training options {sorted(train_kwargs)} given together with a model.",
-                            fix="pass either a model or training options, not both.")
+            raise ConfigError(f"training options {sorted(train_kwargs)} given together with a model.",
+                              fix="pass either a model or training options, not both.")
         proba, overlap, Z = _predict_proba(adata, model, fib_rows, layer=layer, batch_key=batch_key,
                                            min_gene_overlap=min_gene_overlap,
                                            keep_features=smooth and smooth_key is None, graph=graph)
@@ -406,7 +406,7 @@ def _train_defaults(**kw) -> dict:
     defaults = {k: p.default for k, p in inspect.signature(train).parameters.items() if k != "adata"}
     unknown = set(kw) - set(defaults)
     if unknown:
-        raise DataError(f"unknown training option(s): {sorted(unknown)}.",
-                        fix=f"use options of cafclassify.train: {sorted(defaults)}.")
+        raise ConfigError(f"unknown training option(s): {sorted(unknown)}.",
+                          fix=f"use options of cafclassify.train: {sorted(defaults)}.")
     defaults.update(kw)
     return defaults

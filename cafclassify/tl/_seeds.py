@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys as K
-from .._errors import DataError
+from .._errors import ConfigError, DataError
 from ._fibroblasts import (
     AXIS_SETS,
     _fibroblast_lognorm,
@@ -262,10 +262,10 @@ def _weak_labels_impl(adata, *, signatures, score_key, lineage_key, layer, class
                         path=f"obsm[{score_key!r}]",
                         fix="score the subtype sets (cafclassify.score) with enough gene coverage.")
     if z_method not in ("std", "robust"):
-        raise DataError(f"z_method must be 'std' or 'robust', got {z_method!r}.", fix="pass 'std' (default).")
+        raise ConfigError(f"z_method must be 'std' or 'robust', got {z_method!r}.", fix="pass 'std' (default).")
     if seed_rule not in ("evidence", "zscore"):
-        raise DataError(f"seed_rule must be 'evidence' or 'zscore', got {seed_rule!r}.",
-                        fix="pass seed_rule='evidence' (default).")
+        raise ConfigError(f"seed_rule must be 'evidence' or 'zscore', got {seed_rule!r}.",
+                          fix="pass seed_rule='evidence' (default).")
     extras: dict = {}
     if seed_rule == "evidence":
         labels, report, extras = _evidence_seeds(adata, fib, library, cls, layer=layer,
