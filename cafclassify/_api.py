@@ -79,8 +79,8 @@ def _classify(adata, *args, on_insufficient: str = "skip", **kwargs):
         from .tl._insufficient import mark_classification_skipped
 
         target = adata.copy() if kwargs.get("copy") else adata
-        compartment = {k: kwargs[k] for k in ("lineage_key", "perivascular", "tissue_key", "key_added")
-                       if k in kwargs}
+        compartment = {k: kwargs[k] for k in ("lineage_key", "perivascular", "tissue_key", "key_added",
+                                              "signatures") if k in kwargs}
         mark_classification_skipped(target, exc, **compartment)
         return target if kwargs.get("copy") else None
 

@@ -104,6 +104,8 @@ def test_a_skipped_classifier_keeps_the_compartments_vcaf_calls(tmp_path):
     table = pd.read_csv(tmp_path / "s_proportions.csv")
     assert set(table["subtype"]) == {"vCAF", K.UNASSIGNED}
     assert table["status"].str.startswith("vCAF only, fibroblasts not subtyped: fewer than two subtypes").all()
+    # the library's rating of the vCAF definition travels with the kept calls, as after a classification
+    assert set(table.loc[table["subtype"] == "vCAF", "definition_rating"]) == {"Moderate"}
     # the Wu/Cords reading has no call to keep: nothing is written
     b = make_annotated(500, random_state=1)
     mark_classification_skipped(b, DataError(ONE_CLASS), perivascular="separate")

@@ -47,7 +47,7 @@ ON_INSUFFICIENT = ("skip", "error")
 
 def mark_classification_skipped(adata, exc: Exception, *, lineage_key: str = K.OBS_LINEAGE,
                                 perivascular: str = "vcaf", tissue_key: str | None = None,
-                                key_added: str = K.OBS_SUBTYPE) -> None:
+                                key_added: str = K.OBS_SUBTYPE, signatures="caf_v1") -> None:
     """Record why no fibroblast subtypes were assigned; the gate and scores are kept.
 
     No fibroblast subtype is invented. Stale subtype columns of an earlier run are
@@ -62,8 +62,9 @@ def mark_classification_skipped(adata, exc: Exception, *, lineage_key: str = K.O
         The data ``classify`` was called on (modified in place).
     exc
         The :class:`~cafclassify._errors.DataError` that stopped the classifier.
-    lineage_key, perivascular, tissue_key, key_added
-        As given to ``classify``.
+    lineage_key, perivascular, tissue_key, key_added, signatures
+        As given to ``classify`` (``signatures``: for the library's rating of the vCAF
+        definition, recorded with kept vCAF calls as a trained classification records it).
     """
     from ._compartment import VCAF, lineage_confidence, perivascular_labels
 
@@ -96,8 +97,11 @@ def mark_classification_skipped(adata, exc: Exception, *, lineage_key: str = K.O
         adata.obs[conf_key] = conf
         adata.obsm[proba_key] = pd.DataFrame({VCAF: conf}, index=adata.obs_names)
         n_fib = int(fib.sum())
+        from ._classify import _definitions
+
         section.update({
             "perivascular": peri,
+            "definitions": _definitions(signatures, [VCAF]),
             "counts": pd.Series(calls).value_counts().to_dict(),
             "unassigned": {
                 "n": n_fib, "fraction_of_fibroblasts": 1.0 if n_fib else 0.0,
