@@ -170,8 +170,9 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
     if few:
         names = _subtype_order({str(c) for c in as_list(few.get("classes"))})
         one = len(names) == 1
+        listed = names[0] if one else ", ".join(names[:-1]) + " and " + names[-1]
         add(f"Only one subtype had the {_n_or0(few.get('default_min_required'))} seed cells a class needs, so "
-            + ", ".join(names) + f", which pass{'es' if one else ''} the existence test but had fewer, "
+            + listed + f", which pass{'es' if one else ''} the existence test but had fewer, "
             f"{'was' if one else 'were'} learnt from at least {_n_or0(few.get('min_required'))} (one per "
             "cross-validation fold) rather than calling no fibroblast subtype. "
             f"{'Its' if one else 'Their'} calls rest on a handful of seeds: read them with the per-cell "
