@@ -19,7 +19,9 @@ cells and 150 of its 379 author CAFs, ``benchmarks/bench_real.py``'s sorted-stro
 classifier was skipped, and the calls' ARI against the authors (PVL read as vCAF) was 0:
 no cell had a call. With the compartment's calls kept it is 0.772 (301 of 317 PVL cells
 vCAF, the author CAFs 'unassigned'), against 0.818 and 0.843 at the two subsets where
-the classifier was trained, and at most 0.04 for argmax marker scores. So when the
+the classifier was trained, and at most 0.04 for argmax marker scores. (Measured before
+the few-seed reading of :mod:`._train`, which now trains the classifier on that subset:
+0.815. Skips remain wherever no second class passes its existence test.) So when the
 classifier is skipped and the reading calls any mural cell vCAF, ``obs["caf_subtype"]``
 is still written: ``vCAF`` for those cells (confidence and the ``vCAF`` column of
 ``obsm["caf_subtype_proba"]``: the gate's confidence, as after a trained
