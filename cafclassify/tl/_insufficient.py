@@ -68,7 +68,8 @@ def mark_classification_skipped(adata, exc: Exception, *, lineage_key: str = K.O
         As given to ``classify`` (``signatures``: for the library's rating of the vCAF
         definition, recorded with kept vCAF calls as a trained classification records it).
     """
-    from ._compartment import VCAF, lineage_confidence, perivascular_labels
+    from ._classify import _definitions
+    from ._compartment import MURAL_LABEL, VCAF, lineage_confidence, perivascular_labels
 
     reason = getattr(exc, "message", str(exc))
     logger.warning("subtype classification skipped: %s", reason)
@@ -93,14 +94,13 @@ def mark_classification_skipped(adata, exc: Exception, *, lineage_key: str = K.O
         calls = np.full(adata.n_obs, K.NOT_FIBROBLAST, dtype=object)
         calls[fib] = K.UNASSIGNED
         calls[mural] = labels[mural]
-        adata.obs[key_added] = pd.Categorical(calls, categories=[VCAF, K.UNASSIGNED, "mural", K.NOT_FIBROBLAST])
+        adata.obs[key_added] = pd.Categorical(calls, categories=[VCAF, K.UNASSIGNED, MURAL_LABEL,
+                                                                     K.NOT_FIBROBLAST])
         conf = np.full(adata.n_obs, np.nan)
         conf[vcaf] = lineage_confidence(adata, vcaf)
         adata.obs[conf_key] = conf
         adata.obsm[proba_key] = pd.DataFrame({VCAF: conf}, index=adata.obs_names)
         n_fib = int(fib.sum())
-        from ._classify import _definitions
-
         section.update({
             "perivascular": peri,
             "definitions": _definitions(signatures, [VCAF]),
