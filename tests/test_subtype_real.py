@@ -231,9 +231,10 @@ def test_a_sorted_stroma_sample_keeps_its_perivascular_majority_as_vcaf():
     """The breast sample's stroma alone, as a sample sorted for CAFs would hold it: every
     author PVL cell and 150 random author CAFs (68 % PVL, the vCAF share of the study that
     named vCAFs). The PVL majority is vCAF (the gate's compartment), whether or not the
-    fibroblasts support a classifier (``random_state`` 1 is the subset where only myCAF had
-    10 seeds: classification was skipped and no cell had a call, ARI 0); the calls beat the
-    argmax of marker scores over every cell (bench_real.py's sorted-stroma table)."""
+    fibroblasts support a classifier. At ``random_state`` 1 only myCAF reaches 10 seeds: the
+    classification used to be skipped there, with no call for any cell (ARI 0); now iCAF is
+    learnt from fewer seeds (tl/_train.py). The calls beat the argmax of marker scores over
+    every cell (bench_real.py's sorted-stroma table)."""
     full = caf.read(WU)
     lineage = full.obs["author_lineage"].astype(str).to_numpy()
     keep = np.isin(lineage, ["fibroblast", "perivascular_mural"])
