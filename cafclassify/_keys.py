@@ -62,6 +62,14 @@ NOT_FIBROBLAST = "not_fibroblast"
 UNS_PROVENANCE = "provenance"  # package version, signature hash, input sha256, seed, run date
 
 
+def subtype_keys(key_added: str = OBS_SUBTYPE) -> tuple[str, str]:
+    """``(obs confidence column, obsm probability key)`` of subtype calls written to
+    ``obs[key_added]``: the defaults for ``caf_subtype``, else ``<key>_confidence`` / ``<key>_proba``."""
+    if key_added == OBS_SUBTYPE:
+        return OBS_SUBTYPE_CONF, OBSM_SUBTYPE_PROBA
+    return f"{key_added}_confidence", f"{key_added}_proba"
+
+
 def uns_section(adata, step: str) -> dict:
     """Return ``adata.uns["cafclassify"][step]``, creating the dicts as needed."""
     root = adata.uns.setdefault(UNS, {})

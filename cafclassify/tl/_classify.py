@@ -290,8 +290,7 @@ def classify(
             classes = [*classes, VCAF]
             proba = np.column_stack([proba, np.zeros(fib_rows.size)])
         cats = [*classes, K.UNASSIGNED, MURAL_LABEL, K.NOT_FIBROBLAST]
-        conf_key = K.OBS_SUBTYPE_CONF if key_added == K.OBS_SUBTYPE else f"{key_added}_confidence"
-        proba_key = K.OBSM_SUBTYPE_PROBA if key_added == K.OBS_SUBTYPE else f"{key_added}_proba"
+        conf_key, proba_key = K.subtype_keys(key_added)
         adata.obs[key_added] = pd.Categorical(labels, categories=cats)
         conf_full = np.full(adata.n_obs, np.nan)
         conf_full[fib_rows] = conf

@@ -73,8 +73,7 @@ def mark_classification_skipped(adata, exc: Exception, *, lineage_key: str = K.O
 
     reason = getattr(exc, "message", str(exc))
     logger.warning("subtype classification skipped: %s", reason)
-    conf_key = K.OBS_SUBTYPE_CONF if key_added == K.OBS_SUBTYPE else f"{key_added}_confidence"
-    proba_key = K.OBSM_SUBTYPE_PROBA if key_added == K.OBS_SUBTYPE else f"{key_added}_proba"
+    conf_key, proba_key = K.subtype_keys(key_added)
     for key in (key_added, conf_key, K.OBS_SUBTYPE_SMOOTHED, K.OBS_SEED):
         if key in adata.obs.columns:
             del adata.obs[key]
