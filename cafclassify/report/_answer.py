@@ -30,7 +30,9 @@ from ._common import (
     _root,
     _section,
     cell,
+    classification_skipped,
     frame_table,
+    refusal_kind,
 )
 from ._context import _Ctx
 from ._uns import as_mapping, find, to_py
@@ -65,8 +67,8 @@ _POOLED_MODEL = {
 
 def _fix_for(reason: str, adata) -> dict[str, str]:
     """Why subtyping was refused, in plain words, and how to change that (CLI and config)."""
-    r = reason.lower()
-    if "seed" in r and "subtype(s)" in r:  # one subtype learnable: the existence tests' reasons follow
+    kind = refusal_kind(reason)
+    if kind == "one_subtype":  # the existence tests' reasons follow
         return {
             "plain": "At most one subtype has enough fibroblasts that clearly carry it to be learnt, and a "
                      "classifier needs two: the other subtypes are absent from these fibroblasts or too few "
@@ -74,7 +76,7 @@ def _fix_for(reason: str, adata) -> dict[str, str]:
                      "fibroblasts are nearly all one subtype, or a small sample, can look like this.",
             **_POOLED_MODEL,
         }
-    if "score" in r or "coverage" in r or "gene" in r:
+    if kind == "coverage":
         cov, tot, low = _subtype_coverage(adata)
         plain = (f"Only {cov} of {tot} subtype gene sets could be measured in these data" if tot else
                  "Too few subtype gene sets could be measured in these data")
@@ -88,7 +90,7 @@ def _fix_for(reason: str, adata) -> dict[str, str]:
                    "cafclassify classify scored.h5ad -o classified.h5ad",
             "config": "score:\n  min_coverage: 0.2",
         }
-    if "fibroblast" in r or "seed" in r or "too few" in r:
+    if kind == "fibroblasts":
         return {
             "plain": "Too few fibroblasts, or too few seed fibroblasts (cells that clearly carry one "
                      "subtype), to train a subtype classifier on this dataset alone.",
@@ -126,7 +128,7 @@ def answer_section(ctx: _Ctx, nums: dict, agreement: dict) -> dict:
     adata = ctx.adata
     cl = _section(adata, K.UNS_CLASSIFY)
     n_cells, n_fib = nums["n_cells"], nums["n_fibroblasts"]
-    skipped = str(cl.get("status", "")) == "skipped"
+    skipped = classification_skipped(adata)
     # skipped with calls: only the perivascular compartment's vCAF calls were kept (tl._insufficient)
     partial = nums["subtype_counts"] is not None and skipped
     subtyped = nums["subtype_counts"] is not None and not skipped

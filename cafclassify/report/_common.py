@@ -128,6 +128,26 @@ def _n(x: Any) -> int:
     return int(x) if x is not None else 0
 
 
+def classification_skipped(adata) -> bool:
+    """Whether the classify step recorded that it was skipped (``on_insufficient="skip"``)."""
+    return str(as_mapping(_section(adata, K.UNS_CLASSIFY)).get("status", "")) == "skipped"
+
+
+def refusal_kind(reason: str) -> str:
+    """What a skipped classification's recorded reason is about, read from its words:
+    ``"one_subtype"`` (one learnable subtype; its reason ends with gene-coverage advice, so
+    it is read first), ``"coverage"``, ``"fibroblasts"`` (too few fibroblasts or seeds) or
+    ``"other"``. One reading for the report's card and the summary's status."""
+    r = reason.lower()
+    if "seed" in r and "subtype(s)" in r:
+        return "one_subtype"
+    if "score" in r or "coverage" in r or "gene" in r:
+        return "coverage"
+    if "fibroblast" in r or "seed" in r or "too few" in r:
+        return "fibroblasts"
+    return "other"
+
+
 def learnt_from_cells_alone(section: Any) -> dict[str, Mapping]:
     """Subtypes the seed rule learnt from cells alone (``weak_labels["learnt_from_cells_alone"]``
     records with ``learnt`` true), found anywhere under ``section``."""

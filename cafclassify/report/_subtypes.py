@@ -27,6 +27,7 @@ from ._common import (
     _subtype_order,
     _subtype_series,
     cell,
+    classification_skipped,
     frame_table,
     kv_table,
     learnt_from_cells_alone,
@@ -79,7 +80,7 @@ def _subtypes_section(ctx: _Ctx, nums: dict) -> dict:
     table = {"columns": ["subtype", "cells", "fraction of CAFs", "95 % interval"], "rows": rows, "note": ""}
     out: dict[str, Any] = {"ran": True, "counts": table, "n_fibroblasts": n_fib, "n_cafs": n_caf,
                            "n_mural_cafs": int((caf & ~fib).sum())}
-    if str(_section(adata, K.UNS_CLASSIFY).get("status", "")) == "skipped":
+    if classification_skipped(adata):
         # the classifier was skipped and only the compartment's vCAF calls were kept
         # (tl._insufficient): the counts, and no figure of fibroblast subtypes that were not called
         out["fibroblasts_not_called"] = True

@@ -30,7 +30,9 @@ from ._common import (
     _subtype_order,
     _subtype_series,
     _version,
+    classification_skipped,
     key_numbers,
+    refusal_kind,
 )
 from ._subtypes import _per_sample_table
 from ._uns import as_mapping
@@ -83,14 +85,10 @@ def _why_not(adata) -> str:
     reason = str(cl.get("reason") or "")
     if not reason:
         return "the classify step left no subtype calls"
-    r = reason.lower()
-    if "seed" in r and "subtype(s)" in r:  # before 'coverage': its reason ends with the gene coverage advice
-        return "fewer than two subtypes with enough clear fibroblasts to learn (see its report)"
-    if "score" in r or "coverage" in r:
-        return "too few subtype gene sets measurable in its genes (see its report)"
-    if "fibroblast" in r or "seed" in r:
-        return "too few fibroblasts or seed cells to train a classifier (see its report)"
-    return reason
+    return {"one_subtype": "fewer than two subtypes with enough clear fibroblasts to learn (see its report)",
+            "coverage": "too few subtype gene sets measurable in its genes (see its report)",
+            "fibroblasts": "too few fibroblasts or seed cells to train a classifier (see its report)",
+            }.get(refusal_kind(reason), reason)
 
 
 def _agreement_cell(adata) -> str:
@@ -209,7 +207,7 @@ def write_summary(
         from ._answer import label_key_of
 
         warns = collect_warnings(adata, label_key_of(adata, None))
-        skipped = str(as_mapping(_section(adata, K.UNS_CLASSIFY)).get("status", "")) == "skipped"
+        skipped = classification_skipped(adata)
         subtyped = nums["subtype_counts"] is not None and not skipped
         # skipped with calls kept: the perivascular compartment's vCAF calls (tl._insufficient)
         partial = nums["subtype_counts"] is not None and skipped

@@ -24,6 +24,7 @@ from ._common import (
     _root,
     _section,
     _subtype_order,
+    classification_skipped,
     key_numbers,
     learnt_from_cells_alone,
     subtype_definitions,
@@ -139,6 +140,7 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
             key="low_coverage")
     counts = nums["subtype_counts"]
     classify = as_mapping(root.get(K.UNS_CLASSIFY))
+    skipped = classification_skipped(adata)
     absent = set(as_list(find(classify, "absent_classes", "absent")))
     if counts is not None and n_fib:
         # 'mural' is not a subtype (the label of mural cells under the 'separate' reading)
@@ -200,7 +202,7 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
             "evidence.",
             "info", "subtype_absent")
     frac_un = nums.get("unassigned_fraction")
-    if frac_un is not None and frac_un > MANY_UNASSIGNED and str(classify.get("status", "")) != "skipped":
+    if frac_un is not None and frac_un > MANY_UNASSIGNED and not skipped:
         add(f"{frac_un:.0%} of fibroblasts are 'unassigned' (no subtype reached the confidence "
             "threshold).", key="many_unassigned")
     ltbp2_thin = []
@@ -251,7 +253,6 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
             "as counts.", key="counts_layer")
     for w in as_list(find(as_mapping(root.get(K.UNS_GATE)), "warnings")):
         add(f"Gate: {w}", key="gate")
-    skipped = str(classify.get("status", "")) == "skipped"
     for w in as_list(find(classify, "warnings")):
         if skipped and "skipped" in str(w):
             continue  # stated once, in the "subtyping was not run" card at the top
