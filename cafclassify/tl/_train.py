@@ -254,31 +254,30 @@ def _train_impl(adata, *, signatures, score_key, lineage_key, layer, estimator, 
         raise ConfigError(f"batch_key {batch_key!r} is not an obs column.", path="adata.obs",
                           fix="pass an existing obs column or batch_key=None.")
     min_required = max(int(min_seeds), int(min_per_fold) * int(cv))
-    labels_full, seed_report, fib, scores, library, cls, extras = _weak_labels_impl(
-        adata, signatures=signatures, score_key=score_key, lineage_key=lineage_key, layer=layer,
-        classes=classes, z_min=z_min, margin=margin, max_seeds_per_class=max_seeds_per_class,
-        min_required=min_required, random_state=random_state, z_method=z_method,
-        seed_rule=seed_rule,
-    )
+
+    def weak_labels_with(required: int):
+        return _weak_labels_impl(
+            adata, signatures=signatures, score_key=score_key, lineage_key=lineage_key, layer=layer,
+            classes=classes, z_min=z_min, margin=margin, max_seeds_per_class=max_seeds_per_class,
+            min_required=required, random_state=random_state, z_method=z_method, seed_rule=seed_rule,
+        )
+
+    labels_full, seed_report, fib, scores, library, cls, extras = weak_labels_with(min_required)
     present = [c for c in cls if seed_report["seed_counts"][c] > 0]
     unlearnt = [c for c in seed_report.get("too_few_to_learn", []) if c in cls]
     if len(present) < 2 and unlearnt and len(present) + len(unlearnt) >= 2 and min_required > int(cv):
         # would be skipped: learn the evidenced classes from one seed per fold instead (module docstring)
-        retry = _weak_labels_impl(
-            adata, signatures=signatures, score_key=score_key, lineage_key=lineage_key, layer=layer,
-            classes=classes, z_min=z_min, margin=margin, max_seeds_per_class=max_seeds_per_class,
-            min_required=int(cv), random_state=random_state, z_method=z_method, seed_rule=seed_rule,
-        )
-        present_retry = [c for c in retry[5] if retry[1]["seed_counts"][c] > 0]
+        retry = weak_labels_with(int(cv))
+        retry_report, retry_cls = retry[1], retry[5]
+        present_retry = [c for c in retry_cls if retry_report["seed_counts"][c] > 0]
         if len(present_retry) >= 2:
+            added = [c for c in present_retry if c not in present]
             logger.warning("only %s could be learnt from %d seeds; %s passed the existence test with fewer: "
                            "learnt from at least %d seeds (one per fold) rather than calling no subtype",
-                           present or "no subtype", min_required, [c for c in present_retry if c not in present],
-                           int(cv))
+                           present or "no subtype", min_required, added, int(cv))
             labels_full, seed_report, fib, scores, library, cls, extras = retry
-            seed_report["few_seed_fallback"] = {
-                "min_required": int(cv), "default_min_required": int(min_required),
-                "classes": [c for c in present_retry if c not in present]}
+            seed_report["few_seed_fallback"] = {"min_required": int(cv), "default_min_required": int(min_required),
+                                                "classes": added}
             present = present_retry
     if len(present) < 2:
         why = seed_report.get("absent_reasons") or {}
