@@ -243,7 +243,7 @@ def weak_labels(
 
 def _weak_labels_impl(adata, *, signatures, score_key, lineage_key, layer, classes, z_min, margin,
                       max_seeds_per_class, min_required, random_state, z_method="std",
-                      seed_rule="evidence"):
+                      seed_rule="evidence", fallback_min_required: int | None = None):
     fib, gated = _fibroblast_mask(adata, lineage_key)
     if fib.sum() == 0:
         raise DataError("no cells are labelled 'fibroblast', so there is nothing to classify.",
@@ -270,7 +270,8 @@ def _weak_labels_impl(adata, *, signatures, score_key, lineage_key, layer, class
     if seed_rule == "evidence":
         labels, report, extras = _evidence_seeds(adata, fib, library, cls, layer=layer,
                                                  max_per_class=max_seeds_per_class,
-                                                 min_required=min_required, random_state=random_state)
+                                                 min_required=min_required, random_state=random_state,
+                                                 fallback_min_required=fallback_min_required)
         if partial is not None:
             report["partial_sets"] = partial
     else:
@@ -291,8 +292,15 @@ def _weak_labels_impl(adata, *, signatures, score_key, lineage_key, layer, class
     return full, report, fib, scores, library, cls, extras
 
 
-def _evidence_seeds(adata, fib, library, cls, *, layer, max_per_class, min_required, random_state):
-    """Seeds from programme evidence against random gene sets (``_evidence``, ``_evidence_seeds``)."""
+def _evidence_seeds(adata, fib, library, cls, *, layer, max_per_class, min_required, random_state,
+                    fallback_min_required=None):
+    """Seeds from programme evidence against random gene sets (``_evidence``, ``_evidence_seeds``).
+
+    With ``fallback_min_required``: when fewer than two classes reach ``min_required`` but
+    classes that passed the existence test were too few to learn, the seed rule is read
+    again from the same evidence with the smaller minimum, and kept when two classes reach
+    it (``report["few_seed_fallback"]``; :mod:`._train`, "Fewer seeds rather than no
+    classifier")."""
     from ..genesets import match_signatures
     from ._evidence import audit_genes, fibroblast_graph, programme_evidence
     from ._evidence_seeds import evidence_seeds
@@ -310,6 +318,22 @@ def _evidence_seeds(adata, fib, library, cls, *, layer, max_per_class, min_requi
     ev = programme_evidence(Xf, W, {c: audited[c] for c in usable}, random_state=random_state)
     labels, report = evidence_seeds(ev, usable, max_per_class=max_per_class,
                                     min_required=min_required, random_state=random_state)
+    present = [c for c, n in report["seed_counts"].items() if n > 0]
+    unlearnt = report.get("too_few_to_learn", [])
+    if (fallback_min_required is not None and min_required > fallback_min_required and len(present) < 2
+            and unlearnt and len(present) + len(unlearnt) >= 2):
+        # would be skipped: the evidenced classes from fewer seeds, read from the same evidence
+        labels_f, report_f = evidence_seeds(ev, usable, max_per_class=max_per_class,
+                                            min_required=fallback_min_required, random_state=random_state)
+        present_f = [c for c, n in report_f["seed_counts"].items() if n > 0]
+        if len(present_f) >= 2:
+            added = [c for c in present_f if c not in present]
+            logger.warning("only %s could be learnt from %d seeds; %s passed the existence test with fewer: "
+                           "learnt from at least %d seeds (one per fold) rather than calling no subtype",
+                           present or "no subtype", min_required, added, fallback_min_required)
+            labels, report = labels_f, report_f
+            report["few_seed_fallback"] = {"min_required": int(fallback_min_required),
+                                           "default_min_required": int(min_required), "classes": added}
     for c in cls:
         if c not in usable:
             report["candidate_counts"][c] = 0

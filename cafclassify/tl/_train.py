@@ -19,9 +19,9 @@ ECE "after" is measured on the data it was fitted on and is optimistic.
 cv)`` seeds (10; :mod:`._seeds`). When only one class reaches that, a classifier cannot
 be trained and ``classify`` would call no fibroblast subtype. If other classes passed
 the evidence rule's existence test but are too few to learn (``too_few_to_learn``), the
-seeds are drawn again with a minimum of ``cv`` (one per fold, what stratified K-fold
-cross-validation and calibration need), and the model is trained when two classes
-reach it. The evidence for the class is the same family-wise existence test; only the
+seed rule is read again, from the same evidence (:func:`._seeds._evidence_seeds`), with a
+minimum of ``cv`` (one per fold, what stratified K-fold cross-validation and calibration
+need), and the model is trained when two classes reach it. The evidence for the class is the same family-wise existence test; only the
 number of cells it is learnt from is smaller, which the summary records
 (``weak_labels["few_seed_fallback"]``) and the report warns about. Only data that would
 otherwise get no fibroblast call take this path: no row of ``benchmarks/bench_real.py``'s
@@ -254,31 +254,13 @@ def _train_impl(adata, *, signatures, score_key, lineage_key, layer, estimator, 
         raise ConfigError(f"batch_key {batch_key!r} is not an obs column.", path="adata.obs",
                           fix="pass an existing obs column or batch_key=None.")
     min_required = max(int(min_seeds), int(min_per_fold) * int(cv))
-
-    def weak_labels_with(required: int):
-        return _weak_labels_impl(
-            adata, signatures=signatures, score_key=score_key, lineage_key=lineage_key, layer=layer,
-            classes=classes, z_min=z_min, margin=margin, max_seeds_per_class=max_seeds_per_class,
-            min_required=required, random_state=random_state, z_method=z_method, seed_rule=seed_rule,
-        )
-
-    labels_full, seed_report, fib, scores, library, cls, extras = weak_labels_with(min_required)
+    labels_full, seed_report, fib, scores, library, cls, extras = _weak_labels_impl(
+        adata, signatures=signatures, score_key=score_key, lineage_key=lineage_key, layer=layer,
+        classes=classes, z_min=z_min, margin=margin, max_seeds_per_class=max_seeds_per_class,
+        min_required=min_required, random_state=random_state, z_method=z_method,
+        seed_rule=seed_rule, fallback_min_required=int(cv),  # fewer seeds rather than no classifier
+    )
     present = [c for c in cls if seed_report["seed_counts"][c] > 0]
-    unlearnt = [c for c in seed_report.get("too_few_to_learn", []) if c in cls]
-    if len(present) < 2 and unlearnt and len(present) + len(unlearnt) >= 2 and min_required > int(cv):
-        # would be skipped: learn the evidenced classes from one seed per fold instead (module docstring)
-        retry = weak_labels_with(int(cv))
-        retry_report, retry_cls = retry[1], retry[5]
-        present_retry = [c for c in retry_cls if retry_report["seed_counts"][c] > 0]
-        if len(present_retry) >= 2:
-            added = [c for c in present_retry if c not in present]
-            logger.warning("only %s could be learnt from %d seeds; %s passed the existence test with fewer: "
-                           "learnt from at least %d seeds (one per fold) rather than calling no subtype",
-                           present or "no subtype", min_required, added, int(cv))
-            labels_full, seed_report, fib, scores, library, cls, extras = retry
-            seed_report["few_seed_fallback"] = {"min_required": int(cv), "default_min_required": int(min_required),
-                                                "classes": added}
-            present = present_retry
     if len(present) < 2:
         why = seed_report.get("absent_reasons") or {}
         detail = "".join(f" {c}: {why[c]}." for c in cls if c in why)
