@@ -377,6 +377,12 @@ def test_evidenced_classes_are_learnt_from_fewer_seeds_rather_than_calling_nothi
     assert all(wl["seed_counts"][c] >= 5 for c in order)
     text = " ".join(w["text"] for w in collect_warnings(b) if w["key"] == "subtype_few_seeds")
     assert f"Only one subtype had the {min_seeds} seed cells" in text and "at least 5 (one per" in text
+    # weak_labels() shows the seeds the classifier was trained on, not the first reading
+    w = weak_labels(data, copy=True, min_seeds=min_seeds)
+    wl_public = w.uns[K.UNS][K.UNS_CLASSIFY]["weak_labels"]
+    assert list(wl_public["few_seed_fallback"]["classes"]) == list(few["classes"])
+    assert wl_public["seed_counts"] == wl["seed_counts"]
+    pd.testing.assert_series_equal(w.obs[K.OBS_SEED].astype(str), b.obs[K.OBS_SEED].astype(str))
 
 
 @pytest.mark.parametrize("bad", [{"threshold": 1.5}, {"estimator": "svm"}, {"calibration": "platt"}, {"cv": 1},

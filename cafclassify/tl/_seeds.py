@@ -214,6 +214,10 @@ def weak_labels(
         the z-score rule); ``None`` for no cap.
     min_seeds, min_per_fold, cv
         A class needs ``max(min_seeds, min_per_fold * cv)`` seeds, else it is absent.
+        Under the evidence rule, when only one class reaches that and others passed the
+        existence test with fewer, the seeds are read again with a minimum of ``cv``, as
+        :func:`cafclassify.tl.classify` trains (``report["few_seed_fallback"]``), so these
+        are the seeds a classifier would be trained on.
     key_added
         obs column for the seed labels.
     random_state
@@ -235,7 +239,7 @@ def weak_labels(
         adata, signatures=signatures, score_key=score_key, lineage_key=lineage_key, layer=layer,
         classes=classes, z_min=z_min, margin=margin, max_seeds_per_class=max_seeds_per_class,
         min_required=max(int(min_seeds), int(min_per_fold) * int(cv)), random_state=random_state,
-        z_method=z_method, seed_rule=seed_rule,
+        z_method=z_method, seed_rule=seed_rule, fallback_min_required=int(cv),  # as train
     )[:2]
     _write_seeds(adata, labels_full, report, key_added)
     return adata if copy else None
