@@ -9,6 +9,10 @@
 * Senescent / cycling: the state score's robust z, against the fibroblasts' median and
   MAD, >= ``state_z`` (default 2.5), for fibroblasts and mural cells (cycling is a
   state: a cycling pericyte keeps its compartment and gets the flag).
+
+Neither axis reads the subtype model, so both are written whether the classifier was
+trained or skipped (:mod:`._insufficient`): a sorted sample with one learnable subtype
+still gets its LTBP2+ and state flags.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys as K
+from .._errors import DataError
 from ._fibroblasts import (
     _PREDICT_CHUNK,
+    AXIS_SETS,
+    STATE_SETS,
     _lognorm,
     _matrix,
     _robust_z,
@@ -28,6 +35,7 @@ from ._fibroblasts import (
     _symbols,
     _value_type,
 )
+from ._seeds import _get_scores
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +46,36 @@ _LTBP2_CAVEAT = (
     "LTBP2_CAF module beyond LTBP2 is largely inferred and only supports borderline cells. "
     "Treat LTBP2+ calls as a hypothesis to confirm (protein, spatial or an ESCC reference)."
 )
+
+
+AXIS_KEYS = (K.OBS_LTBP2, K.OBS_LTBP2_SCORE, K.OBS_SENESCENT, K.OBS_CYCLING)
+
+
+def separate_axes(adata, fib: np.ndarray, mural: np.ndarray, *, score_key: str, signatures, layer: str | None,
+                  state_z: float, random_state: int) -> tuple[dict, dict]:
+    """Write the LTBP2+ axis (fibroblasts) and the state flags (fibroblasts and ``mural``
+    cells) to ``obs``; return their records for ``uns`` (``ltbp2``, ``state_flags``).
+
+    ``fib`` and ``mural`` are boolean masks over the cells. The scores of the axis and state
+    sets are read from ``obsm[score_key]`` (computed on these cells when missing); when
+    they cannot be had, the flags are False and the record says why.
+    """
+    stroma = fib | mural
+    try:
+        axis_scores, axis_src = _get_scores(adata, stroma, score_key=score_key, signatures=signatures,
+                                            layer=layer, needed=[*AXIS_SETS, *STATE_SETS],
+                                            random_state=random_state)
+    except (DataError, ImportError, KeyError) as exc:
+        logger.warning("state/LTBP2 scores unavailable (%s); flags will be False.", exc)
+        axis_scores, axis_src = pd.DataFrame(index=adata.obs_names[stroma]), "unavailable"
+    fib_in_stroma = fib[stroma]
+    module = axis_scores["LTBP2_CAF"][fib_in_stroma] if "LTBP2_CAF" in axis_scores else None
+    lt_pos, lt_score, lt_info = _ltbp2_axis(adata, np.flatnonzero(fib), layer, module, random_state)
+    adata.obs[K.OBS_LTBP2] = lt_pos
+    adata.obs[K.OBS_LTBP2_SCORE] = lt_score
+    flags_info = _state_flags(adata, axis_scores, stroma, fib_in_stroma, state_z)
+    flags_info["score_source"] = axis_src
+    return lt_info, flags_info
 
 
 def _ltbp2_axis(adata, fib_rows, layer, module_scores: pd.Series | None, random_state: int):

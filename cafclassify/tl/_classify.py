@@ -21,21 +21,19 @@ import pandas as pd
 
 from .. import _keys as K
 from .._errors import ConfigError, DataError, SignatureError
-from ._axes import _ltbp2_axis, _state_flags
+from ._axes import separate_axes
 from ._compartment import MURAL_LABEL, VCAF, lineage_confidence, perivascular_labels
 from ._definitions import NOT_STATED, definition_records
 from ._features import _Features, _scale, _smoothed
 from ._fibroblasts import (
     _PREDICT_CHUNK,
-    AXIS_SETS,
-    STATE_SETS,
     _fibroblast_lognorm,
     _fibroblast_mask,
     _fibroblasts_in_memory,
     _uns_safe,
 )
 from ._prior import PRIORS, adjust_to_prior
-from ._seeds import _get_scores, _write_seeds, weak_labels
+from ._seeds import _write_seeds, weak_labels
 from ._train import _train_impl, train
 
 if TYPE_CHECKING:
@@ -303,22 +301,9 @@ def classify(
         adata.obs[conf_key] = conf_full
         adata.obsm[proba_key] = pd.DataFrame(pfull, index=adata.obs_names, columns=classes)
 
-        # ---- separate axes: LTBP2, senescence, cycling
-        stroma = fib | mural
-        try:
-            axis_scores, axis_src = _get_scores(adata, stroma, score_key=score_key, signatures=signatures,
-                                                layer=layer, needed=[*AXIS_SETS, *STATE_SETS],
-                                                random_state=random_state)
-        except (DataError, ImportError, KeyError) as exc:
-            logger.warning("state/LTBP2 scores unavailable (%s); flags will be False.", exc)
-            axis_scores, axis_src = pd.DataFrame(index=adata.obs_names[stroma]), "unavailable"
-        fib_in_stroma = fib[stroma]
-        module = axis_scores["LTBP2_CAF"][fib_in_stroma] if "LTBP2_CAF" in axis_scores else None
-        lt_pos, lt_score, lt_info = _ltbp2_axis(adata, fib_rows, layer, module, random_state)
-        adata.obs[K.OBS_LTBP2] = lt_pos
-        adata.obs[K.OBS_LTBP2_SCORE] = lt_score
-    flags_info = _state_flags(adata, axis_scores, stroma, fib[stroma], state_z)
-    flags_info["score_source"] = axis_src
+        # ---- separate axes: LTBP2, senescence, cycling (they do not read the model)
+        lt_info, flags_info = separate_axes(adata, fib, mural, score_key=score_key, signatures=signatures,
+                                            layer=layer, state_z=state_z, random_state=random_state)
 
     smooth_info = None
     if smooth:
