@@ -79,9 +79,9 @@ def _classify(adata, *args, on_insufficient: str = "skip", **kwargs):
         from .tl._insufficient import mark_classification_skipped
 
         target = adata.copy() if kwargs.get("copy") else adata
-        compartment = {k: kwargs[k] for k in ("lineage_key", "perivascular", "tissue_key", "key_added",
-                                              "signatures") if k in kwargs}
-        mark_classification_skipped(target, exc, **compartment)
+        kept = {k: kwargs[k] for k in ("lineage_key", "perivascular", "tissue_key", "key_added", "signatures",
+                                       "score_key", "layer", "state_z", "random_state") if k in kwargs}
+        mark_classification_skipped(target, exc, **kept)
         return target if kwargs.get("copy") else None
 
 

@@ -385,6 +385,27 @@ def test_evidenced_classes_are_learnt_from_fewer_seeds_rather_than_calling_nothi
     pd.testing.assert_series_equal(w.obs[K.OBS_SEED].astype(str), b.obs[K.OBS_SEED].astype(str))
 
 
+def test_a_skipped_classifier_still_writes_the_ltbp2_axis_and_state_flags(data, classified):
+    """The LTBP2+ axis and the senescent/cycling flags do not read the model: when the classifier
+    is skipped they are written all the same, identical to a trained classification's, and a
+    stale flag of an earlier run does not survive."""
+    from cafclassify.tl._insufficient import mark_classification_skipped
+
+    c = data.copy()
+    c.obs[K.OBS_LTBP2] = True  # stale, from an earlier run
+    mark_classification_skipped(c, DataError("adata: only 1 subtype(s) (myCAF) ..."), random_state=0)
+    sec_c, sec_b = c.uns[K.UNS][K.UNS_CLASSIFY], classified.uns[K.UNS][K.UNS_CLASSIFY]
+    assert sec_c["status"] == "skipped"
+    for key in (K.OBS_LTBP2, K.OBS_SENESCENT, K.OBS_CYCLING):
+        assert key in c.obs and c.obs[key].dtype == bool
+        pd.testing.assert_series_equal(c.obs[key], classified.obs[key])
+    np.testing.assert_allclose(c.obs[K.OBS_LTBP2_SCORE], classified.obs[K.OBS_LTBP2_SCORE], equal_nan=True)
+    assert 0 < c.obs[K.OBS_LTBP2].sum() < (c.obs[K.OBS_LINEAGE] == "fibroblast").sum()
+    assert c.obs[K.OBS_CYCLING].sum() > 0
+    assert sec_c["ltbp2"]["caveat"] == sec_b["ltbp2"]["caveat"] and "ONE seed gene" in sec_c["ltbp2"]["caveat"]
+    assert sec_c["state_flags"]["cycling"] == sec_b["state_flags"]["cycling"]
+
+
 @pytest.mark.parametrize("bad", [{"threshold": 1.5}, {"estimator": "svm"}, {"calibration": "platt"}, {"cv": 1},
                                  {"seed_rule": "z"}, {"z_method": "mad"}, {"no_such_option": 1},
                                  {"batch_key": "no_such_column"}, {"smooth": True, "smooth_key": "no_such_column"}])

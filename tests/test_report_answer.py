@@ -63,6 +63,8 @@ def test_refused_dataset_gets_one_card_with_reason_and_fix(tmp_path):
     assert "subtype classification was skipped" not in html
     assert "Not run: Only" in html and "No classifier was trained: Only" in html
     assert "fewer than two subtype scores are available" in html  # the classifier's own words, in small print
+    assert 'id="state-flags"' in html  # no subtype column, but the flags are written and shown
+    assert "the signature scores and the LTBP2+ and cell-state flags below are complete" in top
 
 
 ONE_CLASS = ("adata: only 1 subtype(s) (myCAF) have at least 10 confident seed cells (cells passing the seed "
@@ -100,6 +102,12 @@ def test_a_skipped_classifier_keeps_the_compartments_vcaf_calls(tmp_path):
     assert "--min-coverage" not in top
     assert 'id="unassigned-fraction"' not in top and "many_unassigned" not in html
     assert "Fibroblast subtypes not called" in html and 'data-figure="subtype embedding"' not in html
+    # the LTBP2+ axis and the state flags do not need the classifier: shown for all fibroblasts
+    flags = html[html.index('id="state-flags"'):html.index("</table>", html.index('id="state-flags"'))]
+    assert "all fibroblasts" in flags and "unassigned" not in flags
+    n_cyc = int(a.obs[K.OBS_CYCLING].to_numpy()[lin == "fibroblast"].sum())
+    assert n_cyc > 0 and f'data-flag-count="cycling" data-value="{n_cyc}"' in flags
+    assert "ONE seed gene" in a.uns[K.UNS][K.UNS_CLASSIFY]["ltbp2"]["caveat"]
     write_summary({"skipped": a}, tmp_path / "s.html")
     table = pd.read_csv(tmp_path / "s_proportions.csv")
     assert set(table["subtype"]) == {"vCAF", K.UNASSIGNED}

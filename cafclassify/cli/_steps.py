@@ -311,8 +311,9 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     except DataError as exc:
         if args.on_insufficient != "skip":
             raise
-        # the compartment's vCAF calls survive a skipped classifier (tl._insufficient)
-        given = {"perivascular": args.perivascular, "tissue_key": args.tissue_key, "signatures": _library(args)}
+        # the compartment's vCAF calls and the separate axes survive a skipped classifier (tl._insufficient)
+        given = {"perivascular": args.perivascular, "tissue_key": args.tissue_key, "signatures": _library(args),
+                 "random_state": args.seed}
         _mark_classification_skipped(adata, exc, **{k: v for k, v in given.items() if v is not None})
     else:
         if result is not None and result is not adata and hasattr(result, "obs"):

@@ -58,9 +58,10 @@ def _per_sample_table(adata, mask: np.ndarray, sample_key: str | None,
 def _subtypes_section(ctx: _Ctx, nums: dict) -> dict:
     adata = ctx.adata
     sub = _subtype_series(adata)
-    if sub is None:
-        return _not_run("classify", "Subtypes were not assigned (no obs['caf_subtype']).")
     fib = _fibro_mask(adata)
+    if sub is None:
+        return {**_not_run("classify", "Subtypes were not assigned (no obs['caf_subtype'])."),
+                **_flags(adata, fib, None, [])}
     n_fib = int(fib.sum())
     # fractions are of the CAFs: the fibroblasts and the mural cells called vCAF (pl.composition)
     caf = caf_mask(adata.obs[K.OBS_SUBTYPE])
@@ -84,6 +85,7 @@ def _subtypes_section(ctx: _Ctx, nums: dict) -> dict:
         # the classifier was skipped and only the compartment's vCAF calls were kept
         # (tl._insufficient): the counts, and no figure of fibroblast subtypes that were not called
         out["fibroblasts_not_called"] = True
+        out.update(_flags(adata, fib, None, []))
         return out
     sub_plot = sub.iloc[ctx.idx].reset_index(drop=True)
     order = _subtype_order(cats)
@@ -127,28 +129,36 @@ def _subtypes_section(ctx: _Ctx, nums: dict) -> dict:
                                  categories_order=present)
 
         out["dotplot"] = ctx.figure("subtype dot plot", dot)
-    # LTBP2 and state flags among fibroblasts, per subtype
-    flags = [(K.OBS_LTBP2, "LTBP2+"), (K.OBS_SENESCENT, "senescent"), (K.OBS_CYCLING, "cycling")]
-    flags = [(k, lab) for k, lab in flags if k in adata.obs.columns]
-    if flags and n_fib:
-        frows = []
-        fsub = sub[fib]
-        for c in [x for x in cats if x != K.NOT_FIBROBLAST] + ["all fibroblasts"]:
-            m = (fsub == c).to_numpy() if c != "all fibroblasts" else np.ones(n_fib, bool)
-            if not m.any():
-                continue
-            row = [cell(c, swatch=color_for(c) if c != "all fibroblasts" else None),
-                   cell(f"{int(m.sum()):,}", cls="num")]
-            for k, lab in flags:
-                v = adata.obs[k].astype(bool).to_numpy()[fib][m]
-                data = {"flag-count": lab, "value": int(v.sum())} if c == "all fibroblasts" else None
-                row.append(cell(f"{int(v.sum()):,} ({v.mean():.1%})", cls="num", data=data))
-            frows.append(row)
-        out["flags"] = {"columns": ["subtype", "cells"] + [lab for _, lab in flags], "rows": frows,
-                        "note": ""}
-    out["ltbp2_caveat"] = _ltbp2_caveat(_section(adata, K.UNS_CLASSIFY))
+    out.update(_flags(adata, fib, sub, cats))
     out["definitions"] = _definitions_table(adata, fib, counts, out["n_mural_cafs"])
     return out
+
+
+def _flags(adata, fib: np.ndarray | None, sub: pd.Series | None, cats: list) -> dict:
+    """The LTBP2+ and state flags among fibroblasts, per subtype (``sub`` None: all
+    fibroblasts only) and the LTBP2 caveat; empty where no flag was written. The flags
+    do not read the model, so a skipped classification has them too (tl._axes)."""
+    flags = [(K.OBS_LTBP2, "LTBP2+"), (K.OBS_SENESCENT, "senescent"), (K.OBS_CYCLING, "cycling")]
+    flags = [(k, lab) for k, lab in flags if k in adata.obs.columns]
+    n_fib = 0 if fib is None else int(fib.sum())
+    if not flags or not n_fib:
+        return {}
+    frows = []
+    groups = [x for x in cats if x != K.NOT_FIBROBLAST] if sub is not None else []
+    fsub = sub[fib] if sub is not None else None
+    for c in [*groups, "all fibroblasts"]:
+        m = (fsub == c).to_numpy() if c != "all fibroblasts" else np.ones(n_fib, bool)
+        if not m.any():
+            continue
+        row = [cell(c, swatch=color_for(c) if c != "all fibroblasts" else None),
+               cell(f"{int(m.sum()):,}", cls="num")]
+        for k, lab in flags:
+            v = adata.obs[k].astype(bool).to_numpy()[fib][m]
+            data = {"flag-count": lab, "value": int(v.sum())} if c == "all fibroblasts" else None
+            row.append(cell(f"{int(v.sum()):,} ({v.mean():.1%})", cls="num", data=data))
+        frows.append(row)
+    return {"flags": {"columns": ["subtype", "cells"] + [lab for _, lab in flags], "rows": frows, "note": ""},
+            "ltbp2_caveat": _ltbp2_caveat(_section(adata, K.UNS_CLASSIFY))}
 
 
 def _definitions_table(adata, fib: np.ndarray | None, counts: dict, n_mural_vcaf: int) -> dict | None:

@@ -28,6 +28,12 @@ is still written: ``vCAF`` for those cells (confidence and the ``vCAF`` column o
 classification), ``unassigned`` for every fibroblast (no subtype could be called:
 ``uns[...]["unassigned"]["meaning"]`` says so, and the status stays ``"skipped"``),
 ``mural`` / ``not_fibroblast`` for the rest. Without a vCAF call nothing is written.
+
+**Nor do the separate axes.** The LTBP2+ axis and the senescent / cycling flags
+(:mod:`._axes`) read expression and state scores, not the model, so a skipped classifier
+still writes them for the fibroblasts and mural cells (``obs["ltbp2_positive"]``,
+``obs["senescent_flag"]``, ``obs["cycling_flag"]``; their records under ``ltbp2`` and
+``state_flags``), as a trained one does. Until 2026-12-07 a skip left them out.
 """
 
 from __future__ import annotations
@@ -49,7 +55,9 @@ ON_INSUFFICIENT = ("skip", "error")
 
 def mark_classification_skipped(adata, exc: Exception, *, lineage_key: str = K.OBS_LINEAGE,
                                 perivascular: str = "vcaf", tissue_key: str | None = None,
-                                key_added: str = K.OBS_SUBTYPE, signatures="caf_v1") -> None:
+                                key_added: str = K.OBS_SUBTYPE, signatures="caf_v1",
+                                score_key: str = K.OBSM_SCORES, layer: str | None = None,
+                                state_z: float = 2.5, random_state: int = 0) -> None:
     """Record why no fibroblast subtypes were assigned; the gate and scores are kept.
 
     No fibroblast subtype is invented. Stale subtype columns of an earlier run are
@@ -67,14 +75,18 @@ def mark_classification_skipped(adata, exc: Exception, *, lineage_key: str = K.O
     lineage_key, perivascular, tissue_key, key_added, signatures
         As given to ``classify`` (``signatures``: for the library's rating of the vCAF
         definition, recorded with kept vCAF calls as a trained classification records it).
+    score_key, layer, state_z, random_state
+        As given to ``classify``, for the LTBP2+ axis and the state flags.
     """
+    from ._axes import AXIS_KEYS, separate_axes
     from ._classify import _definitions
     from ._compartment import MURAL_LABEL, VCAF, lineage_confidence, perivascular_labels
+    from ._fibroblasts import _uns_safe
 
     reason = getattr(exc, "message", str(exc))
     logger.warning("subtype classification skipped: %s", reason)
     conf_key, proba_key = K.subtype_keys(key_added)
-    for key in (key_added, conf_key, K.OBS_SUBTYPE_SMOOTHED, K.OBS_SEED):
+    for key in (key_added, conf_key, K.OBS_SUBTYPE_SMOOTHED, K.OBS_SEED, *AXIS_KEYS):
         if key in adata.obs.columns:
             del adata.obs[key]
     if proba_key in adata.obsm:
@@ -88,8 +100,13 @@ def mark_classification_skipped(adata, exc: Exception, *, lineage_key: str = K.O
         logger.info("no perivascular calls kept: %s", err)
         mural = np.zeros(adata.n_obs, dtype=bool)
     vcaf = mural & (labels == VCAF) if mural.any() else mural
+    fib = (adata.obs[lineage_key].astype(str) == "fibroblast").to_numpy() if lineage_key in adata.obs \
+        else np.ones(adata.n_obs, dtype=bool)  # classify's reading of ungated data
+    if fib.any():  # the separate axes do not read the model (module docstring)
+        lt_info, flags_info = separate_axes(adata, fib, mural, score_key=score_key, signatures=signatures,
+                                            layer=layer, state_z=state_z, random_state=random_state)
+        section.update({"ltbp2": lt_info, "state_flags": flags_info})
     if vcaf.any():
-        fib = (adata.obs[lineage_key].astype(str) == "fibroblast").to_numpy()
         calls = np.full(adata.n_obs, K.NOT_FIBROBLAST, dtype=object)
         calls[fib] = K.UNASSIGNED
         calls[mural] = labels[mural]
@@ -113,4 +130,4 @@ def mark_classification_skipped(adata, exc: Exception, *, lineage_key: str = K.O
         logger.warning("kept the perivascular compartment's calls: %d mural cells of tumour tissue are vCAF "
                        "(reading %r: the gate's compartment, not the classifier); the %d fibroblasts are "
                        "'unassigned'", int(vcaf.sum()), perivascular, n_fib)
-    adata.uns.setdefault(K.UNS, {})[K.UNS_CLASSIFY] = section
+    adata.uns.setdefault(K.UNS, {})[K.UNS_CLASSIFY] = _uns_safe(section)
