@@ -102,6 +102,8 @@ def test_a_skipped_classifier_keeps_the_compartments_vcaf_calls(tmp_path):
     assert "--min-coverage" not in top
     assert 'id="unassigned-fraction"' not in top and "many_unassigned" not in html
     assert "Fibroblast subtypes not called" in html and 'data-figure="subtype embedding"' not in html
+    assert 'data-subtype-count="mural"' not in html  # no cell: an empty category is not a result
+    assert f'data-subtype-count="vCAF" data-value="{int((lin == "mural").sum())}"' in html
     # the LTBP2+ axis and the state flags do not need the classifier: shown for all fibroblasts
     flags = html[html.index('id="state-flags"'):html.index("</table>", html.index('id="state-flags"'))]
     assert "all fibroblasts" in flags and "unassigned" not in flags

@@ -71,6 +71,8 @@ def _subtypes_section(ctx: _Ctx, nums: dict) -> dict:
     rows = []
     for c in cats:
         n = counts.get(c, 0)
+        if c == MURAL_LABEL and not n:  # a category of the reading, with no cell: not a result
+            continue
         is_caf = bool(n_caf) and c not in (K.NOT_FIBROBLAST, MURAL_LABEL)
         frac = f"{n / n_caf:.1%}" if is_caf else ""
         lo, hi = fraction_interval(n, n_caf) if is_caf else (None, None)
