@@ -64,6 +64,11 @@ Datasets (each skipped with a message when its file is absent):
 * ``wu2021, common markers`` - the same sample restricted to :data:`SMALL_PANEL`, 40
   common lineage and CAF markers (all in the file): the size of an imaging or
   targeted protein panel. Only myCAF, iCAF, apCAF and vCAF keep genes (8, 5, 2 and 2).
+* ``wu2021 as mouse`` - the same sample as a mouse dataset (:func:`as_mouse`): every gene
+  renamed to its mouse orthologue, genes without one dropped (``CXCL8`` and ``HLA-DP``
+  among the signature genes), the species detected by ``read``; the baselines' genes
+  mapped the same way. Another species, on real cells: the synthetic sorted mouse rows
+  below plant programmes on mouse symbols, this row keeps real expression.
 * ``wu2021, author CAFs subsampled to a majority`` (its own table, at the first seed):
   every cell but the author CAFs kept, and of these a random subset of one population
   (:data:`MAJORITY_DESIGNS`: 87 % and 76 % iCAF-like, 80 %, 91 % and 95 % myCAF-like;
@@ -77,7 +82,9 @@ Datasets (each skipped with a message when its file is absent):
   perivascular compartment is most of the cells and the baselines score every cell (in
   a sorted sample every cell is taken as a CAF), over the six subtype sets and over the
   labelled classes. A real counterpart of the synthetic sorted mouse rows, with the gate
-  in the loop.
+  in the loop; printed twice, the second time with the sample as mouse orthologues (a
+  sorted mouse stroma sample with a perivascular majority, as in the study that named
+  vCAFs).
 Then the compartment tables (issue 14): the gate against the authors' major types, the
 author stroma (CAFs + PVL) against ``caf_subtype`` under both perivascular readings, and
 the colorectal gate with its normal-tissue mural cells.
@@ -159,6 +166,24 @@ def library_without(source_key: str, dest: Path) -> Path:
     genes = pd.read_csv(dest / "genes.tsv", sep="\t", comment="#", dtype=str, keep_default_na=False)
     keep = ~genes["sources"].str.split(";").apply(lambda s: source_key in s)
     genes[keep].to_csv(dest / "genes.tsv", sep="\t", index=False)
+    return dest
+
+
+def as_mouse(src: Path, dest: Path) -> Path:
+    """The breast sample as a mouse dataset: each gene renamed to its mouse orthologue
+    (:func:`cafclassify.genes.to_species`, the best one), genes without one dropped (a mouse
+    matrix has no ``CXCL8`` or ``HLA-DPA1``), the first of several genes with the same
+    orthologue kept; written to ``dest`` so that ``cafclassify.read`` detects the species."""
+    import anndata as ad
+
+    a = ad.read_h5ad(src)
+    m = to_species(list(a.var_names), source="human", target="mouse")
+    names = pd.Series([m.get(g) for g in a.var_names], index=a.var_names)
+    keep = names.notna() & ~names.duplicated()
+    a = a[:, keep.to_numpy()].copy()
+    a.var_names = pd.Index(names[keep].astype(str).to_numpy())
+    a.uns.pop("cafclassify", None)  # no human read record travels with it
+    a.write_h5ad(dest)
     return dest
 
 
@@ -269,10 +294,11 @@ def _evaluate_at(a, signatures, labelled: np.ndarray, truth: np.ndarray, mapping
     return rows
 
 
-def wu(data: Path, signatures, name: str, seeds: list[int], *, genes=None) -> list[dict]:
-    """Rows for the breast sample; ``genes`` (a function of the read AnnData) restricts its
-    genes first, and ``{n_genes}`` in ``name`` is replaced by the number kept."""
-    a = caf.read(data / "wu2021_brca_CID4465_1564cells_counts.h5ad")
+def wu(data: Path, signatures, name: str, seeds: list[int], *, genes=None, path: Path | None = None) -> list[dict]:
+    """Rows for the breast sample (or its version at ``path``); ``genes`` (a function of the
+    read AnnData) restricts its genes first, and ``{n_genes}`` in ``name`` is replaced by
+    the number kept."""
+    a = caf.read(path or data / "wu2021_brca_CID4465_1564cells_counts.h5ad")
     if genes is not None:
         a = genes(a)
     name = name.format(n_genes=a.n_vars)
@@ -319,13 +345,19 @@ def majority_table(data: Path, seed: int, subsets: tuple[int, ...] = (0, 1, 2)) 
     return head + tab[order].reset_index().to_markdown(index=False, floatfmt=".3f")
 
 
-def sorted_stroma_table(data: Path, seed: int, subsets: tuple[int, ...] = (0, 1, 2)) -> str:
+def sorted_stroma_table(data: Path, seed: int, subsets: tuple[int, ...] = (0, 1, 2), *,
+                        mouse: bool = False) -> str:
     """ARI of cafclassify and of marker argmax baselines on the breast sample's stroma only
-    (a sorted-CAF design; PVL read as vCAF), mean over random subsets, as markdown."""
-    full = caf.read(data / "wu2021_brca_CID4465_1564cells_counts.h5ad")
+    (a sorted-CAF design; PVL read as vCAF), mean over random subsets, as markdown.
+    ``mouse``: the sample as mouse orthologues (:func:`as_mouse`), the baselines' genes
+    mapped to them."""
+    src = data / "wu2021_brca_CID4465_1564cells_counts.h5ad"
+    with tempfile.TemporaryDirectory() as tmp:
+        full = caf.read(as_mouse(src, Path(tmp) / "wu_mouse.h5ad") if mouse else src)
     lineage = full.obs["author_lineage"].astype(str).to_numpy()
     stroma = np.isin(lineage, ["fibroblast", "perivascular_mural"])
     lib = caf.load_signatures("caf_v1")
+    ortho = (lambda gs: list(to_species(gs, source="human", target="mouse").values())) if mouse else list
     rows = []
     for n_caf in (None, SORTED_STROMA_CAFS):
         for subset in (subsets[:1] if n_caf is None else subsets):  # all cells: one subset
@@ -346,15 +378,16 @@ def sorted_stroma_table(data: Path, seed: int, subsets: tuple[int, ...] = (0, 1,
             sg = pd.DataFrame(index=a.obs_names, columns=SUBTYPES, dtype=float)
             sub = a.copy()
             for c in SUBTYPES:
-                genes = [g for g, w in zip(lib.sets[c].genes, lib.sets[c].weights, strict=True)
-                         if w > 0 and g in sub.var_names]
+                genes = [g for g in ortho([g for g, w in zip(lib.sets[c].genes, lib.sets[c].weights, strict=True)
+                                           if w > 0]) if g in sub.var_names]
                 sc.tl.score_genes(sub, genes, score_name="_s", random_state=seed)
                 sg[c] = sub.obs["_s"].to_numpy()
             uc = a.obsm[K.OBSM_SCORES][SUBTYPES]
             labelled = ["myCAF", "iCAF", "vCAF"]
             panel = pd.DataFrame(index=a.obs_names, columns=labelled, dtype=float)
             for c, genes in (("myCAF", PANELS["myCAF"]), ("iCAF", PANELS["iCAF"]), ("vCAF", VCAF_PERICYTE_PANEL)):
-                sc.tl.score_genes(sub, [g for g in genes if g in sub.var_names], score_name="_s", random_state=seed)
+                sc.tl.score_genes(sub, [g for g in ortho(genes) if g in sub.var_names], score_name="_s",
+                                  random_state=seed)
                 panel[c] = sub.obs["_s"].to_numpy()
             for method, S in (("argmax score_genes", sg), ("argmax UCell", uc),
                               ("argmax score_genes (labelled classes)", sg[labelled]),
@@ -368,8 +401,8 @@ def sorted_stroma_table(data: Path, seed: int, subsets: tuple[int, ...] = (0, 1,
     tab = df.pivot_table(index="dataset", columns="method", values="ARI", aggfunc="mean", sort=False)
     tab.insert(1, "classifier skipped (subsets)", df[df["method"] == "cafclassify (default)"]
                .groupby("dataset", sort=False)["skipped"].sum().astype(int))
-    head = (f"### wu2021 stroma only (a sorted-CAF design; PVL read as vCAF): ARI over all these cells, "
-            f"mean over random subsets (random_state {seed})\n\n")
+    head = (f"### wu2021 stroma only{', as mouse orthologues' if mouse else ''} (a sorted-CAF design; PVL read "
+            f"as vCAF): ARI over all these cells, mean over random subsets (random_state {seed})\n\n")
     return head + tab.reset_index().to_markdown(index=False, floatfmt=".3f")
 
 
@@ -563,6 +596,9 @@ def run_all(data: Path, seeds: list[int]) -> list[dict]:
             rows += wu(data, str(lib), "wu2021 CID4465, WU genes removed", seeds)
         rows += wu(data, "caf_v1", "wu2021 CID4465, {n_genes}-gene marker panel", seeds, genes=marker_panel)
         rows += wu(data, "caf_v1", "wu2021 CID4465, {n_genes} common markers", seeds, genes=small_panel)
+        with tempfile.TemporaryDirectory() as tmp:
+            mouse = as_mouse(data / "wu2021_brca_CID4465_1564cells_counts.h5ad", Path(tmp) / "wu_mouse.h5ad")
+            rows += wu(data, "caf_v1", "wu2021 CID4465 as mouse ({n_genes} orthologues)", seeds, path=mouse)
     else:
         print(f"skipped wu2021: not found under {data}")
     rows += synthetic(seeds)
@@ -603,6 +639,7 @@ def main(argv=None) -> None:
     if (args.data / "wu2021_brca_CID4465_1564cells_counts.h5ad").exists():
         text += "\n\n" + majority_table(args.data, seeds[0])
         text += "\n\n" + sorted_stroma_table(args.data, seeds[0])
+        text += "\n\n" + sorted_stroma_table(args.data, seeds[0], mouse=True)
         text += "\n\n" + compartment_tables(args.data, seeds[0])
     text += "\n\n" + thin_gate_table(seeds[0])
     print(text)
