@@ -122,6 +122,28 @@ def test_a_skipped_classifier_keeps_the_compartments_vcaf_calls(tmp_path):
     assert K.OBS_SUBTYPE not in b.obs and K.OBSM_SUBTYPE_PROBA not in b.obsm
 
 
+NO_CLASS = ("adata: only 0 subtype(s) (none) have at least 10 confident seed cells (cells passing the seed "
+            "rule: {'myCAF': 0, 'iCAF': 0}); a classifier needs two or more. myCAF: 0 cells carry it, random "
+            "gene sets of its size and expression level reach 3 (98.8 % quantile). What to do: ...")
+
+
+def test_no_evidenced_subtype_gets_its_own_words_and_names_a_small_sample(tmp_path):
+    """No subtype evidenced at all (the ovarian file's 20 fibroblasts): the card says none, not
+    'at most one', and names the sample's size when it is under the report's 50."""
+    a = make_annotated(500, random_state=1)
+    mark_classification_skipped(a, DataError(NO_CLASS))
+    top = _first_screen(write_report(a, tmp_path / "r.html").read_text())
+    assert "No subtype has enough fibroblasts that clearly carry it" in top and "At most one" not in top
+    assert "fewer than 50 here" not in top
+    lin = a.obs[K.OBS_LINEAGE].astype(str).to_numpy()
+    keep = (lin != "fibroblast") | (np.cumsum(lin == "fibroblast") <= 20)  # 20 fibroblasts
+    b = a[keep].copy()
+    mark_classification_skipped(b, DataError(NO_CLASS))
+    top = _first_screen(write_report(b, tmp_path / "r2.html").read_text())
+    assert "A small sample (fewer than 50 here), or shallow cells" in top
+    assert "cafclassify train a.h5ad b.h5ad" in top  # the pooled-model fix
+
+
 def test_warnings_are_grouped_and_coverage_is_one_plain_sentence(tmp_path):
     a = make_annotated(600, random_state=0)
     html = write_report(a, tmp_path / "r.html").read_text()

@@ -68,6 +68,17 @@ _POOLED_MODEL = {
 def _fix_for(reason: str, adata) -> dict[str, str]:
     """Why subtyping was refused, in plain words, and how to change that (CLI and config)."""
     kind = refusal_kind(reason)
+    if kind == "one_subtype" and "only 0 subtype(s)" in reason:  # no subtype at all
+        fib = (adata.obs[K.OBS_LINEAGE].astype(str) == "fibroblast").to_numpy() \
+            if K.OBS_LINEAGE in adata.obs else np.ones(adata.n_obs, dtype=bool)
+        small = f" (fewer than {MIN_FIBROBLASTS} here)" if int(fib.sum()) < MIN_FIBROBLASTS else ""
+        return {
+            "plain": "No subtype has enough fibroblasts that clearly carry it to be learnt: every subtype "
+                     "is absent from these fibroblasts or too few to learn (their reasons are in the "
+                     f"classifier message below). A small sample{small}, or shallow cells, can look like "
+                     "this.",
+            **_POOLED_MODEL,
+        }
     if kind == "one_subtype":  # the existence tests' reasons follow
         return {
             "plain": "At most one subtype has enough fibroblasts that clearly carry it to be learnt, and a "

@@ -267,7 +267,7 @@ def _train_impl(adata, *, signatures, score_key, lineage_key, layer, estimator, 
         if seed_rule == "zscore":
             fix = "lower z_min/margin/min_seeds, add cells, or check the gate and scores."
         else:  # the evidence rule's existence test has no threshold to lower
-            fix = ("a single evidenced subtype cannot train a classifier: read the per-cell subtype "
+            fix = ("fewer than two evidenced subtypes cannot train a classifier: read the per-cell subtype "
                    "scores (obsm['caf_scores']); more fibroblasts or deeper cells give the existence "
                    "test more power; check the gate and the subtype gene coverage.")
         raise DataError(
