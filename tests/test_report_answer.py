@@ -142,6 +142,9 @@ def test_no_evidenced_subtype_gets_its_own_words_and_names_a_small_sample(tmp_pa
     top = _first_screen(write_report(b, tmp_path / "r2.html").read_text())
     assert "A small sample (fewer than 50 here), or shallow cells" in top
     assert "cafclassify train a.h5ad b.h5ad" in top  # the pooled-model fix
+    write_summary({"none": b}, tmp_path / "s.html")  # the summary reads the reason the same way
+    status = pd.read_csv(tmp_path / "s_proportions.csv")["status"]
+    assert status.str.startswith("vCAF only, fibroblasts not subtyped: fewer than two subtypes").all()
 
 
 def test_warnings_are_grouped_and_coverage_is_one_plain_sentence(tmp_path):

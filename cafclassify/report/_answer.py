@@ -65,13 +65,12 @@ _POOLED_MODEL = {
 }
 
 
-def _fix_for(reason: str, adata) -> dict[str, str]:
-    """Why subtyping was refused, in plain words, and how to change that (CLI and config)."""
+def _fix_for(reason: str, adata, n_fib: int | None) -> dict[str, str]:
+    """Why subtyping was refused, in plain words, and how to change that (CLI and config);
+    ``n_fib``: the page's fibroblast count (None when the data have no gate)."""
     kind = refusal_kind(reason)
-    if kind == "one_subtype" and "only 0 subtype(s)" in reason:  # no subtype at all
-        fib = (adata.obs[K.OBS_LINEAGE].astype(str) == "fibroblast").to_numpy() \
-            if K.OBS_LINEAGE in adata.obs else np.ones(adata.n_obs, dtype=bool)
-        small = f" (fewer than {MIN_FIBROBLASTS} here)" if int(fib.sum()) < MIN_FIBROBLASTS else ""
+    if kind == "no_subtype":
+        small = f" (fewer than {MIN_FIBROBLASTS} here)" if n_fib is not None and n_fib < MIN_FIBROBLASTS else ""
         return {
             "plain": "No subtype has enough fibroblasts that clearly carry it to be learnt: every subtype "
                      "is absent from these fibroblasts or too few to learn (their reasons are in the "
@@ -169,7 +168,7 @@ def answer_section(ctx: _Ctx, nums: dict, agreement: dict) -> dict:
     out["headline"] = "; ".join(parts) + "."
     if refused:
         reason = str(cl.get("reason") or "the classify step left no subtype calls in this file.")
-        out["refusal"] = {"reason": reason, "partial": partial, **_fix_for(reason, adata)}
+        out["refusal"] = {"reason": reason, "partial": partial, **_fix_for(reason, adata, n_fib)}
     # composition per sample
     if (subtyped or partial) and n_fib:
         def comp():

@@ -135,12 +135,13 @@ def classification_skipped(adata) -> bool:
 
 def refusal_kind(reason: str) -> str:
     """What a skipped classification's recorded reason is about, read from its words:
-    ``"one_subtype"`` (one learnable subtype; its reason ends with gene-coverage advice, so
-    it is read first), ``"coverage"``, ``"fibroblasts"`` (too few fibroblasts or seeds) or
-    ``"other"``. One reading for the report's card and the summary's status."""
+    ``"no_subtype"`` / ``"one_subtype"`` (no or one learnable subtype; its reason ends with
+    gene-coverage advice, so it is read first), ``"coverage"``, ``"fibroblasts"`` (too few
+    fibroblasts or seeds) or ``"other"``. One reading for the report's card and the
+    summary's status."""
     r = reason.lower()
     if "seed" in r and "subtype(s)" in r:
-        return "one_subtype"
+        return "no_subtype" if "only 0 subtype(s)" in r else "one_subtype"
     if "score" in r or "coverage" in r or "gene" in r:
         return "coverage"
     if "fibroblast" in r or "seed" in r or "too few" in r:

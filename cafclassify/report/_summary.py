@@ -85,7 +85,8 @@ def _why_not(adata) -> str:
     reason = str(cl.get("reason") or "")
     if not reason:
         return "the classify step left no subtype calls"
-    return {"one_subtype": "fewer than two subtypes with enough clear fibroblasts to learn (see its report)",
+    one = "fewer than two subtypes with enough clear fibroblasts to learn (see its report)"
+    return {"no_subtype": one, "one_subtype": one,
             "coverage": "too few subtype gene sets measurable in its genes (see its report)",
             "fibroblasts": "too few fibroblasts or seed cells to train a classifier (see its report)",
             }.get(refusal_kind(reason), reason)
