@@ -81,7 +81,7 @@ def mark_classification_skipped(adata, exc: Exception, *, lineage_key: str = K.O
     from ._axes import AXIS_KEYS, separate_axes
     from ._classify import _definitions
     from ._compartment import MURAL_LABEL, VCAF, lineage_confidence, perivascular_labels
-    from ._fibroblasts import _uns_safe
+    from ._fibroblasts import _fibroblast_mask, _uns_safe
 
     reason = getattr(exc, "message", str(exc))
     logger.warning("subtype classification skipped: %s", reason)
@@ -100,8 +100,7 @@ def mark_classification_skipped(adata, exc: Exception, *, lineage_key: str = K.O
         logger.info("no perivascular calls kept: %s", err)
         mural = np.zeros(adata.n_obs, dtype=bool)
     vcaf = mural & (labels == VCAF) if mural.any() else mural
-    fib = (adata.obs[lineage_key].astype(str) == "fibroblast").to_numpy() if lineage_key in adata.obs \
-        else np.ones(adata.n_obs, dtype=bool)  # classify's reading of ungated data
+    fib = _fibroblast_mask(adata, lineage_key, warn=False)[0]  # classify's reading, ungated data too
     if fib.any():  # the separate axes do not read the model (module docstring)
         lt_info, flags_info = separate_axes(adata, fib, mural, score_key=score_key, signatures=signatures,
                                             layer=layer, state_z=state_z, random_state=random_state)
