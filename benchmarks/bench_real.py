@@ -187,6 +187,15 @@ def as_mouse(src: Path, dest: Path) -> Path:
     return dest
 
 
+def in_species(genes, species: str) -> list[str]:
+    """Human symbols as data of ``species`` name them: their mouse orthologues for ``"mouse"``
+    (genes without one dropped), unchanged otherwise. The baselines' sets, mapped as
+    cafclassify maps its own."""
+    if species == "mouse":
+        return list(to_species(list(genes), source="human", target="mouse").values())
+    return list(genes)
+
+
 def run_chain(a, signatures, random_state: int = 0):
     """qc -> filter -> gate -> score on ``a`` (modified), every step at ``random_state``."""
     caf.qc(a, random_state=random_state)
@@ -260,8 +269,7 @@ def _evaluate_at(a, signatures, labelled: np.ndarray, truth: np.ndarray, mapping
     sub = a[fib].copy()
     lib = caf.load_signatures(signatures)
     species = recorded_species(a) or detect_species(list(a.var_names))
-    ortho = (lambda gs: list(to_species(gs, source="human", target=species).values())) \
-        if species == "mouse" else list
+    ortho = functools.partial(in_species, species=species)
     sg = pd.DataFrame(index=a.obs_names, columns=classes, dtype=float)
     for c in classes:
         genes = [g for g in ortho([g for g, w in zip(lib.sets[c].genes, lib.sets[c].weights, strict=True)
@@ -357,7 +365,7 @@ def sorted_stroma_table(data: Path, seed: int, subsets: tuple[int, ...] = (0, 1,
     lineage = full.obs["author_lineage"].astype(str).to_numpy()
     stroma = np.isin(lineage, ["fibroblast", "perivascular_mural"])
     lib = caf.load_signatures("caf_v1")
-    ortho = (lambda gs: list(to_species(gs, source="human", target="mouse").values())) if mouse else list
+    ortho = functools.partial(in_species, species="mouse" if mouse else "human")
     rows = []
     for n_caf in (None, SORTED_STROMA_CAFS):
         for subset in (subsets[:1] if n_caf is None else subsets):  # all cells: one subset

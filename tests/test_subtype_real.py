@@ -26,7 +26,7 @@ from cafclassify.tl._compartment import perivascular_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_real import PANELS as BENCH_PANELS  # the benchmark's baselines, one copy
-from bench_real import as_mouse, full_length_reads
+from bench_real import as_mouse, full_length_reads, in_species
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 WU = DATA / "wu2021_brca_CID4465_1564cells_counts.h5ad"
@@ -60,17 +60,14 @@ def _author(a):
 def _argmax_score_genes(a, lib="caf_v1", species="human"):
     """Baseline: argmax of scanpy score_genes over the subtype sets, on gated fibroblasts
     (the sets' human symbols mapped to mouse orthologues for ``species="mouse"``)."""
-    from cafclassify.genes import to_species
-
     fib = (a.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
     sub = a[fib].copy()
     library = caf.load_signatures(lib)
     classes = [n for n, gs in library.sets.items() if gs.group == "subtype" and n != "LTBP2_CAF"]
     S = pd.DataFrame(index=sub.obs_names)
     for c in classes:
-        genes = [g for g, w in zip(library.sets[c].genes, library.sets[c].weights, strict=True) if w > 0]
-        if species == "mouse":
-            genes = list(to_species(genes, source="human", target="mouse").values())
+        genes = in_species([g for g, w in zip(library.sets[c].genes, library.sets[c].weights, strict=True)
+                            if w > 0], species)
         sc.tl.score_genes(sub, [g for g in genes if g in sub.var_names], score_name="_s", random_state=0)
         S[c] = sub.obs["_s"].to_numpy()
     calls = np.full(a.n_obs, K.NOT_FIBROBLAST, dtype=object)
