@@ -69,6 +69,17 @@ Datasets (each skipped with a message when its file is absent):
   among the signature genes), the species detected by ``read``; the baselines' genes
   mapped the same way. Another species, on real cells: the synthetic sorted mouse rows
   below plant programmes on mouse symbols, this row keeps real expression.
+* ``wu2021 as full-length reads`` and ``as reads as log2(1 + TPM)`` - the same sample as a
+  full-length (plate) protocol would share it (:func:`as_full_length`): its UMI counts
+  turned into reads by :func:`full_length_reads` (a per-gene length factor and
+  amplification noise), once as those read counts and once as ``log2(1 + TPM)``, read by
+  ``cafclassify.read``. Another protocol's values on real cells (the synthetic
+  full-length rows below plant programmes); reads cannot add genes, so the detection
+  depth stays the 10x sample's.
+* ``wu2021: where calls and author labels part`` (its own table, mean over the seeds):
+  for every breast row, the fraction of each author subset (``celltype_subset``:
+  iCAF-like s1, s2; myCAF-like s3 "Transitioning", s4, s5) called the authors'
+  population, and the ARI without the transitioning cells (:func:`by_author_subset`).
 * ``wu2021, author CAFs subsampled to a majority`` (its own table, at the first seed):
   every cell but the author CAFs kept, and of these a random subset of one population
   (:data:`MAJORITY_DESIGNS`: 87 % and 76 % iCAF-like, 80 %, 91 % and 95 % myCAF-like;
@@ -187,6 +198,24 @@ def as_mouse(src: Path, dest: Path) -> Path:
     return dest
 
 
+def as_full_length(src: Path, dest: Path, *, tpm: bool = False) -> Path:
+    """The breast sample as a full-length (plate) protocol would share it: its UMI counts
+    turned into reads (:func:`full_length_reads`: a per-gene length factor and
+    amplification noise), or, with ``tpm``, those reads as ``log2(1 + TPM)``
+    (:func:`log2_tpm_values`); written to ``dest`` for ``cafclassify.read``. Real cells,
+    another protocol's values; the detection depth stays the 10x sample's (reads add no
+    genes)."""
+    import anndata as ad
+
+    a = ad.read_h5ad(src)
+    a.uns.pop("cafclassify", None)
+    for layer in list(a.layers):
+        del a.layers[layer]
+    a = full_length_reads(a)
+    (log2_tpm_values(a) if tpm else a).write_h5ad(dest)
+    return dest
+
+
 def in_species(genes, species: str) -> list[str]:
     """Human symbols as data of ``species`` name them: their mouse orthologues for ``"mouse"``
     (genes without one dropped), unchanged otherwise. The baselines' sets, mapped as
@@ -230,21 +259,41 @@ def metrics(calls: np.ndarray, truth: np.ndarray, ranking: pd.DataFrame | None, 
     return out
 
 
+def by_author_subset(calls: np.ndarray, truth: np.ndarray, groups: np.ndarray, mapping: dict) -> dict:
+    """Per author subset (``groups``), the fraction of its cells called its population;
+    and the ARI over the cells the authors did not label *transitioning*.
+
+    The authors' populations are unions of subsets they clustered (the breast sample:
+    iCAF-like s1 and s2, myCAF-like s3 "Transitioning", s4 and s5), so one ARI hides
+    where calls and labels part. Read per subset, it shows whether the disagreement sits
+    in the populations' cores or in the subsets the authors themselves describe as in
+    between."""
+    mapped = np.array([mapping.get(t, t) for t in truth], dtype=object)
+    out = {f"agree {g}": float(np.mean(calls[groups == g] == mapped[groups == g]))
+           for g in sorted(set(groups))}
+    clear = ~pd.Series(groups).str.contains("transitioning", case=False).to_numpy()
+    out["ARI, transitioning left out"] = adjusted_rand_score(truth[clear], calls[clear])
+    return out
+
+
 def evaluate(a, signatures, labelled: np.ndarray, truth: np.ndarray, mapping: dict, name: str,
-             seeds: list[int]) -> list[dict]:
-    """Rows of every method at every ``random_state`` in ``seeds`` on one chained dataset."""
+             seeds: list[int], *, groups: np.ndarray | None = None) -> list[dict]:
+    """Rows of every method at every ``random_state`` in ``seeds`` on one chained dataset
+    (``groups``: the labelled cells' author subsets, :func:`by_author_subset`)."""
     return [dict(r, random_state=seed) for seed in seeds
-            for r in _evaluate_at(a, signatures, labelled, truth, mapping, name, seed)]
+            for r in _evaluate_at(a, signatures, labelled, truth, mapping, name, seed, groups=groups)]
 
 
 def _evaluate_at(a, signatures, labelled: np.ndarray, truth: np.ndarray, mapping: dict, name: str,
-                 seed: int) -> list[dict]:
+                 seed: int, *, groups: np.ndarray | None = None) -> list[dict]:
     rows = []
     fib = (a.obs[K.OBS_LINEAGE] == "fibroblast").to_numpy()
     classes = [c for c in SUBTYPES if c in a.obsm[K.OBSM_SCORES].columns]
 
     def add(method, calls, ranking, seconds):
         r = metrics(calls[labelled], truth, None if ranking is None else ranking[labelled], mapping)
+        if groups is not None:
+            r.update(by_author_subset(calls[labelled], truth, groups, mapping))
         rows.append({"dataset": name, "method": method, **r, "seconds": seconds})
 
     for method, kw in (("cafclassify (default)", {}),
@@ -314,8 +363,26 @@ def wu(data: Path, signatures, name: str, seeds: list[int], *, genes=None, path:
     for seed, c in chained(a, signatures, seeds):
         lab = c.obs["author_caf_subtype"].astype(str).to_numpy()
         labelled = np.isin(lab, ["iCAF", "myCAF"])
-        rows += evaluate(c, signatures, labelled, lab[labelled], {}, name, [seed])
+        groups = c.obs["celltype_subset"].astype(str).to_numpy()[labelled]
+        rows += evaluate(c, signatures, labelled, lab[labelled], {}, name, [seed], groups=groups)
     return rows
+
+
+def author_subset_table(every: pd.DataFrame) -> str:
+    """Mean over seeds of :func:`by_author_subset` for every row that has it, as markdown."""
+    cols = [c for c in every.columns if c.startswith("agree ")] + ["ARI, transitioning left out"]
+    if cols[0] not in every:
+        return ""
+    sub = every.dropna(subset=[cols[0]])
+    tab = sub.groupby(["dataset", "method"], sort=False)[["ARI", *cols]].mean().reset_index()
+    tab.columns = [c.replace("agree CAFs ", "") for c in tab.columns]
+    seeds = ", ".join(map(str, sorted(sub["random_state"].unique())))
+    n = sub.groupby("dataset", sort=False).first()
+    head = ("### wu2021: where calls and author labels part. Per author subset, the fraction of its "
+            "cells called the authors' population (iCAF-like: s1, s2; myCAF-like: s3 'Transitioning', "
+            f"s4, s5), and the ARI without the transitioning cells; mean over random_state {seeds} "
+            f"({int(n['n'].iloc[0])} author CAFs)\n\n")
+    return head + tab.to_markdown(index=False, floatfmt=".2f")
 
 
 def author_cafs_subsampled(a, n_icaf: int, n_mycaf: int, subset: int):
@@ -481,10 +548,9 @@ def full_length_reads(a, seed: int = 0):
     return a
 
 
-def log2_tpm(a, tmp: Path):
+def log2_tpm_values(a):
     """Full-length reads (:func:`full_length_reads`) as their public tables often are,
-    ``log2(1 + TPM)`` (reads / length factor, scaled to 10^6 per cell), read back from an
-    h5ad by :func:`cafclassify.read` (which detects them and rewrites them as ln(1 + CP10k))."""
+    ``log2(1 + TPM)``: reads / length factor, scaled to 10^6 per cell (a copy, no layers)."""
     import scipy.sparse as sp
 
     X = sp.csr_matrix(a.X, dtype=np.float64).multiply(1 / a.var["length_factor"].to_numpy()[None, :]).tocsr()
@@ -494,7 +560,13 @@ def log2_tpm(a, tmp: Path):
     b.X = X.astype(np.float32)
     for layer in list(b.layers):
         del b.layers[layer]
-    b.write_h5ad(tmp / "log2tpm.h5ad")
+    return b
+
+
+def log2_tpm(a, tmp: Path):
+    """:func:`log2_tpm_values` read back from an h5ad by :func:`cafclassify.read` (which
+    detects them and rewrites them as ln(1 + CP10k))."""
+    log2_tpm_values(a).write_h5ad(tmp / "log2tpm.h5ad")
     return caf.read(tmp / "log2tpm.h5ad")
 
 
@@ -607,6 +679,11 @@ def run_all(data: Path, seeds: list[int]) -> list[dict]:
         with tempfile.TemporaryDirectory() as tmp:
             mouse = as_mouse(data / "wu2021_brca_CID4465_1564cells_counts.h5ad", Path(tmp) / "wu_mouse.h5ad")
             rows += wu(data, "caf_v1", "wu2021 CID4465 as mouse ({n_genes} orthologues)", seeds, path=mouse)
+        with tempfile.TemporaryDirectory() as tmp:
+            for tpm, what in ((False, "full-length reads"), (True, "reads as log2(1 + TPM)")):
+                path = as_full_length(data / "wu2021_brca_CID4465_1564cells_counts.h5ad",
+                                      Path(tmp) / f"wu_{'tpm' if tpm else 'reads'}.h5ad", tpm=tpm)
+                rows += wu(data, "caf_v1", f"wu2021 CID4465 as {what}", seeds, path=path)
     else:
         print(f"skipped wu2021: not found under {data}")
     rows += synthetic(seeds)
@@ -645,6 +722,7 @@ def main(argv=None) -> None:
         text += (f"\n\n### Over random_state {', '.join(map(str, seeds))}\n\n"
                  + over_seeds(every).to_markdown(index=False, floatfmt=".3f"))
     if (args.data / "wu2021_brca_CID4465_1564cells_counts.h5ad").exists():
+        text += "\n\n" + author_subset_table(every)
         text += "\n\n" + majority_table(args.data, seeds[0])
         text += "\n\n" + sorted_stroma_table(args.data, seeds[0])
         text += "\n\n" + sorted_stroma_table(args.data, seeds[0], mouse=True)

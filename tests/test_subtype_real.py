@@ -26,7 +26,7 @@ from cafclassify.tl._compartment import perivascular_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_real import PANELS as BENCH_PANELS  # the benchmark's baselines, one copy
-from bench_real import as_mouse, full_length_reads, in_species
+from bench_real import as_mouse, by_author_subset, full_length_reads, in_species
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 WU = DATA / "wu2021_brca_CID4465_1564cells_counts.h5ad"
@@ -102,6 +102,20 @@ def test_subtype_agreement_with_authors(scored, classified):
     # classes without support are reported absent and never called
     rep = classified.uns[K.UNS][K.UNS_CLASSIFY]["training_summary"]["weak_labels"]
     assert {"apCAF", "meCAF", "dCAF"} <= set(rep["absent_classes"])
+
+
+def test_the_benchmark_reads_agreement_per_author_subset():
+    """bench_real.by_author_subset: the share of each author subset called its population,
+    and the ARI without the cells the authors call transitioning (hand-made labels)."""
+    truth = np.array(["iCAF", "iCAF", "iCAF", "myCAF", "myCAF", "myCAF", "myCAF"], dtype=object)
+    calls = np.array(["iCAF", "iCAF", "myCAF", "iCAF", "myCAF", "myCAF", "unassigned"], dtype=object)
+    groups = np.array(["s1", "s1", "s2", "Transitioning s3", "s4", "s4", "Transitioning s3"])
+    out = by_author_subset(calls, truth, groups, {})
+    assert out["agree s1"] == 1.0 and out["agree s2"] == 0.0 and out["agree s4"] == 1.0
+    assert out["agree Transitioning s3"] == 0.0
+    clear = np.array([0, 1, 2, 4, 5])
+    assert out["ARI, transitioning left out"] == pytest.approx(adjusted_rand_score(truth[clear], calls[clear]))
+    assert out["ARI, transitioning left out"] != pytest.approx(adjusted_rand_score(truth, calls))
 
 
 @pytest.mark.xfail(strict=True, reason=(
