@@ -147,6 +147,7 @@ from cafclassify.genes import detect_species, recorded_species, to_species
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
 LIB = HERE.parent / "signatures" / "caf_v1"
+WU_FILE = "wu2021_brca_CID4465_1564cells_counts.h5ad"  # the labelled breast sample in --data
 SUBTYPES = ["myCAF", "iCAF", "apCAF", "meCAF", "vCAF", "dCAF"]
 #: the first classifier's settings (z-score seeds, 2,000 HVGs + signature genes, per cell, 15 seeds)
 BEFORE = {"seed_rule": "zscore", "feature_smoothing": False, "n_hvg": 2000, "min_seeds": 15, "min_per_fold": 3,
@@ -355,7 +356,7 @@ def wu(data: Path, signatures, name: str, seeds: list[int], *, genes=None, path:
     """Rows for the breast sample (or its version at ``path``); ``genes`` (a function of the
     read AnnData) restricts its genes first, and ``{n_genes}`` in ``name`` is replaced by
     the number kept."""
-    a = caf.read(path or data / "wu2021_brca_CID4465_1564cells_counts.h5ad")
+    a = caf.read(path or data / WU_FILE)
     if genes is not None:
         a = genes(a)
     name = name.format(n_genes=a.n_vars)
@@ -400,7 +401,7 @@ def author_cafs_subsampled(a, n_icaf: int, n_mycaf: int, subset: int):
 def majority_table(data: Path, seed: int, subsets: tuple[int, ...] = (0, 1, 2)) -> str:
     """ARI of every method on the breast sample subsampled to a majority subtype
     (:data:`MAJORITY_DESIGNS`), mean over random subsets, as markdown."""
-    full = caf.read(data / "wu2021_brca_CID4465_1564cells_counts.h5ad")
+    full = caf.read(data / WU_FILE)
     rows = []
     for n_i, n_m in MAJORITY_DESIGNS:
         share = max(n_i, n_m) / (n_i + n_m)
@@ -426,7 +427,7 @@ def sorted_stroma_table(data: Path, seed: int, subsets: tuple[int, ...] = (0, 1,
     (a sorted-CAF design; PVL read as vCAF), mean over random subsets, as markdown.
     ``mouse``: the sample as mouse orthologues (:func:`as_mouse`), the baselines' genes
     mapped to them."""
-    src = data / "wu2021_brca_CID4465_1564cells_counts.h5ad"
+    src = data / WU_FILE
     with tempfile.TemporaryDirectory() as tmp:
         full = caf.read(as_mouse(src, Path(tmp) / "wu_mouse.h5ad") if mouse else src)
     lineage = full.obs["author_lineage"].astype(str).to_numpy()
@@ -484,7 +485,7 @@ def sorted_stroma_table(data: Path, seed: int, subsets: tuple[int, ...] = (0, 1,
 def compartment_tables(data: Path, seed: int) -> str:
     """Gate and perivascular compartment against author lineages (issue 14), as markdown."""
     out = []
-    a = run_chain(caf.read(data / "wu2021_brca_CID4465_1564cells_counts.h5ad"), "caf_v1", random_state=seed)
+    a = run_chain(caf.read(data / WU_FILE), "caf_v1", random_state=seed)
     caf.classify(a, random_state=seed)
     author = a.obs["celltype_major"].astype(str)
     out.append("### wu2021 CID4465: author major type x caf_lineage (default chain)\n")
@@ -669,7 +670,7 @@ def thin_gate_table(seed: int = 0) -> str:
 def run_all(data: Path, seeds: list[int]) -> list[dict]:
     """Every dataset's rows at every ``random_state`` in ``seeds`` (each chain is run once)."""
     rows: list[dict] = []
-    if (data / "wu2021_brca_CID4465_1564cells_counts.h5ad").exists():
+    if (data / WU_FILE).exists():
         rows += wu(data, "caf_v1", "wu2021 CID4465 (379 author CAFs)", seeds)
         with tempfile.TemporaryDirectory() as tmp:
             lib = library_without("WU", Path(tmp) / "caf_v1_noWU")
@@ -677,12 +678,12 @@ def run_all(data: Path, seeds: list[int]) -> list[dict]:
         rows += wu(data, "caf_v1", "wu2021 CID4465, {n_genes}-gene marker panel", seeds, genes=marker_panel)
         rows += wu(data, "caf_v1", "wu2021 CID4465, {n_genes} common markers", seeds, genes=small_panel)
         with tempfile.TemporaryDirectory() as tmp:
-            mouse = as_mouse(data / "wu2021_brca_CID4465_1564cells_counts.h5ad", Path(tmp) / "wu_mouse.h5ad")
+            mouse = as_mouse(data / WU_FILE, Path(tmp) / "wu_mouse.h5ad")
             rows += wu(data, "caf_v1", "wu2021 CID4465 as mouse ({n_genes} orthologues)", seeds, path=mouse)
         with tempfile.TemporaryDirectory() as tmp:
             for tpm, what in ((False, "full-length reads"), (True, "reads as log2(1 + TPM)")):
-                path = as_full_length(data / "wu2021_brca_CID4465_1564cells_counts.h5ad",
-                                      Path(tmp) / f"wu_{'tpm' if tpm else 'reads'}.h5ad", tpm=tpm)
+                path = as_full_length(data / WU_FILE, Path(tmp) / f"wu_{'tpm' if tpm else 'reads'}.h5ad",
+                                      tpm=tpm)
                 rows += wu(data, "caf_v1", f"wu2021 CID4465 as {what}", seeds, path=path)
     else:
         print(f"skipped wu2021: not found under {data}")
@@ -721,7 +722,7 @@ def main(argv=None) -> None:
     if len(seeds) > 1:
         text += (f"\n\n### Over random_state {', '.join(map(str, seeds))}\n\n"
                  + over_seeds(every).to_markdown(index=False, floatfmt=".3f"))
-    if (args.data / "wu2021_brca_CID4465_1564cells_counts.h5ad").exists():
+    if (args.data / WU_FILE).exists():
         text += "\n\n" + author_subset_table(every)
         text += "\n\n" + majority_table(args.data, seeds[0])
         text += "\n\n" + sorted_stroma_table(args.data, seeds[0])
