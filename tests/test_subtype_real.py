@@ -26,7 +26,8 @@ from cafclassify.tl._compartment import perivascular_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_real import PANELS as BENCH_PANELS  # the benchmark's baselines, one copy
-from bench_real import as_mouse, by_author_subset, full_length_reads, in_species
+from bench_real import by_author_subset, in_species
+from real_designs import as_mouse, full_length_reads
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 WU = DATA / "wu2021_brca_CID4465_1564cells_counts.h5ad"
@@ -195,7 +196,7 @@ def test_agreement_does_not_rest_on_the_authors_signatures(tmp_path):
 
 def test_the_sample_as_a_mouse_dataset_keeps_its_gate_and_calls(tmp_path):
     """Another species on real expression: the sample's genes renamed to their mouse
-    orthologues, genes without one dropped (no CXCL8, no HLA-DP; bench_real.as_mouse). The
+    orthologues, genes without one dropped (no CXCL8, no HLA-DP; real_designs.as_mouse). The
     species is detected from the symbols, the gate still finds the CAFs and the perivascular
     cells, and the calls beat argmax score_genes of the same sets mapped to mouse, with at
     most the issue's 10 % of author CAFs in subtypes the authors do not report."""
