@@ -10,12 +10,13 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from _report_fixtures import make_annotated
 
 import cafclassify
 from cafclassify import _keys as K
 from cafclassify._errors import ConfigError
 from cafclassify.tl._agreement import agreement_table, named_call
+
+from _report_fixtures import make_annotated
 
 
 def _toy() -> ad.AnnData:

@@ -1,6 +1,6 @@
 """Nothing lost and no wrong cause, whatever the user types or however the run ends (issue #16).
 
-The error messages themselves are cases of ``tests/test_bad_inputs.py`` (and rows of
+The error messages themselves are cases of ``tests/_bad_input_cases.py`` (and rows of
 ``docs/errors.md``); this file checks what those cases cannot: that inputs survive
 (byte for byte), that every writing command has the output guard, that fetch keeps
 files it did not create, that text is never decoded with replacement characters,
@@ -27,9 +27,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from test_bad_inputs import error_lines, run_cli, write_counts_h5ad
 
 from cafclassify._errors import CafClassifyError, DownloadError, InputFileError, ModelError
+
+from _cli_fixtures import error_lines, run_cli, write_counts_h5ad
 
 
 def _digest(path: Path) -> str:

@@ -18,6 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+
+import cafclassify as cc
+from cafclassify._errors import InputFileError
+from cafclassify.io import sniff_format
+
 from _rdata_fixtures import (
     RSCRIPT,
     r_embedding,
@@ -27,10 +32,6 @@ from _rdata_fixtures import (
     simulated,
     write_r_objects,
 )
-
-import cafclassify as cc
-from cafclassify._errors import InputFileError
-from cafclassify.io import sniff_format
 
 V5 = Path(__file__).parent / "data" / "seurat_v5"
 

@@ -16,14 +16,15 @@ import pandas as pd
 import pytest
 import scipy.io
 import scipy.sparse as sp
-from _tenx_fixtures import write_10x_h5_v2 as _write_10x_h5_v2
-from _tenx_fixtures import write_10x_h5_v3 as _write_10x_h5_v3
 
 import cafclassify
 from cafclassify import _keys as K
 from cafclassify._errors import InputFileError
 from cafclassify.io import read, read_backed, sniff_format
 from cafclassify.io._stream import read_to_h5ad
+
+from _tenx_fixtures import write_10x_h5_v2 as _write_10x_h5_v2
+from _tenx_fixtures import write_10x_h5_v3 as _write_10x_h5_v3
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

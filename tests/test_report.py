@@ -10,7 +10,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from _report_fixtures import make_annotated
 
 import cafclassify
 from cafclassify import _keys as K
@@ -20,6 +19,8 @@ from cafclassify.report._colors import SUBTYPE_COLORS, color_for
 from cafclassify.report._common import _coverage_frames, key_numbers
 from cafclassify.report._subtypes import _reliability_curves
 from cafclassify.report._warnings import collect_warnings
+
+from _report_fixtures import make_annotated
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from _report_fixtures import make_annotated
 
 import cafclassify
 from cafclassify import _keys as K
@@ -18,6 +17,8 @@ from cafclassify.report import write_report, write_summary
 from cafclassify.report._colors import LINEAGE_COLORS, SUBTYPE_COLORS
 from cafclassify.report._sections import _cluster_margin, _numeric_sort, _qc_panel_words
 from cafclassify.tl._insufficient import mark_classification_skipped
+
+from _report_fixtures import make_annotated
 
 REFUSAL = ("obsm['caf_scores']: fewer than two subtype scores are available (['meCAF']). What to do: "
            "score the subtype sets (cafclassify.score) with enough gene coverage.")

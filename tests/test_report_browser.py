@@ -26,10 +26,11 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pytest
-from _report_fixtures import make_annotated
 
 from cafclassify import _keys as K
 from cafclassify.report import write_report, write_summary
+
+from _report_fixtures import make_annotated
 
 CHROMIUM = "/usr/bin/chromium"
 

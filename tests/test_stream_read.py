@@ -12,8 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from _tenx_fixtures import write_10x_h5_v2 as _write_10x_h5_v2
-from _tenx_fixtures import write_10x_h5_v3
 
 from cafclassify import _keys as K
 from cafclassify._errors import CafClassifyError, InputFileError
@@ -21,6 +19,9 @@ from cafclassify.io import _stream as S
 from cafclassify.io import read
 from cafclassify.io._stream import NotStreamableError, read_to_h5ad, streamable
 from cafclassify.io._valuetype import _sample_rows
+
+from _tenx_fixtures import write_10x_h5_v2 as _write_10x_h5_v2
+from _tenx_fixtures import write_10x_h5_v3
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
