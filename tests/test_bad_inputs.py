@@ -237,6 +237,11 @@ def write_docs(path: Path) -> None:
         "| an `.h5ad` whose X holds a subset of `adata.raw`'s genes (scanpy's highly "
         "variable genes) | `adata.raw` is read (the signatures need every gene), with a "
         "WARNING and `details.source_matrix_reason` in the record; `--layer X` reads X |",
+        "| integer counts that look like reads of a full-length protocol (median non-zero count "
+        ">= 10; UMI counts sit at 1-3) | read as counts, with a WARNING that gene length biases read "
+        "counts and that TPM of the same cells is the better input; `reads_like` and "
+        "`median_nonzero` in `uns['cafclassify']['read']['value_type_evidence']`; the report repeats "
+        "the warning |",
         "| TPM / CPM, or fractions of each cell's counts (linear normalised values: every cell "
         "has the same total) | detected as "
         "`linear`, rescaled to 10,000 per cell and log1p-transformed; a gene subset of them "

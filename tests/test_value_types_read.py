@@ -129,3 +129,46 @@ def test_qc_does_not_take_a_normalised_counts_layer_for_counts(caplog):
         _, desc, vt = _choose_matrix(a, None)
     assert desc == "X" and vt == "lognorm"
     assert any("does not hold counts" in r.message for r in caplog.records)
+
+
+def _umi_and_reads(n=80, seed=3):
+    """The same cells as shallow UMI counts and as full-length reads of them (each count x a
+    per-gene length factor x amplification noise x 40, as benchmarks/real_designs.py)."""
+    rng = np.random.default_rng(seed)
+    umi = rng.poisson(rng.gamma(0.4, 1.5, len(GENES)), (n, len(GENES))).astype(np.float64)
+    length = np.exp(rng.normal(0, 0.5, len(GENES)))
+    reads = np.round(umi * length * rng.gamma(4.0, 0.25, umi.shape) * 40)
+    return umi.astype(np.float32), reads.astype(np.float32)
+
+
+def test_counts_of_reads_are_read_as_counts_with_a_warning(tmp_path, caplog):
+    """Read counts of a full-length protocol are counts, but gene length biases them: read()
+    (in memory, streamed, backed) says so and records the evidence; UMI counts are silent."""
+    from cafclassify.io._valuetype import READS_MIN_MEDIAN_NONZERO
+    from cafclassify.report._warnings import collect_warnings
+
+    umi, reads = _umi_and_reads()
+    for name, X, reads_like in (("umi", umi, False), ("reads", reads, True)):
+        p = tmp_path / f"{name}.h5ad"
+        _adata(sp.csr_matrix(X)).write_h5ad(p)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="cafclassify"):
+            a = read(p)
+            read_to_h5ad(p, tmp_path / f"{name}_streamed.h5ad", chunk_size=25)
+            b = read_backed(p)
+            b.file.close()
+        warned = [r for r in caplog.records if "reads of a full-length protocol" in r.message]
+        for rec in (a.uns[K.UNS][K.UNS_READ], b.uns[K.UNS][K.UNS_READ],
+                    ad.read_h5ad(tmp_path / f"{name}_streamed.h5ad").uns[K.UNS][K.UNS_READ]):
+            ev = rec["value_type_evidence"]
+            assert rec["value_type"] == "counts"
+            assert ev["reads_like"] is reads_like
+            assert (ev["median_nonzero"] >= READS_MIN_MEDIAN_NONZERO) is reads_like
+        keys = {w["key"] for w in collect_warnings(a)}
+        if reads_like:
+            assert len(warned) == 3 and all(str(p) in r.message and "TPM" in r.message for r in warned)
+            assert "reads" in keys
+            # still counts: kept as such and normalised from them
+            np.testing.assert_array_equal(a.layers[K.LAYER_COUNTS].toarray(), X)
+        else:
+            assert warned == [] and "reads" not in keys

@@ -43,7 +43,7 @@ import scipy.sparse as sp
 
 from .. import _keys as K
 from .._errors import DataError, InputFileError
-from ._valuetype import LOG_BASES, log_label, value_type_details
+from ._valuetype import LOG_BASES, log_label, reads_note, value_type_details
 
 __all__ = ["LAYER_NOT_COUNTS", "TARGET_SUM", "VALUE_TYPE_OVERRIDES", "counts_layer_verdict", "log_rewrite"]
 
@@ -142,6 +142,9 @@ def _decide_value_type(X, path: Path, value_type: str | None, info: dict) -> tup
                              "; if these really are counts of a very shallow experiment, say so "
                              "with value_type='counts'") + ".",
         )
+    note = reads_note(details) if (value_type or detected) == "counts" else None
+    if note is not None:
+        logger.warning("%s: %s.", path, note)
     if value_type is None:
         if detected == "unknown":
             raise InputFileError(

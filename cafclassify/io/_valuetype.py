@@ -36,6 +36,19 @@ on them:
 * ``float32_overflow``: values beyond float32's range (about 3.4e38) cannot be
   normalised (the float32 expression matrix would hold infinity, then NaN).
 
+Counts of UMIs and counts of reads are both integers, and are read alike. They differ in
+one number the detection records: the **median non-zero count**. A UMI counts a molecule
+once, so most genes detected in a cell are counted once or twice (1 in the breast atlas
+sample at ~600 UMI per cell, 2 in a 10x breast tumour at ~18,000). A full-length protocol
+(Smart-seq2 and other plate methods) sequences fragments along the whole transcript and
+amplifies them, so one captured molecule gives tens of reads (the median is 43 for the
+breast sample turned into reads by the benchmark, ``benchmarks/real_designs.py``). At
+:data:`READS_MIN_MEDIAN_NONZERO` (10) or more, ``reads_like`` is set and
+:func:`reads_note` says what it means: read counts grow with gene length, which every
+step that compares genes within a cell sees (``docs/classifier.md``, "Another protocol,
+on real cells"), so length-normalised values (TPM) of the same cells are the better input.
+The values are still read as counts: the note is a warning, not a decision.
+
 Which log base and scale log-normalised values carry is told from the numbers when
 they cover the transcriptome (:func:`log_scale_details`: the right base's inverse gives
 the same total in every cell).
@@ -59,8 +72,8 @@ import scipy.sparse as sp
 from .._errors import DataError
 from ._canonical import canonical
 
-__all__ = ["BINARY_MIN_VALUES", "LOGNORM_MAX", "VALUE_TYPES", "detect_value_type", "log_scale_details",
-           "value_type_details"]
+__all__ = ["BINARY_MIN_VALUES", "LOGNORM_MAX", "READS_MIN_MEDIAN_NONZERO", "VALUE_TYPES", "detect_value_type",
+           "log_scale_details", "reads_note", "value_type_details"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +98,9 @@ LINEAR_MIN_CELLS = 10
 #: the identified base's spread must be this many times smaller than the next base's
 LOG_SCALE_MIN_CONTRAST = 3.0
 _LOG_SCALE_ROWS = 500
+#: median non-zero count from which integer counts look like reads of a full-length
+#: protocol, not UMIs (module docstring): UMI data sit at 1-2, reads at tens
+READS_MIN_MEDIAN_NONZERO = 10.0
 
 
 def _sample_rows(X, n_rows: int, random_state: int) -> np.ndarray:
@@ -121,7 +137,8 @@ def value_type_details(X, *, n_rows: int = _DEFAULT_ROWS, random_state: int = 0)
     -------
     dict with ``value_type`` (one of :data:`VALUE_TYPES`), ``reason`` (plain words),
     ``n_rows_sampled``, ``min``, ``max``, ``frac_integer`` (of nonzero sampled
-    values), ``frac_nonzero`` and, for log-scale data, ``log_scale`` (the base and
+    values), ``frac_nonzero``; for counts ``median_nonzero`` and ``reads_like`` (counts of
+    reads, not UMIs: module docstring); for log-scale data ``log_scale`` (the base and
     scale :func:`log_scale_details` identifies) and ``log_base_guess`` (its base:
     ``"e"``/``"2"``/``"10"``/``"unknown"``).
     ``binary`` is true for a boolean matrix or 0/1 integers (see the module docstring),
@@ -182,6 +199,8 @@ def value_type_details(X, *, n_rows: int = _DEFAULT_ROWS, random_state: int = 0)
     if frac_int == 1.0:
         out["value_type"] = "counts"
         out["reason"] = f"all sampled values are non-negative integers (max {vmax:.6g})"
+        out["median_nonzero"] = float(np.median(nz))
+        out["reads_like"] = bool(out["median_nonzero"] >= READS_MIN_MEDIAN_NONZERO)
         if vmax == 1.0 and len(nz) >= BINARY_MIN_VALUES:
             out["binary"] = True
         if out["binary"]:
@@ -224,6 +243,27 @@ def value_type_details(X, *, n_rows: int = _DEFAULT_ROWS, random_state: int = 0)
         "(TPM/CPM) of a gene subset, or estimated counts"
     )
     return out
+
+
+def reads_note(details: dict | None) -> str | None:
+    """Plain words for counts that look like reads of a full-length protocol, else ``None``.
+
+    ``details`` is :func:`value_type_details`' record (``uns["cafclassify"]["read"]
+    ["value_type_evidence"]`` holds it); see the module docstring for the rule.
+    """
+    if not details or not details.get("reads_like"):
+        return None
+    return (
+        f"the counts look like reads of a full-length protocol (Smart-seq2 or another plate "
+        f"method), not UMIs: the median non-zero count is {float(details['median_nonzero']):,.0f} "
+        "(UMI counts sit at 1-3: most detected genes are counted once or twice). Read counts grow with gene "
+        "length, which biases the lineage gate's within-cell rank scores and the classifier's "
+        "reading of expression levels: on a tumour shared both ways, subtype calls from the read "
+        "counts agreed less with the authors' labels than calls from TPM (the cafclassify docs, "
+        "docs/classifier.md, 'Another protocol, on real cells'). If the study "
+        "shares TPM, FPKM or other length-normalised values of these cells, read those instead; "
+        "they are detected and rescaled"
+    )
 
 
 def _block(X, rows: np.ndarray):

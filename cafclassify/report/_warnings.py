@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys as K
+from ..io._valuetype import reads_note
 from ._common import (
     LOW_COVERAGE,
     LOW_MACRO_F1,
@@ -44,7 +45,7 @@ GROUP_OF = {
     "ltbp2_thin": GROUPS[0], "thin_definition": GROUPS[0],
     "low_agreement": GROUPS[1], "low_f1": GROUPS[2], "classify": GROUPS[2],
     "low_coverage": GROUPS[3], "gate": GROUPS[4], "qc_removed": GROUPS[5], "not_run": GROUPS[6],
-    "species": GROUPS[6], "counts_layer": GROUPS[6],
+    "species": GROUPS[6], "counts_layer": GROUPS[6], "reads": GROUPS[6],
 }
 
 
@@ -247,6 +248,9 @@ def collect_warnings(adata, label_key: str | None = None) -> list[dict]:
         rec = as_mapping(rec)
         if rec.get("message"):
             add(f"Species: {rec['message']}", key="species")
+    note = reads_note(as_mapping(read.get("value_type_evidence"))) if read.get("value_type") == "counts" else None
+    if note:
+        add(f"Input: {note}.", key="reads")
     layer = as_mapping(as_mapping(read.get("details")).get("counts_layer") or read.get("counts_layer"))
     if layer.get("reason"):
         add(f"layers['counts'] of the input does not hold counts ({layer['reason']}); it was not used "
