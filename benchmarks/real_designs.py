@@ -56,9 +56,10 @@ message when the file is absent):
   perivascular compartment is most of the cells and the baselines score every cell (in
   a sorted sample every cell is taken as a CAF), over the six subtype sets and over the
   labelled classes. A real counterpart of the synthetic sorted mouse rows, with the gate
-  in the loop; printed twice, the second time with the sample as mouse orthologues (a
-  sorted mouse stroma sample with a perivascular majority, as in the study that named
-  vCAFs).
+  in the loop; printed three times: as the sample is, as mouse orthologues (a sorted
+  mouse stroma sample with a perivascular majority, as in the study that named vCAFs),
+  and as mouse orthologues shared as a full-length protocol's read counts (sorted cells
+  are often sequenced on plates: :func:`as_mouse`, then :func:`as_full_length`).
 Then the compartment tables (issue 14): the gate against the authors' major types, the
 author stroma (CAFs + PVL) against ``caf_subtype`` under both perivascular readings, and
 the colorectal gate with its normal-tissue mural cells.
